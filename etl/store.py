@@ -1,0 +1,317 @@
+"""Read API of the light-curve store: a Zarr v3 group of CSR (ragged) arrays + its catalog.
+
+Layout (``STORE`` is a local path or any fsspec URL)::
+
+    STORE/zarr.json          group; attributes: schema_version, builder, bands, fracexp_min
+    STORE/points/<column>    flat per-point arrays, shape (P,) or (P, B), sharded
+    STORE/catalog.parquet    one row per discovered file; ok rows carry offset + n_points
+
+Shape legend: P = points in the store, N = light curves in a batch, T = points of one light
+curve, B = bands. Decoded chunks are kept in a bounded LRU cache, so random reads cost
+numpy slicing once a chunk is warm and memory does not grow with the store.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import zarr
+
+from etl.catalog import STATUS_OK, catalog_url, read_catalog
+from etl.errors import SchemaVersionError, SourceNotFoundError, StoreError
+from etl.lightcurve import POINT_COLUMNS, LightCurve
+
+SCHEMA_VERSION = 1
+POINTS_GROUP = "points"
+DEFAULT_CACHE_BYTES = 256 * 2**20
+
+
+def is_url(path: str) -> bool:
+    """True for fsspec URLs (``s3://...``), False for local paths and ``file://``."""
+    return "://" in path and not path.startswith("file://")
+
+
+@dataclass
+class LightCurveBatch:
+    """Several light curves in CSR form, as :meth:`LightCurveStore.read_many` returns them.
+
+    Attributes
+    ----------
+    source_ids : list of str, length N
+    lengths : ndarray of int64, shape (N,)
+        Points per light curve.
+    offsets : ndarray of int64, shape (N + 1,)
+        Light curve ``i`` is ``columns[name][offsets[i]:offsets[i + 1]]``.
+    columns : dict of str to ndarray
+        Flat arrays, shape (sum T,) or (sum T, B).
+    """
+
+    source_ids: list[str]
+    lengths: np.ndarray
+    offsets: np.ndarray
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.source_ids)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        """Columns of light curve ``i`` (views into the flat arrays)."""
+        lo, hi = self.offsets[i], self.offsets[i + 1]
+        return {name: arr[lo:hi] for name, arr in self.columns.items()}
+
+    def padded(self, column: str, length: int | None = None, fill: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Pad one column to a dense array.
+
+        Parameters
+        ----------
+        column : str
+            Column name.
+        length : int, optional
+            T of the output (default: the longest light curve); longer curves are cut.
+        fill : float
+            Value of padded steps.
+
+        Returns
+        -------
+        values : ndarray, shape (N, T) or (N, T, B)
+        mask : ndarray of bool, shape (N, T)
+            True on real steps.
+        """
+        flat = self.columns[column]
+        t = int(self.lengths.max(initial=0)) if length is None else int(length)
+        lengths = np.minimum(self.lengths, t)
+        mask = np.arange(t)[None, :] < lengths[:, None]
+        out = np.full((len(self), t) + flat.shape[1:], fill, dtype=flat.dtype)
+        rows = np.repeat(np.arange(len(self)), lengths)
+        steps = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        src = np.repeat(self.offsets[:-1], lengths) + steps
+        out[rows, steps] = flat[src]
+        return out, mask
+
+
+class ChunkCache:
+    """LRU cache of decoded chunks, bounded in bytes.
+
+    Parameters
+    ----------
+    max_bytes : int
+        Evict least-recently-used chunks beyond this many bytes.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES):
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+
+    def get(self, key: tuple[str, int], load) -> np.ndarray:
+        """The cached array for ``key``, calling ``load()`` on a miss."""
+        arr = self._items.get(key)
+        if arr is not None:
+            self._items.move_to_end(key)
+            self.hits += 1
+            return arr
+        self.misses += 1
+        arr = load()
+        self._items[key] = arr
+        self.nbytes += arr.nbytes
+        while self.nbytes > self.max_bytes and len(self._items) > 1:
+            _, old = self._items.popitem(last=False)
+            self.nbytes -= old.nbytes
+        return arr
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.nbytes = 0
+
+
+class LightCurveStore:
+    """A light-curve store opened for reading; see :func:`open_store`."""
+
+    def __init__(self, url: str, cache_bytes: int = DEFAULT_CACHE_BYTES, storage_options: dict | None = None):
+        self.url = str(url)
+        self.storage_options = storage_options or {}
+        self.cache = ChunkCache(cache_bytes)
+        self._index: dict[str, int] | None = None
+        self.refresh()
+
+    # -- opening -------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Re-read the catalog and array metadata (after another process ingested more)."""
+        try:
+            self.group = zarr.open_group(store=self.url, mode="r", storage_options=self._zarr_options())
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError) as exc:
+            raise StoreError(self.url, f"not a light-curve store ({exc.__class__.__name__}: {exc})") from None
+        attrs = dict(self.group.attrs)
+        version = attrs.get("schema_version")
+        if version is None:
+            raise StoreError(self.url, "Zarr group has no schema_version attribute: not a light-curve store")
+        if int(version) != SCHEMA_VERSION:
+            raise SchemaVersionError(self.url, f"schema version {version}, this code reads {SCHEMA_VERSION}")
+        self.attrs = attrs
+        bands = attrs.get("bands") or {}
+        self.e_min = np.asarray(bands.get("e_min", []), dtype="f8")
+        self.e_max = np.asarray(bands.get("e_max", []), dtype="f8")
+        self.chunk_points = int(attrs.get("chunk_points", 0))
+        self.arrays: dict[str, zarr.Array] = {}
+        if POINTS_GROUP in self.group:
+            points = self.group[POINTS_GROUP]
+            self.arrays = {name: points[name] for name in POINT_COLUMNS if name in points}
+        cat = read_catalog(self.url, self.storage_options)
+        if cat is None:
+            raise StoreError(self.url, "store has no catalog.parquet (never committed an ingest)")
+        self._catalog = cat
+        self._ok = cat.filter(pl.col("status") == STATUS_OK)
+        self._index = None
+        self.cache.clear()
+
+    def _zarr_options(self) -> dict | None:
+        return self.storage_options or None if is_url(self.url) else None
+
+    # -- catalog -------------------------------------------------------------------------
+    def catalog(self) -> pl.LazyFrame:
+        """The catalog as a Polars LazyFrame (the committed snapshot this object opened)."""
+        return self._catalog.lazy()
+
+    @property
+    def catalog_path(self) -> str:
+        """Path or URL of the Parquet catalog, for ``pl.scan_parquet``."""
+        return catalog_url(self.url)
+
+    @property
+    def source_ids(self) -> list[str]:
+        """Ids of all ingested (status ok) sources, in store order."""
+        return self._ok["source_id"].to_list()
+
+    def __len__(self) -> int:
+        return self._ok.height
+
+    def __contains__(self, source_id: str) -> bool:
+        return source_id in self._lookup()
+
+    def _lookup(self) -> dict[str, int]:
+        if self._index is None:
+            ids = self._ok["source_id"].to_list()
+            self._index = dict(zip(ids, range(len(ids))))
+        return self._index
+
+    def locate(self, source_ids: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Offsets and lengths of the given sources.
+
+        Raises
+        ------
+        SourceNotFoundError
+            For an id that is not an ingested source.
+        """
+        index = self._lookup()
+        try:
+            rows = np.fromiter((index[s] for s in source_ids), dtype=np.int64)
+        except KeyError as exc:
+            raise SourceNotFoundError(exc.args[0], self.url) from None
+        offsets = self._ok["offset"].to_numpy()
+        lengths = self._ok["n_points"].to_numpy()
+        return offsets[rows], lengths[rows]
+
+    # -- points --------------------------------------------------------------------------
+    def read(self, source_id: str, columns: Sequence[str] | None = None) -> LightCurve:
+        """One light curve with every per-point column (or ``columns``) and its metadata."""
+        batch = self.read_many([source_id], columns)
+        row = self._ok.row(self._lookup()[source_id], named=True)
+        return LightCurve(
+            source_id=source_id,
+            file=row["file"],
+            flavour=row["flavour"],
+            e_min=np.asarray(row["e_min"]),
+            e_max=np.asarray(row["e_max"]),
+            ra=row["ra"],
+            dec=row["dec"],
+            columns=batch[0],
+            n_rows_file=row["n_rows_file"],
+        )
+
+    def read_many(self, source_ids: Sequence[str], columns: Sequence[str] | None = None) -> LightCurveBatch:
+        """Several light curves at once (vectorised, for training batches)."""
+        ids = list(source_ids)
+        starts, lengths = self.locate(ids)
+        return self.read_spans(starts, lengths, columns, ids)
+
+    def read_spans(
+        self,
+        starts: np.ndarray,
+        lengths: np.ndarray,
+        columns: Sequence[str] | None = None,
+        source_ids: list[str] | None = None,
+    ) -> LightCurveBatch:
+        """Read point ranges ``[start, start + length)`` (catalog ``offset`` / ``n_points``).
+
+        Parameters
+        ----------
+        starts, lengths : ndarray of int64, shape (N,)
+        columns : sequence of str, optional
+            Default: every per-point column.
+        """
+        names = list(columns) if columns is not None else list(self.arrays)
+        unknown = [c for c in names if c not in POINT_COLUMNS]
+        if unknown:
+            raise ValueError(f"unknown column(s) {unknown}; known: {list(POINT_COLUMNS)}")
+        starts = np.asarray(starts, dtype=np.int64)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        total = int(offsets[-1])
+        size = self.chunk_points
+        first = starts // size
+        last = (starts + lengths - 1) // size
+        out = {}
+        for name in names:
+            arr = self.arrays[name]
+            dst = np.empty((total,) + arr.shape[1:], dtype=arr.dtype)
+            for i in range(len(starts)):
+                s, o, n = int(starts[i]), int(offsets[i]), int(lengths[i])
+                c = int(first[i])
+                if c == last[i]:  # the common case: one chunk holds the whole light curve
+                    lo = s - c * size
+                    dst[o : o + n] = self._chunk(name, c)[lo : lo + n]
+                    continue
+                pos = s
+                while pos < s + n:
+                    c = pos // size
+                    stop = min(s + n, (c + 1) * size)
+                    dst[o + pos - s : o + stop - s] = self._chunk(name, c)[pos - c * size : stop - c * size]
+                    pos = stop
+            out[name] = dst
+        return LightCurveBatch(source_ids if source_ids is not None else [], lengths, offsets, out)
+
+    def _chunk(self, name: str, c: int) -> np.ndarray:
+        size = self.chunk_points
+        arr = self.arrays[name]
+        return self.cache.get((name, c), lambda: arr[c * size : min((c + 1) * size, arr.shape[0])])
+
+    def __repr__(self) -> str:
+        bands = ", ".join(f"{lo:g}-{hi:g}" for lo, hi in zip(self.e_min, self.e_max))
+        return f"LightCurveStore({self.url!r}, sources={len(self)}, bands=[{bands}] keV)"
+
+
+def open_store(path_or_url: str, cache_bytes: int = DEFAULT_CACHE_BYTES, storage_options: dict | None = None) -> LightCurveStore:
+    """Open a light-curve store for reading.
+
+    Parameters
+    ----------
+    path_or_url : str
+        Local directory or fsspec URL (``s3://bucket/store``).
+    cache_bytes : int
+        Bound of the decoded-chunk cache (default 256 MiB).
+    storage_options : dict, optional
+        fsspec options (credentials, ``endpoint_url``...).
+
+    Raises
+    ------
+    StoreError
+        Missing or not a store; :class:`~etl.errors.SchemaVersionError` for another schema.
+    """
+    return LightCurveStore(str(path_or_url), cache_bytes, storage_options)

@@ -1,0 +1,137 @@
+"""Write side of the store: create the Zarr group, append points, never touch committed data.
+
+Points are appended after the committed end (the largest ``offset + n_points`` of the
+catalog's ok rows). Zarr's local store writes every shard through a temporary file and a
+rename, and object stores PUT whole objects, so a killed writer leaves each shard either old
+or new; the old shard holds all committed points, the new one holds them too. What lies past
+the committed end is invisible until the catalog that points at it is committed, and the
+next ingest simply writes over it.
+
+Shape legend: P = points, B = bands.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from etl import __version__
+from etl.errors import StoreError
+from etl.lightcurve import POINT_COLUMNS
+from etl.store import POINTS_GROUP, SCHEMA_VERSION, is_url
+
+#: Points per chunk (the unit of reading and decoding) and per shard (the unit of writing: one
+#: file or object). 16384 points of a banded float32 column decode to 192 KiB.
+CHUNK_POINTS = 16_384
+SHARD_POINTS = 16 * CHUNK_POINTS
+
+
+class StoreWriter:
+    """Appends light-curve points to a store; the caller commits the catalog afterwards.
+
+    Parameters
+    ----------
+    url : str
+        Local path or fsspec URL; the group is created when missing.
+    fracexp_min : float
+        Fractional-exposure cut of the ingest; a store keeps one (re-ingesting with another
+        would mix light curves cut differently).
+    storage_options : dict, optional
+        fsspec options for URLs.
+    chunk_points : int
+        Points per chunk of a new store (shards hold 16 chunks); an existing store keeps its own.
+    """
+
+    def __init__(self, url: str, fracexp_min: float, storage_options: dict | None = None, chunk_points: int = CHUNK_POINTS):
+        self.url = url
+        self.storage_options = storage_options or {}
+        opts = self.storage_options or None if is_url(url) else None
+        if not is_url(url):
+            Path(url).mkdir(parents=True, exist_ok=True)
+            _remove_partials(Path(url))
+        self.group = zarr.open_group(store=url, mode="a", storage_options=opts)
+        attrs = dict(self.group.attrs)
+        if not attrs:
+            attrs = {
+                "schema_version": SCHEMA_VERSION,
+                "builder": f"etl {__version__}",
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "fracexp_min": float(fracexp_min),
+                "chunk_points": int(chunk_points),
+                "shard_points": 16 * int(chunk_points),
+                "bands": None,
+            }
+            self.group.attrs.update(attrs)
+        elif int(attrs.get("schema_version", -1)) != SCHEMA_VERSION:
+            raise StoreError(url, f"store has schema version {attrs.get('schema_version')}, this code writes {SCHEMA_VERSION}")
+        elif abs(float(attrs["fracexp_min"]) - float(fracexp_min)) > 1e-12:
+            raise StoreError(url, f"store was built with fracexp_min={attrs['fracexp_min']}, not {fracexp_min}; use a new store")
+        self.attrs = attrs
+        self.arrays: dict[str, zarr.Array] = {}
+        if POINTS_GROUP in self.group:
+            points = self.group[POINTS_GROUP]
+            self.arrays = {name: points[name] for name in POINT_COLUMNS}
+
+    @property
+    def bands(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The store's band edges (e_min, e_max), or None before the first light curve."""
+        bands = self.attrs.get("bands")
+        if not bands:
+            return None
+        return np.asarray(bands["e_min"]), np.asarray(bands["e_max"])
+
+    def set_bands(self, e_min: np.ndarray, e_max: np.ndarray) -> None:
+        """Fix the store's band system and create its point arrays (first ok light curve)."""
+        if self.bands is not None:
+            raise StoreError(self.url, "band edges are already set")
+        bands = {"e_min": [float(x) for x in e_min], "e_max": [float(x) for x in e_max]}
+        n_bands = len(bands["e_min"])
+        points = self.group.require_group(POINTS_GROUP)
+        compressor = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+        chunk, shard = int(self.attrs["chunk_points"]), int(self.attrs["shard_points"])
+        for name, (dtype, banded) in POINT_COLUMNS.items():
+            shape = (0, n_bands) if banded else (0,)
+            self.arrays[name] = points.create_array(
+                name,
+                shape=shape,
+                chunks=(chunk, n_bands) if banded else (chunk,),
+                shards=(shard, n_bands) if banded else (shard,),
+                dtype=dtype,
+                fill_value=np.nan,
+                compressors=compressor,
+                dimension_names=("point", "band") if banded else ("point",),
+                overwrite=True,
+            )
+        # Attributes last: a store with bands set always has its arrays.
+        self.group.attrs["bands"] = bands
+        self.attrs["bands"] = bands
+
+    def write(self, start: int, columns: dict[str, np.ndarray]) -> int:
+        """Write points ``[start, start + P)`` of every column; returns the new end.
+
+        Parameters
+        ----------
+        start : int
+            The committed end (nothing visible lies at or after it).
+        columns : dict of str to ndarray
+            Every column of :data:`POINT_COLUMNS`, shape (P,) or (P, B).
+        """
+        n = len(columns["time"])
+        end = start + n
+        if n == 0:
+            return end
+        for name, arr in self.arrays.items():
+            if arr.shape[0] < end:
+                arr.resize((end,) + arr.shape[1:])
+            arr[start:end] = columns[name]
+        return end
+
+
+def _remove_partials(root: Path) -> None:
+    """Delete temporary files a killed writer left (zarr's and the catalog's ``*.partial``)."""
+    for path in root.rglob("*.partial"):
+        path.unlink(missing_ok=True)

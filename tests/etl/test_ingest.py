@@ -1,0 +1,225 @@
+"""Ingest: counts, quarantine, idempotence, replacement, duplicates, bands, workers, lock, kill -9."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from etl.catalog import read_catalog
+from etl.errors import StoreError, StoreLockedError
+from etl.fitswriter import bintable_fits_bytes
+from etl.ingest import ingest, main
+from etl.lock import StoreLock
+from etl.reader import read_lightcurve
+from etl.store import open_store
+from etl.synth import lightcurve_header, make_archive, simulate_source
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def assert_store_matches_files(store_path):
+    """Every ok row reads back exactly as its file; offsets never overlap."""
+    store = open_store(store_path)
+    ok = store.catalog().filter(pl.col("status") == "ok").sort("offset").collect()
+    ends = (ok["offset"] + ok["n_points"]).to_numpy()
+    assert np.all(ok["offset"].to_numpy()[1:] >= ends[:-1])
+    for row in ok.iter_rows(named=True):
+        ref = read_lightcurve(row["file"])
+        got = store.read(row["source_id"])
+        for name, arr in ref.columns.items():
+            np.testing.assert_array_equal(got.columns[name], arr, err_msg=f"{row['file']} {name}")
+    return store
+
+
+def test_counts_and_every_bad_kind(rebinned_archive, tmp_path):
+    summary = ingest(rebinned_archive, tmp_path / "s", progress=False)
+    truth = pl.read_parquet(rebinned_archive / "truth.parquet")
+    assert summary.discovered == truth.height == 212
+    assert (summary.ingested, summary.unchanged, summary.rejected) == (200, 0, 12)
+    cat = read_catalog(str(tmp_path / "s"))
+    assert cat.height == summary.discovered
+    assert cat["file"].is_unique().all()
+    joined = cat.with_columns(pl.col("file").str.split("/").list.last().alias("name")).join(
+        truth.select(pl.col("file").alias("name"), "expected"), on="name")
+    got = joined.select(pl.when(pl.col("status") == "ok").then(pl.lit("ok"))
+                        .otherwise(pl.col("reason").str.split(":").list.first()).alias("code"), "expected")
+    assert (got["code"] == got["expected"]).all(), got.filter(pl.col("code") != pl.col("expected"))
+    assert "discovered 212 | ingested 200 | unchanged 0 | rejected 12" in summary.line()
+    assert_store_matches_files(tmp_path / "s")
+
+
+def test_rerun_is_idempotent(rebinned_archive, tmp_path):
+    ingest(rebinned_archive, tmp_path / "s", progress=False)
+    before = read_catalog(str(tmp_path / "s"))
+    again = ingest(rebinned_archive, tmp_path / "s", progress=False)
+    assert (again.discovered, again.ingested, again.unchanged, again.rejected) == (212, 0, 212, 0)
+    after = read_catalog(str(tmp_path / "s"))
+    assert after.equals(before)
+
+
+def _rewrite(path: Path, seed: int, source_id: str):
+    rng = np.random.default_rng(seed)
+    cols, _ = simulate_source(rng, "rebinned", 10.0, 20.0, 9, "flare")
+    path.write_bytes(bintable_fits_bytes(cols, header=lightcurve_header(source_id, 10.0, 20.0, cols)))
+
+
+def test_changed_and_new_files(archive_copy, tmp_path):
+    store = tmp_path / "s"
+    ingest(archive_copy, store, progress=False)
+    truth = pl.read_parquet(archive_copy / "truth.parquet").filter(pl.col("expected") == "ok")
+    name, sid = truth["file"][3], truth["source_id"][3]
+    _rewrite(archive_copy / name, 99, sid)
+    _rewrite(archive_copy / "em01_000000_020_LightCurve_99999_c010_rebinned.fits", 98, "1eRASS Jnew")
+    summary = ingest(archive_copy, store, progress=False)
+    assert (summary.discovered, summary.ingested, summary.unchanged, summary.rejected) == (213, 2, 211, 0)
+    cat = read_catalog(str(store))
+    assert cat.height == 213 and cat["file"].is_unique().all()
+    assert cat.filter(pl.col("source_id") == sid).height == 1  # replaced, not duplicated
+    s = assert_store_matches_files(store)
+    np.testing.assert_array_equal(s.read(sid).rate, read_lightcurve(archive_copy / name).rate)
+    assert "1eRASS Jnew" in s
+
+
+def test_real_fixtures_with_shared_object(real_files, tmp_path):
+    archive = tmp_path / "a"
+    archive.mkdir()
+    for f in real_files:
+        shutil.copy(f, archive)
+    summary = ingest(archive, tmp_path / "s", progress=False)
+    assert (summary.ingested, summary.rejected) == (3, 0)
+    cat = read_catalog(str(tmp_path / "s")).sort("file")
+    assert cat["source_id"].to_list() == ["00001", "00001@srctool_loggauss_020_LightCurve_00001", "00022"]
+    assert cat["object"].to_list() == ["00001", "00001", "00022"]
+    assert cat["flavour"].to_list() == ["srctool"] * 3
+    assert cat["n_points"].to_list() == [17, 17, 31]
+    assert cat["e_max"][0].to_list() == [5.0, 2.3, 5.0]
+    store = assert_store_matches_files(tmp_path / "s")
+    np.testing.assert_array_equal(store.e_min, [0.2, 0.2, 2.3])
+    # a copy with identical content is a duplicate and is quarantined
+    shutil.copy(real_files[2], archive / "zz_copy_020_LightCurve_00022.fits.gz")
+    summary = ingest(archive, tmp_path / "s", progress=False)
+    assert (summary.ingested, summary.unchanged, summary.rejected) == (0, 3, 1)
+    assert summary.rejected_files[0][1].startswith("duplicate_source: identical content to ")
+
+
+def test_band_system_mismatch_is_rejected(rebinned_archive, real_files, tmp_path):
+    ingest(rebinned_archive, tmp_path / "s", progress=False)
+    archive = tmp_path / "real"
+    archive.mkdir()
+    shutil.copy(real_files[0], archive)
+    summary = ingest(archive, tmp_path / "s", progress=False)
+    assert summary.rejected == 1
+    assert summary.rejected_files[0][1].startswith("band_mismatch: file bands [0.2-5, 0.2-2.3, 2.3-5] keV")
+
+
+def test_srctool_gzip_archive(srctool_archive, tmp_path):
+    summary = ingest(srctool_archive, tmp_path / "s", progress=False)
+    assert (summary.ingested, summary.rejected) == (60, 0)
+    cat = read_catalog(str(tmp_path / "s"))
+    assert set(cat["flavour"]) == {"srctool"}
+    assert (cat["n_rows_file"] > cat["n_points"]).all()
+    assert_store_matches_files(tmp_path / "s")
+
+
+def test_two_workers_give_the_same_store(rebinned_archive, tmp_path):
+    ingest(rebinned_archive, tmp_path / "one", progress=False, batch_size=16)
+    ingest(rebinned_archive, tmp_path / "two", workers=2, progress=False, batch_size=16)
+    cols = ["file", "source_id", "status", "reason", "offset", "n_points", "content_hash"]
+    one = read_catalog(str(tmp_path / "one")).select(cols).sort("file")
+    two = read_catalog(str(tmp_path / "two")).select(cols).sort("file")
+    assert one.equals(two)
+    assert_store_matches_files(tmp_path / "two")
+
+
+def test_locked_store_fails_fast(rebinned_archive, tmp_path):
+    store = tmp_path / "s"
+    with StoreLock(str(store)):
+        start = time.perf_counter()
+        with pytest.raises(StoreLockedError, match=f"pid {os.getpid()}"):
+            ingest(rebinned_archive, store, progress=False)
+        assert time.perf_counter() - start < 5
+    assert ingest(rebinned_archive, store, progress=False).ingested == 200  # released on exit
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main([str(tmp_path / "nope"), "--store", str(tmp_path / "s"), "--quiet"]) == 2
+    assert "archive directory does not exist" in capsys.readouterr().err
+    (tmp_path / "a").mkdir()
+    (tmp_path / "file").write_text("x")
+    assert main([str(tmp_path / "a"), "--store", str(tmp_path / "file" / "s"), "--quiet"]) == 2
+    assert "cannot create the store directory" in capsys.readouterr().err
+    with pytest.raises(StoreError):
+        ingest(tmp_path / "a", tmp_path / "file" / "s", progress=False)
+
+
+def test_cli_summary_and_rejects(rebinned_archive, tmp_path, capsys):
+    assert main([str(rebinned_archive), "--store", str(tmp_path / "s"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "discovered 212 | ingested 200 | unchanged 0 | rejected 12" in out
+    assert "not_fits" in out and "and 2 more" in out
+
+
+def _ingest_cmd(archive, store, *extra):
+    return [sys.executable, "-m", "etl.ingest", str(archive), "--store", str(store), "--quiet", *extra]
+
+
+@pytest.fixture(scope="module")
+def big_archive(tmp_path_factory):
+    out = tmp_path_factory.mktemp("big")
+    make_archive(out, n=2500, seed=21, flavour="mixed", bad=12, progress=False)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.0, 0.6, 1.5])
+def test_kill_9_then_rerun_completes(big_archive, tmp_path, delay):
+    store = tmp_path / "s"
+    proc = subprocess.Popen(_ingest_cmd(big_archive, store, "--flush-points", "2000", "--batch-size", "64"),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    catalog = store / "catalog.parquet"
+    deadline = time.monotonic() + 60
+    while delay and not catalog.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(delay)
+    assert proc.poll() is None, "ingest finished before it could be killed; enlarge the archive"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if catalog.exists():
+        partial = read_catalog(str(store))
+        assert partial.height < 2512
+        assert_store_matches_files(store)  # nothing half-written is visible
+    done = subprocess.run(_ingest_cmd(big_archive, store), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    cat = read_catalog(str(store))
+    assert cat.height == 2512 and cat["file"].is_unique().all()
+    assert cat.filter(pl.col("status") == "ok").height == 2500
+    assert not list(store.rglob("*.partial"))
+    assert_store_matches_files(store)
+
+
+@pytest.mark.slow
+def test_second_concurrent_ingest_fails_and_first_is_unharmed(big_archive, tmp_path):
+    store = tmp_path / "s"
+    first = subprocess.Popen(_ingest_cmd(big_archive, store, "--flush-points", "5000"), cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = store / ".ingest.lock"
+    deadline = time.monotonic() + 60
+    while not (lock.exists() and lock.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = subprocess.run(_ingest_cmd(big_archive, store), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert first.poll() is None, "first ingest ended before the second started"
+    assert second.returncode == 2
+    assert "another ingest holds the store lock" in second.stderr
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert "discovered 2512 | ingested 2500 | unchanged 0 | rejected 12" in out
+    assert_store_matches_files(store)

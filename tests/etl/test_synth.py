@@ -1,0 +1,63 @@
+"""Synthetic archive generator: naming, determinism, length distribution, classes, bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from etl.reader import read_lightcurve
+from etl.synth import BAD_KINDS, CLASSES, draw_n_erodays, ecliptic_latitude, main, make_archive, variability
+
+
+def test_cli_writes_files_and_truth(tmp_path, capsys):
+    assert main([str(tmp_path), "--n", "30", "--seed", "3", "--bad", "12", "--quiet"]) == 0
+    truth = pl.read_parquet(tmp_path / "truth.parquet")
+    assert truth.height == 42
+    assert sorted(truth.filter(pl.col("expected") != "ok")["expected"].to_list()) == sorted(BAD_KINDS)
+    files = sorted(p.name for p in tmp_path.glob("*.fits*"))
+    assert len(files) == 42
+    good = truth.filter(pl.col("expected") == "ok")
+    assert all(f.startswith("em01_") and "_020_LightCurve_" in f and f.endswith("_c010_rebinned.fits") for f in good["file"])
+    assert set(good["class"]) <= set(CLASSES)
+    assert good["source_id"].n_unique() == 30
+    assert "wrote 42 files" in capsys.readouterr().out
+
+
+def test_same_seed_same_bytes(tmp_path):
+    make_archive(tmp_path / "a", 20, seed=5, flavour="mixed", progress=False)
+    make_archive(tmp_path / "b", 20, seed=5, flavour="mixed", progress=False)
+    make_archive(tmp_path / "c", 20, seed=6, flavour="mixed", progress=False)
+    names = sorted(p.name for p in (tmp_path / "a").glob("*.fits"))
+    assert names == sorted(p.name for p in (tmp_path / "b").glob("*.fits"))
+    assert all((tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes() for n in names)
+    assert names != sorted(p.name for p in (tmp_path / "c").glob("*.fits"))
+
+
+def test_length_distribution_is_erass_like():
+    rng = np.random.default_rng(0)
+    ra = rng.uniform(0, 360, 100_000)
+    dec = np.degrees(np.arcsin(rng.uniform(-1, 1, 100_000)))
+    n = draw_n_erodays(rng, ecliptic_latitude(ra, dec))
+    assert 0.75 < np.mean((n >= 4) & (n <= 12)) < 0.95  # most sources: 4-12 erodays
+    assert (n >= 100).sum() > 150 and n.max() > 300  # a tail to hundreds near the ecliptic poles
+    assert n.min() >= 4
+
+
+def test_srctool_flavour_has_zero_exposure_rows(tmp_path):
+    truth = make_archive(tmp_path, 5, seed=1, flavour="srctool", progress=False)
+    lc = read_lightcurve(tmp_path / truth["file"][0])
+    assert lc.flavour == "srctool"
+    assert lc.n_rows_file > lc.n_points
+
+
+def test_variability_shapes():
+    rng = np.random.default_rng(1)
+    t = np.arange(40, dtype=float)
+    flat, _ = variability(rng, "constant", t)
+    flare, p = variability(rng, "flare", t)
+    dip, d = variability(rng, "dip", t)
+    red, _ = variability(rng, "red_noise", t)
+    assert np.all(flat == 1)
+    assert flare.max() >= 1 + 0.5 * p["amplitude"]
+    assert dip.min() < 0.35 and dip.max() == 1.0
+    assert red.std() > 0.2 and (red > 0).all()
