@@ -64,6 +64,24 @@ class FileResult:
     status: str  # "unchanged", "ok" or "rejected"
     row: dict = field(default_factory=dict)
     columns: dict[str, np.ndarray] | None = None
+    span: tuple[int, int] | None = None  # (start, n) in ParsedBatch.columns once packed
+
+
+@dataclass
+class ParsedBatch:
+    """Parse results of a batch with the ok files' points packed into one array per column.
+
+    Packing in the worker makes a batch cross the process boundary as nine arrays instead of
+    nine per file, and keeps the ingest buffer's memory close to the points' own size.
+    """
+
+    results: list[FileResult]
+    columns: dict[str, np.ndarray]
+
+    def points(self, res: FileResult) -> dict[str, np.ndarray]:
+        """The points of one ok result (views)."""
+        start, n = res.span
+        return {name: arr[start : start + n] for name, arr in self.columns.items()}
 
 
 @dataclass
@@ -124,8 +142,7 @@ def parse_file(file: str, known_hash: str | None, fracexp_min: float) -> FileRes
         return FileResult(file, digest, len(raw), "unchanged")
     base = {"file": file, "content_hash": digest, "file_size": len(raw)}
     try:
-        local = file if not is_url(file) else _local_copy(file, raw)
-        lc = read_lightcurve(local, fracexp_min=fracexp_min, raw=raw)
+        lc = read_lightcurve(file, fracexp_min=fracexp_min, raw=raw)
     except InvalidLightCurveError as exc:
         row = base | {"source_id": exc.source_id or source_id_from_name(file), "reason": exc.reason}
         return FileResult(file, digest, len(raw), STATUS_REJECTED, row)
@@ -150,22 +167,18 @@ def parse_file(file: str, known_hash: str | None, fracexp_min: float) -> FileRes
     return FileResult(file, digest, len(raw), STATUS_OK, row, cols)
 
 
-def parse_batch(files: list[str], known_hashes: list[str | None], fracexp_min: float) -> list[FileResult]:
+def parse_batch(files: list[str], known_hashes: list[str | None], fracexp_min: float) -> ParsedBatch:
     """Parse a batch of files (the unit of work of a worker process or a Prefect task)."""
-    return [parse_file(f, h, fracexp_min) for f, h in zip(files, known_hashes)]
-
-
-def _local_copy(url: str, raw: bytes) -> str:
-    # cfitsio reads local files only; object-store files go through a temporary copy.
-    import tempfile
-
-    suffix = ".fits.gz" if url.lower().endswith(".gz") else ".fits"
-    with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as tmp:
-        tmp.write(raw)
-    import atexit
-
-    atexit.register(os.unlink, tmp.name)
-    return tmp.name
+    results = [parse_file(f, h, fracexp_min) for f, h in zip(files, known_hashes)]
+    ok = [r for r in results if r.columns is not None]
+    start = 0
+    for r in ok:
+        r.span = (start, len(r.columns["time"]))
+        start += r.span[1]
+    columns = {name: np.concatenate([r.columns[name] for r in ok]) for name in POINT_COLUMNS} if ok else {}
+    for r in ok:
+        r.columns = None
+    return ParsedBatch(results, columns)
 
 
 class Ingestor:
@@ -192,7 +205,8 @@ class Ingestor:
         # source id -> (file, content hash) of every ok row, committed or pending
         self.ids = {s: (f, h) for s, f, h in ok.select("source_id", "file", "content_hash").iter_rows()}
         self.id_of_file = dict(zip(ok["file"].to_list(), ok["source_id"].to_list()))
-        self.pending: dict[str, dict] = {}
+        self.pending: list[pl.DataFrame] = []  # catalog rows of committed-to-be files, per batch
+        self.pending_files: set[str] = set()
         self.buffer: list[dict[str, np.ndarray]] = []
         self.buffered = 0
         self.flush_points = flush_points
@@ -204,10 +218,11 @@ class Ingestor:
         """Catalog content hash of each file (None for files never seen)."""
         return [self.hash_of.get(f) for f in files]
 
-    def add(self, results: Iterable[FileResult]) -> None:
+    def add(self, batch: ParsedBatch) -> None:
         """Apply one batch of parse results; commits when the buffer is full or old."""
         now = dt.datetime.now(dt.timezone.utc)
-        for res in results:
+        rows = []
+        for res in batch.results:
             self.summary.discovered += 1
             if res.status == "unchanged":
                 self.summary.unchanged += 1
@@ -218,7 +233,7 @@ class Ingestor:
                 reason = self._admit(res, row)
                 if reason is None:
                     row |= {"status": STATUS_OK, "reason": None, "offset": self.end + self.buffered}
-                    self.buffer.append(res.columns)
+                    self.buffer.append(batch.points(res))
                     self.buffered += row["n_points"]
                     self.ids[row["source_id"]] = (res.file, res.content_hash)
                     self.id_of_file[res.file] = row["source_id"]
@@ -232,8 +247,11 @@ class Ingestor:
                 row |= {"status": STATUS_REJECTED, "offset": None, "n_points": None}
                 self.summary.rejected += 1
                 self.summary.rejected_files.append((res.file, row["reason"]))
-            self.pending[res.file] = row
+            rows.append(row)
+            self.pending_files.add(res.file)
             self.hash_of[res.file] = res.content_hash
+        if rows:
+            self.pending.append(catalog_frame(rows, self.n_bands))
         if self.buffered >= self.flush_points or time.monotonic() - self.last_commit >= self.flush_seconds:
             self.commit()
 
@@ -274,11 +292,11 @@ class Ingestor:
             self.end = self.writer.write(self.end, columns)
             self.buffer, self.buffered = [], 0
         if self.pending:
-            new = catalog_frame(list(self.pending.values()), self.n_bands)
-            keep = self.catalog.filter(~pl.col("file").is_in(list(self.pending)))
-            self.catalog = pl.concat([keep, new], how="diagonal_relaxed").select(new.columns)
+            keep = self.catalog.filter(~pl.col("file").is_in(list(self.pending_files)))
+            merged = pl.concat([keep, *self.pending], how="diagonal_relaxed")
+            self.catalog = merged.select(empty_catalog(self.n_bands).columns)
             write_catalog(self.store, self.catalog, self.storage_options)
-            self.pending = {}
+            self.pending, self.pending_files = [], set()
         elif read_catalog(self.store, self.storage_options) is None:
             write_catalog(self.store, self.catalog, self.storage_options)
         self.last_commit = time.monotonic()
@@ -345,9 +363,9 @@ def ingest(
         batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
         bar = tqdm(total=len(files), desc="ingest", unit="file", disable=not progress, mininterval=0.5)
         try:
-            for results in _run_batches(batches, ing.known_hashes, fracexp_min, workers):
-                ing.add(results)
-                bar.update(len(results))
+            for parsed in _run_batches(batches, ing.known_hashes, fracexp_min, workers):
+                ing.add(parsed)
+                bar.update(len(parsed.results))
                 if on_batch is not None:
                     on_batch(ing.summary)
             ing.commit()

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import gzip
 import os
+import tempfile
 import zlib
 from pathlib import Path
 
 import fitsio
 import numpy as np
 
+from etl import fitstable
 from etl.errors import InvalidLightCurveError
 from etl.lightcurve import LightCurve
 
@@ -110,32 +112,69 @@ def read_lightcurve(path: str | os.PathLike, fracexp_min: float = 0.1, raw: byte
     ------
     InvalidLightCurveError
         For every kind of bad input; ``code`` is one of :data:`REJECT_CODES`.
+
+    Notes
+    -----
+    The table is parsed from the bytes in memory (:mod:`etl.fitstable`); files using FITS
+    features outside a plain fixed-width table are read with fitsio (cfitsio) instead.
     """
     file = os.fspath(path)
     if raw is None:
         with open(file, "rb") as fh:
             raw = fh.read()
-    fits_bytes(raw[:4096] if raw[:2] != GZIP_MAGIC else raw, file)
+    data = fits_bytes(raw, file)
     try:
-        fits = fitsio.FITS(file)
-    except OSError as exc:
-        raise InvalidLightCurveError(file, "unreadable", _short(exc))
+        found = fitstable.find_extension(data, "RATE")
+        if found is None:
+            raise InvalidLightCurveError(file, "no_rate_extension", "no HDU with EXTNAME = 'RATE'")
+        primary, header, start = found
+        rows = fitstable.read_rows(data, header, start)
+    except fitstable.Truncated as exc:
+        raise InvalidLightCurveError(file, "unreadable", f"truncated: {exc}")
+    except (fitstable.Unsupported, KeyError, ValueError, TypeError):
+        return _read_with_fitsio(file, data, fracexp_min)
+    table = _Table(header, set(rows.dtype.names), len(rows), lambda names: rows, lambda: primary)
+    return _validate(file, table, fracexp_min)
+
+
+class _Table:
+    """What validation needs of a RATE table, whichever library read it."""
+
+    def __init__(self, header, names, n_rows, read, primary_header):
+        self.header, self.names, self.n_rows = header, names, n_rows
+        self.read, self.primary_header = read, primary_header
+
+
+def _read_with_fitsio(file: str, data: bytes, fracexp_min: float) -> LightCurve:
+    """The general path: cfitsio reads the (decompressed) bytes from a temporary file."""
+    with tempfile.NamedTemporaryFile(suffix=".fits") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        try:
+            fits = fitsio.FITS(tmp.name)
+        except OSError as exc:
+            raise InvalidLightCurveError(file, "unreadable", _short(exc))
+        return _read_fitsio_table(file, fits, fracexp_min)
+
+
+def _read_fitsio_table(file: str, fits: fitsio.FITS, fracexp_min: float) -> LightCurve:
     with fits:
         try:
             hdu = fits["RATE"]
         except (OSError, KeyError, ValueError) as exc:
             raise InvalidLightCurveError(file, "no_rate_extension", _short(exc))
         try:
-            header = hdu.read_header()
-            names = set(hdu.get_colnames())
-            return _validate(file, fits, hdu, header, names, fracexp_min)
+            table = _Table(hdu.read_header(), set(hdu.get_colnames()), hdu.get_nrows(),
+                           lambda names: hdu.read(columns=names), lambda: fits[0].read_header())
+            return _validate(file, table, fracexp_min)
         except InvalidLightCurveError:
             raise
         except (OSError, ValueError) as exc:
             raise InvalidLightCurveError(file, "unreadable", _short(exc))
 
 
-def _validate(file, fits, hdu, header, names, fracexp_min) -> LightCurve:
+def _validate(file: str, table: _Table, fracexp_min: float) -> LightCurve:
+    header, names = table.header, table.names
     object_name = str(header.get("OBJECT", "") or "").strip()
     source_id = object_name or source_id_from_name(file)
 
@@ -155,15 +194,17 @@ def _validate(file, fits, hdu, header, names, fracexp_min) -> LightCurve:
     if missing:
         raise reject("missing_columns", ", ".join(missing))
 
-    e_min, e_max = _band_edges(header, fits[0].read_header())
+    e_min, e_max = _band_edges(header)
+    if e_min is None:  # some writers put the band keywords in the primary header only
+        e_min, e_max = _band_edges(table.primary_header())
     if e_min is None:
         raise reject("missing_band_edges", "no E_MIN1/E_MAX1 in the RATE or primary header")
 
-    n_rows = hdu.get_nrows()
+    n_rows = table.n_rows
     if n_rows == 0:
         raise reject("no_rows", "RATE table has zero rows")
     wanted = list(_COMMON) + list(err_cols) + (["TIMEDEL"] if has_timedel_col else [])
-    data = hdu.read(columns=wanted)
+    data = table.read(wanted)
 
     n_bands = e_min.shape[0]
     for name in _BANDED + err_cols:
@@ -246,16 +287,15 @@ def gehrels_errors(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lower, upper
 
 
-def _band_edges(*headers) -> tuple[np.ndarray | None, np.ndarray | None]:
-    for header in headers:
-        if "E_MIN1" in header and "E_MAX1" in header:
-            lo, hi, i = [], [], 1
-            while f"E_MIN{i}" in header and f"E_MAX{i}" in header:
-                lo.append(float(header[f"E_MIN{i}"]))
-                hi.append(float(header[f"E_MAX{i}"]))
-                i += 1
-            return np.array(lo), np.array(hi)
-    return None, None
+def _band_edges(header) -> tuple[np.ndarray | None, np.ndarray | None]:
+    lo, hi, i = [], [], 1
+    while f"E_MIN{i}" in header and f"E_MAX{i}" in header:
+        lo.append(float(header[f"E_MIN{i}"]))
+        hi.append(float(header[f"E_MAX{i}"]))
+        i += 1
+    if not lo:
+        return None, None
+    return np.array(lo), np.array(hi)
 
 
 def _short(exc: Exception) -> str:

@@ -167,3 +167,14 @@ def test_duplicate_times_are_unsorted(tmp_path):
     with pytest.raises(InvalidLightCurveError) as info:
         read_lightcurve(_write(tmp_path, "dup.fits", cols, lightcurve_header("x", 1.0, 2.0, cols)))
     assert info.value.code == "unsorted_time"
+
+
+def test_band_edges_in_primary_header(tmp_path):
+    rng = np.random.default_rng(6)
+    cols, _ = simulate_source(rng, "rebinned", 1.0, 2.0, 6, "constant")
+    full = lightcurve_header("x", 1.0, 2.0, cols)
+    table = [c for c in full if not c[0].startswith("E_M")]
+    primary = [c for c in full if c[0].startswith("E_M")]
+    path = tmp_path / "prim.fits"
+    path.write_bytes(bintable_fits_bytes(cols, header=table, primary=primary))
+    np.testing.assert_array_equal(read_lightcurve(path).e_max, [0.6, 2.3, 5.0])

@@ -1,0 +1,140 @@
+"""Ingest throughput: seed-style loader vs the project's ingest vs the fitsio parsing floor.
+
+    python benchmarks/ingest.py [--n 20000] [--seed-files 2000] [--workers 2] [--dir /tmp/bench-ingest]
+
+All three are measured in this run on the same synthetic archive of rebinned files:
+
+(a) seed-style: astropy ``fits.open`` once per file per band and a pandas DataFrame per band
+    (the seed's ``load_n_light_curves``); timed on the first ``--seed-files`` files because it
+    is slow, reported per file;
+(b) ``etl.ingest.ingest`` into a fresh store with ``--workers`` processes (hashing,
+    validation, Zarr writes and catalog commits included), in a subprocess so that its peak
+    memory can be read; repeated on a quarter of the archive, and both again with a small
+    commit interval, to show memory is bounded by the commit buffer, not the archive;
+(c) fitsio reading the needed columns only, one process (the parsing floor).
+
+Targets: (b) >= 30x faster than (a) per file; (b) per worker within 2x of (c).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fitsio
+import numpy as np
+import pandas as pd
+from astropy.io import fits
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from etl.synth import make_archive  # noqa: E402
+
+COLUMNS = ["TIME", "TIMEDEL", "RATE", "RATE_ERRM", "RATE_ERRP", "COUNTS", "BACK_COUNTS", "FRACEXP", "BACKRATIO"]
+
+
+def seed_loader(files: list[Path]) -> list[list[pd.DataFrame]]:
+    """The seed's way: open each file once per band, one DataFrame per band."""
+    out = []
+    for f in files:
+        bands = []
+        for band in range(3):
+            with fits.open(f) as hdul:
+                d = hdul[1].data
+                bands.append(pd.DataFrame({
+                    "TIME": np.asarray(d["TIME"]).astype(float),
+                    "RATE": np.asarray(d["RATE"][:, band]).astype(float),
+                    "RATE_ERRM": np.asarray(d["RATE_ERRM"][:, band]).astype(float),
+                    "RATE_ERRP": np.asarray(d["RATE_ERRP"][:, band]).astype(float),
+                }))
+        out.append(bands)
+    return out
+
+
+def fitsio_floor(files: list[Path]) -> int:
+    points = 0
+    for f in files:
+        with fitsio.FITS(str(f)) as ff:
+            ff["RATE"].read_header()
+            points += len(ff["RATE"].read(columns=COLUMNS))
+    return points
+
+
+INGEST_CHILD = """
+import json, resource, sys, time
+sys.path.insert(0, {root!r})
+from etl.ingest import ingest
+t = time.perf_counter()
+s = ingest({archive!r}, {store!r}, workers={workers}, progress=False, **{extra!r})
+wall = time.perf_counter() - t
+print(json.dumps({{"wall": wall, "ingested": s.ingested, "points": s.points,
+    "rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}}))
+"""
+
+
+def run_ingest(archive: Path, store: Path, workers: int, **extra) -> dict:
+    shutil.rmtree(store, ignore_errors=True)
+    code = INGEST_CHILD.format(root=str(Path(__file__).resolve().parents[1]), archive=str(archive), store=str(store),
+                               workers=workers, extra=extra)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=20_000)
+    p.add_argument("--seed-files", type=int, default=2_000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--dir", type=Path, default=Path("/tmp/bench-ingest"))
+    args = p.parse_args()
+
+    archive = args.dir / f"archive-{args.n}"
+    if not (archive / "truth.parquet").exists():
+        t = time.perf_counter()
+        make_archive(archive, args.n, seed=7, flavour="rebinned", progress=False)
+        print(f"synthetic archive: {args.n} files in {time.perf_counter() - t:.1f} s")
+    files = sorted(archive.glob("*.fits"))
+    quarter = args.dir / f"archive-{args.n // 4}-subset"
+    if not quarter.exists():
+        quarter.mkdir(parents=True)
+        for f in files[: args.n // 4]:
+            (quarter / f.name).symlink_to(f)
+
+    fitsio_floor(files[:200])  # warm the page cache and imports equally for everyone
+    t = time.perf_counter()
+    seed_loader(files[: args.seed_files])
+    seed_per_file = (time.perf_counter() - t) / args.seed_files
+
+    t = time.perf_counter()
+    fitsio_floor(files)
+    floor_per_file = (time.perf_counter() - t) / len(files)
+
+    full = run_ingest(archive, args.dir / "store.zarr", args.workers)
+    small = run_ingest(quarter, args.dir / "store-quarter.zarr", args.workers)
+    # The main process buffers at most flush_points points between commits (default one shard,
+    # 262,144 points); with a small bound the full archive must need no more than the quarter.
+    bounded = run_ingest(archive, args.dir / "store-bounded.zarr", args.workers, flush_points=16_384)
+    bounded_small = run_ingest(quarter, args.dir / "store-bounded-quarter.zarr", args.workers, flush_points=16_384)
+    ingest_per_file = full["wall"] / len(files)
+    per_worker = ingest_per_file * args.workers
+
+    print(f"\nfiles: {len(files)} rebinned, {full['points']} points, workers: {args.workers}")
+    print(f"(a) seed-style astropy+pandas : {seed_per_file * 1e3:8.3f} ms/file  ({1 / seed_per_file:8.0f} files/s, on {args.seed_files} files)")
+    print(f"(b) etl.ingest, {args.workers} workers    : {ingest_per_file * 1e3:8.3f} ms/file  ({1 / ingest_per_file:8.0f} files/s, wall {full['wall']:.1f} s)")
+    print(f"    per worker                : {per_worker * 1e3:8.3f} ms/file")
+    print(f"(c) fitsio floor, 1 process   : {floor_per_file * 1e3:8.3f} ms/file  ({1 / floor_per_file:8.0f} files/s)")
+    print(f"speed-up (a)/(b)              : {seed_per_file / ingest_per_file:8.1f}x   (target >= 30x)")
+    print(f"per-worker cost (b)/(c)       : {per_worker / floor_per_file:8.2f}x   (target <= 2x)")
+    print(f"peak RSS main / worker        : {full['rss_main_mb']:.0f} / {full['rss_worker_mb']:.0f} MiB for {len(files)} files; "
+          f"{small['rss_main_mb']:.0f} / {small['rss_worker_mb']:.0f} MiB for {len(files) // 4} files (default flush)")
+    print(f"  with flush_points=16384     : {bounded['rss_main_mb']:.0f} / {bounded['rss_worker_mb']:.0f} MiB for {len(files)} files; "
+          f"{bounded_small['rss_main_mb']:.0f} / {bounded_small['rss_worker_mb']:.0f} MiB for {len(files) // 4} files (wall {bounded['wall']:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
