@@ -41,7 +41,7 @@ class LightCurveBatch:
 
     Attributes
     ----------
-    source_ids : list of str, length N
+    source_ids : list of str, length N (empty when read by position with ``read_spans``)
     lengths : ndarray of int64, shape (N,)
         Points per light curve.
     offsets : ndarray of int64, shape (N + 1,)
@@ -56,7 +56,7 @@ class LightCurveBatch:
     columns: dict[str, np.ndarray]
 
     def __len__(self) -> int:
-        return len(self.source_ids)
+        return len(self.lengths)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         """Columns of light curve ``i`` (views into the flat arrays)."""

@@ -1,0 +1,56 @@
+"""Model and masked ELBO."""
+
+from __future__ import annotations
+
+import torch
+
+from training.model import RNNVAE, masked_elbo
+
+
+def test_shapes_and_positive_output():
+    torch.manual_seed(0)
+    model = RNNVAE()
+    x = torch.randn(5, 11, 9)
+    recon, mu, logvar = model(x, torch.tensor([11, 9, 5, 3, 1]))
+    assert recon.shape == (5, 11, 3) and mu.shape == (5, 40) and logvar.shape == (5, 40)
+    assert (recon > 0).all()
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_encoding_ignores_padding():
+    torch.manual_seed(0)
+    model = RNNVAE().eval()
+    x = torch.randn(1, 6, 9)
+    padded = torch.cat([x, 1e3 * torch.randn(1, 4, 9)], dim=1)
+    mu1, _ = model.encode(x, torch.tensor([6]))
+    mu2, _ = model.encode(padded, torch.tensor([6]))
+    torch.testing.assert_close(mu1, mu2)
+
+
+def test_masked_loss_counts_valid_elements_only():
+    recon = torch.full((2, 3, 3), 2.0)
+    target = torch.ones(2, 3, 3)
+    target[1, 2] = float("nan")  # padding / non-finite with garbage
+    mask = torch.ones(2, 3, 3, dtype=torch.bool)
+    mask[1, 2] = False
+    mu, logvar = torch.zeros(2, 4), torch.zeros(2, 4)
+    out = masked_elbo(recon, target, mask, mu, logvar, kld_coef=0.5)
+    assert out["mse"] == 15.0  # 9 + 6 valid elements, each (2-1)^2
+    assert out["kl"] == 0.0
+    assert out["loss"] == 7.5
+    assert out["per_source_count"].tolist() == [9, 6]
+    mu = torch.ones(2, 4)
+    out = masked_elbo(recon, target, mask, mu, logvar, kld_coef=0.5)
+    assert torch.isclose(out["kl"], torch.tensor(4.0))  # 0.5 * sum(mu^2) over 2 x 4
+    assert torch.isclose(out["loss"], torch.tensor((15 + 0.5 * 4) / 2))
+
+
+def test_gradients_are_finite_with_nan_targets():
+    model = RNNVAE()
+    x = torch.randn(2, 4, 9)
+    target = torch.rand(2, 4, 3)
+    target[0, 1, 1] = float("nan")
+    mask = torch.isfinite(target)
+    recon, mu, logvar = model(x, torch.tensor([4, 4]))
+    masked_elbo(recon, target, mask, mu, logvar, 0.001)["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

@@ -1,0 +1,236 @@
+"""Length-bucketed streaming of light curves from the store into (B, T, F) tensors.
+
+Shape legend: B = light curves in a batch, T = time steps (the batch's longest, capped at
+``max_len``), F = features per step (9: rate, rate_errm, rate_errp for each of 3 bands).
+
+Scaling (decided here, documented in the README):
+
+* every light curve is divided by one per-source scale
+  ``s = max(mean_t sum_b rate, mean_t sqrt(sum_b errp^2), 1e-3 ct/s)``: one number for all
+  bands keeps hardness ratios, and the error term keeps sources consistent with zero from
+  blowing up. The model thus sees the *shape* of a light curve, not its brightness (brightness
+  is in the catalog);
+* inputs are ``asinh(value / s)``: linear near zero (background-subtracted rates may be
+  negative), logarithmic for flares tens of times above the mean;
+* the reconstruction target is the linear ``rate / s`` (or all 9 linear features with
+  ``target = "all"``). The decoder's exp() output is a positive *true* rate; a negative
+  measured rate is a noisy draw around a small positive one, and the MSE stays well defined;
+* non-finite values (NaN rates of a band in srctool files) enter the input as 0 and are
+  masked out of the loss via ``target_mask``; ``torch.where`` keeps them from ever reaching it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+import xxhash
+from torch.utils.data import IterableDataset, get_worker_info
+
+from etl.store import LightCurveStore, open_store
+
+#: Hash buckets of 10,000 per split: a source's split depends on its id only.
+SPLITS = {"train": (0, 8500), "val": (8500, 9000), "test": (9000, 10000)}
+RATE_FEATURES = ("rate", "rate_errm", "rate_errp")
+SCALE_FLOOR = 1e-3
+
+
+class DataError(ValueError):
+    """The store cannot feed training (empty, no sources left after filtering...)."""
+
+
+def split_of(source_ids: list[str]) -> np.ndarray:
+    """Split name of each source id (stable: xxh64 of the id, 85/5/10)."""
+    buckets = np.fromiter((xxhash.xxh64_intdigest(s.encode()) % 10_000 for s in source_ids), dtype=np.int64, count=len(source_ids))
+    out = np.empty(len(source_ids), dtype=object)
+    for name, (lo, hi) in SPLITS.items():
+        out[(buckets >= lo) & (buckets < hi)] = name
+    return out
+
+
+@dataclass
+class SourceTable:
+    """The sources of one split: ids and where their points are."""
+
+    source_ids: list[str]
+    offsets: np.ndarray  # int64 (N,)
+    lengths: np.ndarray  # int64 (N,) points in the store (uncapped)
+
+    def __len__(self) -> int:
+        return len(self.source_ids)
+
+
+def select_sources(catalog: pl.DataFrame, split: str, limit: int = 0, seed: int = 0, min_len: int = 2) -> SourceTable:
+    """Ok sources of ``split`` with at least ``min_len`` points.
+
+    ``limit`` draws a seeded random sample of that many sources from the whole store first,
+    then splits it, so that the three splits shrink together.
+    """
+    ok = catalog.filter((pl.col("status") == "ok") & (pl.col("n_points") >= min_len)).sort("offset")
+    if limit and limit < ok.height:
+        keep = np.sort(np.random.default_rng(seed).choice(ok.height, limit, replace=False))
+        ok = ok[keep]
+    ids = ok["source_id"].to_list()
+    mask = split_of(ids) == split
+    ok = ok.filter(pl.Series(mask))
+    return SourceTable(ok["source_id"].to_list(), ok["offset"].to_numpy().astype(np.int64), ok["n_points"].to_numpy().astype(np.int64))
+
+
+def make_batches(lengths: np.ndarray, batch_size: int, epoch: int, seed: int, shuffle: bool = True, world_size: int = 1) -> list[np.ndarray]:
+    """Group sources of (nearly) equal length into batches, every source exactly once.
+
+    Parameters
+    ----------
+    lengths : ndarray, shape (N,)
+        Capped lengths.
+    shuffle : bool
+        Shuffle sources within equal lengths and the order of batches, from ``(seed, epoch)``.
+    world_size : int
+        The batch count is made a multiple of it (by splitting the largest batches), so that
+        every DDP rank gets the same number of batches and none waits forever.
+
+    Returns
+    -------
+    list of ndarray
+        Row indices of each batch.
+    """
+    n = len(lengths)
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    order = order[np.argsort(lengths[order], kind="stable")]
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    missing = (-len(batches)) % world_size
+    while missing:
+        big = max(range(len(batches)), key=lambda i: len(batches[i]))
+        if len(batches[big]) < 2:
+            raise DataError(f"{n} sources cannot fill {world_size} ranks with one batch each")
+        half = len(batches[big]) // 2
+        batches[big : big + 1] = [batches[big][:half], batches[big][half:]]
+        missing -= 1
+    if shuffle:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def source_scale(rate: np.ndarray, errp: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-source scale s (see module docstring).
+
+    Parameters
+    ----------
+    rate, errp : ndarray, shape (B, T, 3)
+    mask : ndarray of bool, shape (B, T)
+
+    Returns
+    -------
+    ndarray, shape (B,)
+    """
+    valid = mask[..., None] & np.isfinite(rate)
+    total = np.where(valid, rate, 0.0).sum(-1)
+    noise = np.sqrt(np.where(valid & np.isfinite(errp), errp, 0.0) ** 2).sum(-1)
+    steps = np.maximum(mask.sum(1), 1)
+    mean_total = total.sum(1) / steps
+    mean_noise = np.sqrt((np.where(mask, noise, 0.0) ** 2).sum(1) / steps)
+    return np.maximum(np.maximum(mean_total, mean_noise), SCALE_FLOOR).astype(np.float32)
+
+
+def features_from_batch(batch, max_len: int, target: str = "rates") -> dict[str, np.ndarray]:
+    """Turn a :class:`~etl.store.LightCurveBatch` into model arrays.
+
+    Returns
+    -------
+    dict
+        ``x`` (B, T, 9) float32 inputs; ``y`` (B, T, 3 or 9) float32 targets;
+        ``mask`` (B, T) bool valid steps; ``target_mask`` (B, T, 3 or 9) bool valid and finite;
+        ``lengths`` (B,) int64; ``scale`` (B,) float32.
+    """
+    cols = [batch.padded(name, length=min(int(batch.lengths.max()), max_len), fill=np.nan)[0] for name in RATE_FEATURES]
+    mask = np.arange(cols[0].shape[1])[None, :] < np.minimum(batch.lengths, max_len)[:, None]
+    scale = source_scale(cols[0], cols[2], mask)
+    values = np.concatenate(cols, axis=-1) / scale[:, None, None]  # (B, T, 9) linear, scaled
+    finite = np.isfinite(values) & mask[..., None]
+    x = np.where(finite, np.arcsinh(np.where(finite, values, 0.0)), 0.0).astype(np.float32)
+    y_all = np.where(finite, values, 0.0).astype(np.float32)
+    width = 3 if target == "rates" else 9
+    return {
+        "x": x,
+        "y": y_all[..., :width],
+        "mask": mask,
+        "target_mask": finite[..., :width],
+        "lengths": np.minimum(batch.lengths, max_len).astype(np.int64),
+        "scale": scale,
+    }
+
+
+class BucketedLightCurves(IterableDataset):
+    """Streams length-bucketed batches of one split from the store.
+
+    Yields whole batches (use ``DataLoader(ds, batch_size=None)``): the tensors of
+    :func:`features_from_batch` plus ``rows`` (B,) int64, indices into ``sources``.
+    Batches are divided among DDP ranks (``rank::world_size``) and then among DataLoader
+    workers (``worker::num_workers``), so no batch is read twice. The store is opened lazily
+    in each process (Zarr's event-loop thread must not be forked; use the spawn context).
+    Memory holds the source table and the reader's bounded chunk cache, nothing per epoch.
+    """
+
+    def __init__(self, store_url: str, sources: SourceTable, batch_size: int, max_len: int, target: str = "rates",
+                 seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1, cache_mib: int = 256,
+                 storage_options: dict | None = None):
+        super().__init__()
+        if len(sources) == 0:
+            raise DataError(f"{store_url}: no sources in this split")
+        self.store_url = store_url
+        self.sources = sources
+        self.capped = np.minimum(sources.lengths, max_len)
+        self.batch_size, self.max_len, self.target = batch_size, max_len, target
+        self.seed, self.shuffle = seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.cache_mib = cache_mib
+        self.storage_options = storage_options
+        self.epoch = 0
+        self._store: LightCurveStore | None = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_store"] = None  # each worker opens its own
+        return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose shuffle the next iteration uses."""
+        self.epoch = epoch
+
+    def rank_batches(self) -> list[np.ndarray]:
+        """This rank's batches of the current epoch (all workers)."""
+        batches = make_batches(self.capped, self.batch_size, self.epoch, self.seed, self.shuffle, self.world_size)
+        return batches[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        return len(self.rank_batches())
+
+    def padding_fraction(self) -> float:
+        """Padded steps / all steps of this epoch's batches (all ranks)."""
+        batches = make_batches(self.capped, self.batch_size, self.epoch, self.seed, self.shuffle, self.world_size)
+        real = sum(int(self.capped[b].sum()) for b in batches)
+        total = sum(int(self.capped[b].max()) * len(b) for b in batches)
+        return 1.0 - real / total
+
+    @property
+    def store(self) -> LightCurveStore:
+        if self._store is None:
+            self._store = open_store(self.store_url, cache_bytes=self.cache_mib * 2**20, storage_options=self.storage_options)
+        return self._store
+
+    def load(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """Read and featurise the sources at ``rows``."""
+        batch = self.store.read_spans(self.sources.offsets[rows], self.sources.lengths[rows], RATE_FEATURES)
+        arrays = features_from_batch(batch, self.max_len, self.target)
+        out = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        out["rows"] = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        return out
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for rows in self.rank_batches()[worker::workers]:
+            yield self.load(rows)

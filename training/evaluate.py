@@ -1,0 +1,148 @@
+"""Score light curves with a trained GRU-VAE: test loss, anomaly scores and latent means.
+
+    python -m training.evaluate --checkpoint RUN/checkpoints/best.h5 [--split test|val|train|all] [--out FILE]
+
+Writes Parquet keyed by ``source_id``: ``split``, ``n_steps``, ``recon_sse`` (masked squared
+error, scaled units), ``n_values`` (valid elements), ``anomaly_score`` = recon_sse / n_values
+(mean squared error per valid element, comparable across lengths) and ``mu_0`` ...
+``mu_{L-1}`` (latent means). Also saves a PCA of the latents and the worst-reconstructed light
+curves as PNG beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm import tqdm
+
+from etl.errors import EtlError
+from etl.store import open_store
+from training.checkpoint import CheckpointError, load_checkpoint, restore
+from training.config import config_from_json
+from training.data import RATE_FEATURES, SPLITS, BucketedLightCurves, DataError, features_from_batch, select_sources
+from training.model import RNNVAE, masked_elbo
+from training import plots
+
+
+def build_model(cfg) -> RNNVAE:
+    """The model a config describes."""
+    return RNNVAE(9, 3 if cfg.target == "rates" else 9, cfg.hidden, cfg.layers, cfg.dropout, cfg.latent)
+
+
+@torch.no_grad()
+def score_dataset(model: RNNVAE, ds: BucketedLightCurves, device: torch.device, kld_coef: float,
+                  split: str = "", progress: bool = False) -> tuple[pl.DataFrame, float]:
+    """Per-source scores and latents of every source of ``ds``, and the mean loss per light curve."""
+    model.eval()
+    parts, loss_sum, count = [], 0.0, 0
+    for batch in tqdm(ds, total=len(ds), desc=f"score {split}", disable=not progress, leave=False):
+        x, lengths = batch["x"].to(device), batch["lengths"].to(device)
+        recon, mu, logvar = model(x, lengths)
+        out = masked_elbo(recon, batch["y"].to(device), batch["target_mask"].to(device), mu, logvar, kld_coef)
+        b = x.shape[0]
+        loss_sum += float(out["loss"]) * b
+        count += b
+        sse = out["per_source_mse"].cpu().numpy()
+        n_values = out["per_source_count"].cpu().numpy()
+        frame = {
+            "source_id": [ds.sources.source_ids[i] for i in batch["rows"].tolist()],
+            "n_steps": batch["lengths"].numpy(),
+            "recon_sse": sse,
+            "n_values": n_values,
+            "anomaly_score": sse / np.maximum(n_values, 1),
+        }
+        mu_np = mu.float().cpu().numpy()
+        frame.update({f"mu_{j}": mu_np[:, j] for j in range(mu_np.shape[1])})
+        parts.append(pl.DataFrame(frame))
+    df = pl.concat(parts).with_columns(pl.lit(split).alias("split")) if parts else pl.DataFrame()
+    return df, loss_sum / max(count, 1)
+
+
+@torch.no_grad()
+def reconstruct(model: RNNVAE, store, source_ids: list[str], max_len: int, target: str, device: torch.device) -> list[dict]:
+    """Inputs and reconstructions in ct/s for plotting (time in days since the first bin)."""
+    model.eval()
+    batch = store.read_many(source_ids, columns=("time",) + RATE_FEATURES)
+    arrays = features_from_batch(batch, max_len, target)
+    recon, _, _ = model(torch.from_numpy(arrays["x"]).to(device), torch.from_numpy(arrays["lengths"]).to(device))
+    recon = recon.float().cpu().numpy()[..., :3] * arrays["scale"][:, None, None]
+    out = []
+    for i, sid in enumerate(source_ids):
+        n = int(arrays["lengths"][i])
+        cols = batch[i]
+        t = cols["time"][:n]
+        out.append({"source_id": sid, "time": (t - t[0]) / 86400.0, "rate": cols["rate"][:n],
+                    "errm": cols["rate_errm"][:n], "errp": cols["rate_errp"][:n], "recon": recon[i, :n]})
+    return out
+
+
+def evaluate_checkpoint(checkpoint: str, store_url: str | None = None, split: str = "test", out: str | None = None,
+                        top: int = 16, device: str = "auto", progress: bool = True) -> tuple[Path, pl.DataFrame, float]:
+    """Score one split (or ``all``) with a checkpoint; write Parquet and figures.
+
+    Returns
+    -------
+    (parquet path, scores, mean loss per light curve)
+    """
+    ckpt = load_checkpoint(checkpoint)
+    cfg = config_from_json(__import__("json").dumps(ckpt.config))
+    store_url = store_url or cfg.store
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    model = build_model(cfg).to(dev)
+    restore(ckpt, model, rng=False)
+    store = open_store(store_url, cache_bytes=cfg.cache_mib * 2**20)
+    catalog = store.catalog().collect()
+    splits = list(SPLITS) if split == "all" else [split]
+    frames, losses, counts = [], [], []
+    for name in splits:
+        sources = select_sources(catalog, name, cfg.limit, cfg.seed, cfg.min_len)
+        if len(sources) == 0:
+            continue
+        ds = BucketedLightCurves(store_url, sources, cfg.batch_size, cfg.max_len, cfg.target, shuffle=False, cache_mib=cfg.cache_mib)
+        df, loss = score_dataset(model, ds, dev, cfg.kld_coef, name, progress)
+        frames.append(df)
+        losses.append(loss * len(sources))
+        counts.append(len(sources))
+    if not frames:
+        raise DataError(f"{store_url}: no sources in split {split!r}")
+    scores = pl.concat(frames).sort("anomaly_score", descending=True)
+    path = Path(out) if out else Path(checkpoint).resolve().parent.parent / f"scores_{split}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scores.write_parquet(path)
+    mu = scores.select(pl.col("^mu_\\d+$")).to_numpy()
+    if len(scores) >= 3:
+        plots.save(plots.latent_figure(mu, scores["anomaly_score"].to_numpy(), "anomaly score"), path.with_name(f"{path.stem}_latent_pca.png"))
+    worst = scores["source_id"][: min(top, len(scores))].to_list()
+    records = reconstruct(model, store, worst, cfg.max_len, cfg.target, dev)
+    for rec, score in zip(records, scores["anomaly_score"][: len(worst)]):
+        rec["score"] = float(score)
+    bands = plots.band_labels(store.e_min, store.e_max)
+    plots.save(plots.reconstruction_figure(records, bands, f"{len(worst)} highest anomaly scores ({split})"), path.with_name(f"{path.stem}_worst.png"))
+    return path, scores, sum(losses) / max(sum(counts), 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description="Anomaly scores and latents of a trained GRU-VAE.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint .h5 (e.g. RUN/checkpoints/best.h5)")
+    p.add_argument("--store", help="store path or URL (default: the one the model was trained on)")
+    p.add_argument("--split", default="test", choices=[*SPLITS, "all"])
+    p.add_argument("--out", help="output Parquet (default RUN/scores_<split>.parquet)")
+    p.add_argument("--top", type=int, default=16, help="worst-reconstructed light curves to plot")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    try:
+        path, scores, loss = evaluate_checkpoint(args.checkpoint, args.store, args.split, args.out, args.top, args.device)
+    except (CheckpointError, DataError, EtlError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.split}: {len(scores)} sources, loss per light curve {loss:.4g}; scores -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""Train the GRU-VAE on a light-curve store.
+
+    python -m training.fit --store STORE [--epochs N] [--run-dir DIR] [--config FILE.toml] [--key value ...]
+    python -m training.fit --resume RUN_DIR_OR_H5 [--epochs N]
+    torchrun --nproc_per_node 2 -m training.fit --store STORE ...      # DDP (gloo on CPU, nccl on GPU)
+
+Every key of :class:`training.config.TrainConfig` is a flag. A run directory holds
+``config.toml`` (as used), ``checkpoints/{last,best,epoch_NNNNNN}.h5``, ``metrics.jsonl``,
+``training_plots/*.png``, ``scores_test.parquet`` and wandb's files (offline unless an API
+key is configured). Exit codes: 0 done, 2 bad input (store, config, checkpoint), 3 the loss
+became NaN (the last good checkpoint is kept).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import netrc
+import os
+import sys
+import time
+import uuid
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from etl.errors import EtlError
+from etl.store import open_store
+from training import plots
+from training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, restore, save_checkpoint
+from training.config import ConfigError, TrainConfig, load_config
+from training.data import BucketedLightCurves, DataError, select_sources, split_of
+from training.evaluate import build_model, evaluate_checkpoint, reconstruct, score_dataset
+from training.model import masked_elbo
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN loss); the message says where the last good checkpoint is."""
+
+
+def resolve_wandb_mode(cfg: TrainConfig) -> str:
+    """--wandb-mode, else WANDB_MODE, else online only when an API key is configured."""
+    if cfg.wandb_mode:
+        return cfg.wandb_mode
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        pass
+    return "offline"
+
+
+def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def write_toml(cfg: TrainConfig, path: Path) -> None:
+    """Save the config as TOML that ``--config`` reads back."""
+    lines = ["[train]"]
+    for key, value in cfg.to_dict().items():
+        text = ("true" if value else "false") if isinstance(value, bool) else json.dumps(value) if isinstance(value, str) else repr(value)
+        lines.append(f"{key} = {text}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+class Trainer:
+    """One training run: data, model, optimizer, logging, checkpoints. See :func:`main`."""
+
+    def __init__(self, cfg: TrainConfig, resume_from: str | None = None):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = pick_device(cfg, local_rank)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.main = self.rank == 0
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+
+        store = open_store(cfg.store, cache_bytes=cfg.cache_mib * 2**20)  # fails fast: missing, schema
+        catalog = store.catalog().collect()
+        if len(store) == 0:
+            raise DataError(f"{cfg.store}: the store has no ingested light curves")
+        self.store = store
+        self.train_sources = select_sources(catalog, "train", cfg.limit, cfg.seed, cfg.min_len)
+        if len(self.train_sources) == 0:
+            raise DataError(f"{cfg.store}: no training sources left after filtering (min_len={cfg.min_len}, limit={cfg.limit})")
+        self.val_sources = select_sources(catalog, "val", cfg.limit, cfg.seed, cfg.min_len)
+        common = dict(target=cfg.target, seed=cfg.seed, rank=self.rank, world_size=self.world, cache_mib=cfg.cache_mib)
+        self.train_ds = BucketedLightCurves(cfg.store, self.train_sources, cfg.batch_size, cfg.max_len, shuffle=True, **common)
+        self.val_ds = (BucketedLightCurves(cfg.store, self.val_sources, cfg.batch_size, cfg.max_len, shuffle=False, **common)
+                       if len(self.val_sources) >= self.world else None)
+
+        self.model = build_model(cfg).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.start_epoch, self.step, self.best_val, self.wandb_id = 1, 0, math.inf, ""
+        if resume_from:
+            ckpt = load_checkpoint(resume_from)
+            restore(ckpt, self.model, self.optimizer)
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr  # the value logged is the value used
+            self.start_epoch, self.step, self.best_val, self.wandb_id = ckpt.epoch + 1, ckpt.step, ckpt.best_val, ckpt.wandb_id
+        self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
+        self.amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+        self.run_dir = Path(cfg.run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.plot_dir = self.run_dir / "training_plots"
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.history: list[dict] = []
+        if self.main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            self.plot_dir.mkdir(parents=True, exist_ok=True)
+            write_toml(cfg, self.run_dir / "config.toml")
+            self.history = self._load_history()
+        self.benchmark_ids = self._benchmark_sources()
+        self.wandb_run = self._init_wandb() if self.main else None
+
+    # -- setup helpers -----------------------------------------------------------------
+    def _load_history(self) -> list[dict]:
+        """Metrics of epochs before the resume point; later lines (a killed run's) are dropped."""
+        if not self.metrics_path.exists():
+            return []
+        rows = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r["epoch"] < self.start_epoch]
+        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return rows
+
+    def _benchmark_sources(self) -> list[str]:
+        """A fixed set of validation sources (longest first) for the reconstruction figure."""
+        pool = self.val_sources if len(self.val_sources) else self.train_sources
+        order = np.argsort(-pool.lengths, kind="stable")[: self.cfg.n_benchmark]
+        return [pool.source_ids[i] for i in order]
+
+    def _init_wandb(self):
+        mode = resolve_wandb_mode(self.cfg)
+        if mode == "disabled":
+            return None
+        os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+        import wandb
+
+        if not self.wandb_id:
+            self.wandb_id = uuid.uuid4().hex[:12]
+        return wandb.init(project=self.cfg.wandb_project, dir=str(self.run_dir), config=self.cfg.to_dict(), mode=mode,
+                          id=self.wandb_id, resume="allow", name=self.run_dir.name,
+                          settings=wandb.Settings(silent=True, console="off"))
+
+    # -- the loop -------------------------------------------------------------------------
+    def _loader(self, ds: BucketedLightCurves) -> DataLoader:
+        workers = self.cfg.num_workers
+        return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=self.device.type == "cuda",
+                          multiprocessing_context="spawn" if workers > 0 else None, persistent_workers=False)
+
+    def _all_sum(self, *values: float) -> list[float]:
+        if self.world == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def train_epoch(self, epoch: int) -> dict:
+        self.net.train()
+        self.train_ds.set_epoch(epoch)
+        loss_sum = mse_sum = kl_sum = 0.0
+        n_curves = n_steps = 0
+        started = time.perf_counter()
+        bar = tqdm(self._loader(self.train_ds), total=len(self.train_ds), desc=f"epoch {epoch}/{self.cfg.epochs}",
+                   disable=not (self.cfg.progress and self.main), leave=False, unit="batch")
+        for batch in bar:
+            x = batch["x"].to(self.device, non_blocking=True)
+            lengths = batch["lengths"].to(self.device)
+            ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+            with ctx:
+                recon, mu, logvar = self.net(x, lengths)
+            out = masked_elbo(recon, batch["y"].to(self.device), batch["target_mask"].to(self.device), mu, logvar, self.cfg.kld_coef)
+            bad = self._all_sum(0.0 if torch.isfinite(out["loss"]) else 1.0)[0]
+            if bad:
+                raise TrainingError(f"loss became NaN/inf at epoch {epoch}, step {self.step + 1}; "
+                                    f"the last good checkpoint is {self.ckpt_dir / 'last.h5'}")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(out["loss"]).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.step += 1
+            b = x.shape[0]
+            loss_sum += float(out["loss"].detach()) * b
+            mse_sum += float(out["mse"].detach())
+            kl_sum += float(out["kl"].detach())
+            n_curves += b
+            n_steps += int(batch["mask"].sum())
+            bar.set_postfix(loss=f"{loss_sum / n_curves:.4g}")
+        seconds = time.perf_counter() - started
+        loss_sum, mse_sum, kl_sum, n_curves, n_steps = self._all_sum(loss_sum, mse_sum, kl_sum, n_curves, n_steps)
+        return {"train_loss": loss_sum / n_curves, "train_mse": mse_sum / n_curves, "train_kl": kl_sum / n_curves,
+                "steps_per_s": n_steps / seconds, "curves": int(n_curves), "seconds": seconds}
+
+    @torch.no_grad()
+    def validate(self) -> float | None:
+        if self.val_ds is None:
+            return None
+        self.net.eval()
+        loss_sum = count = 0.0
+        for batch in self._loader(self.val_ds):
+            recon, mu, logvar = self.net(batch["x"].to(self.device), batch["lengths"].to(self.device))
+            out = masked_elbo(recon, batch["y"].to(self.device), batch["target_mask"].to(self.device), mu, logvar, self.cfg.kld_coef)
+            loss_sum += float(out["loss"]) * batch["x"].shape[0]
+            count += batch["x"].shape[0]
+        loss_sum, count = self._all_sum(loss_sum, count)
+        return loss_sum / max(count, 1)
+
+    def checkpoint(self, epoch: int, improved: bool) -> None:
+        if not self.main:
+            return
+        args = (self.model, self.optimizer, self.cfg.to_dict(), epoch, self.step, self.best_val, self.wandb_id)
+        save_checkpoint(self.ckpt_dir / "last.h5", *args)
+        if improved:
+            save_checkpoint(self.ckpt_dir / "best.h5", *args)
+        if epoch % self.cfg.checkpoint_every == 0:
+            save_checkpoint(self.ckpt_dir / f"epoch_{epoch:06d}.h5", *args)
+
+    def plot(self, epoch: int) -> None:
+        records = reconstruct(self.model, self.store, self.benchmark_ids, self.cfg.max_len, self.cfg.target, self.device)
+        fig = plots.reconstruction_figure(records, plots.band_labels(self.store.e_min, self.store.e_max), f"epoch {epoch}")
+        path = self.plot_dir / f"reconstruction_epoch_{epoch:06d}.png"
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({"reconstruction": wandb.Image(fig), "epoch": epoch}, step=epoch)
+        plots.save(fig, path)
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        if self.main:
+            print(f"training on {len(self.train_sources)} sources ({len(self.val_sources)} validation), "
+                  f"{len(self.train_ds)} batches/epoch/rank, padding {self.train_ds.padding_fraction():.1%}, "
+                  f"device {self.device}, world size {self.world}, run dir {self.run_dir}", flush=True)
+        epochs_bar = tqdm(range(self.start_epoch, cfg.epochs + 1), desc="epochs", disable=not (cfg.progress and self.main), unit="epoch")
+        for epoch in epochs_bar:
+            stats = self.train_epoch(epoch)
+            val = self.validate()
+            improved = val is not None and val < self.best_val
+            if improved:
+                self.best_val = val
+            elif val is None and stats["train_loss"] < self.best_val:
+                self.best_val, improved = stats["train_loss"], True
+            self.checkpoint(epoch, improved)
+            record = {"epoch": epoch, "step": self.step, **stats, "val_loss": val, "lr": self.optimizer.param_groups[0]["lr"]}
+            if self.main:
+                self.history.append(record)
+                with self.metrics_path.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                if self.wandb_run is not None:
+                    self.wandb_run.log({k: v for k, v in record.items() if v is not None}, step=epoch)
+                if epoch % cfg.plot_every == 0 or epoch == cfg.epochs:
+                    self.plot(epoch)
+                epochs_bar.set_postfix(train=f"{stats['train_loss']:.4g}", val=f"{val:.4g}" if val is not None else "-")
+        return self.finish()
+
+    def finish(self) -> dict:
+        summary = {"run_dir": str(self.run_dir), "best_val_loss": self.best_val, "checkpoint": str(self.ckpt_dir / "best.h5"),
+                   "epochs": self.cfg.epochs}
+        if self.history:
+            summary["steps_per_s"] = float(np.mean([h["steps_per_s"] for h in self.history[-5:]]))
+        if self.main:
+            if self.history:
+                plots.save(plots.loss_figure(self.history), self.plot_dir / "loss_curves.png")
+            if self.cfg.evaluate and (self.ckpt_dir / "best.h5").exists():
+                path, scores, loss = evaluate_checkpoint(str(self.ckpt_dir / "best.h5"), self.cfg.store, "test",
+                                                         device=str(self.device), progress=False)
+                summary.update(test_loss=loss, scores=str(path), test_sources=len(scores))
+            if self.wandb_run is not None:
+                self.wandb_run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+                self.wandb_run.finish()
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if self.world > 1:
+            dist.barrier()
+            dist.destroy_process_group()
+        return summary
+
+
+def resolve(argv: list[str]) -> tuple[TrainConfig, str | None]:
+    """Config from the flags; with ``--resume``, the checkpoint's config overridden by the flags."""
+    cfg = load_config(argv)
+    resume_from = None
+    if cfg.resume:
+        resume_from = str(find_checkpoint(cfg.resume))
+        saved = load_checkpoint(resume_from).config
+        saved.pop("resume", None)
+        cfg = load_config(argv, base=saved)
+        if not cfg.run_dir:
+            cfg.run_dir = str(Path(resume_from).resolve().parent.parent)
+    if not cfg.run_dir:
+        cfg.run_dir = str(Path("runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    return cfg.validate(), resume_from
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg, resume_from = resolve(argv)
+        summary = Trainer(cfg, resume_from).fit()
+    except (ConfigError, DataError, EtlError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    if int(os.environ.get("RANK", "0")) == 0:
+        lines = [f"done: {summary['epochs']} epochs, best validation loss {summary['best_val_loss']:.4g}"]
+        if "test_loss" in summary:
+            lines.append(f"test loss {summary['test_loss']:.4g} on {summary['test_sources']} sources; anomaly scores: {summary['scores']}")
+        if "steps_per_s" in summary:
+            lines.append(f"throughput {summary['steps_per_s']:.0f} time steps/s")
+        lines.append(f"best checkpoint: {summary['checkpoint']}")
+        print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

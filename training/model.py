@@ -1,0 +1,115 @@
+"""The seed's recurrent VAE, with a masked ELBO.
+
+Shape legend: B = batch, T = time steps, F = input features (9), O = reconstructed features
+(3 band rates, or 9), H = GRU hidden size, L = latent size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: exp() of a pre-activation above this overflows half precision; clamping keeps AMP safe.
+MAX_LOG_OUTPUT = 11.0
+
+
+class RNNVAE(nn.Module):
+    """GRU encoder -> (mu, logvar) -> reparameterised z -> GRU decoder -> exp() output.
+
+    Parameters
+    ----------
+    input_size : int
+        F, features per step (9).
+    output_size : int
+        O, reconstructed features per step (3 or 9).
+    hidden, layers, dropout : int, int, float
+        GRU size, depth and inter-layer dropout (seed: 64, 2, 0.2).
+    latent : int
+        L (seed: 40).
+    """
+
+    def __init__(self, input_size: int = 9, output_size: int = 3, hidden: int = 64, layers: int = 2,
+                 dropout: float = 0.2, latent: int = 40):
+        super().__init__()
+        self.hidden, self.layers, self.latent = hidden, layers, latent
+        gru_dropout = dropout if layers > 1 else 0.0
+        self.encoder = nn.GRU(input_size, hidden, layers, batch_first=True, dropout=gru_dropout)
+        self.to_mu = nn.Linear(hidden, latent)
+        self.to_logvar = nn.Linear(hidden, latent)
+        self.latent_to_hidden = nn.Linear(latent, hidden * layers)
+        self.decoder = nn.GRU(latent, hidden, layers, batch_first=True, dropout=gru_dropout)
+        self.head = nn.Linear(hidden, output_size)
+
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode (B, T, F) inputs to mu, logvar (B, L).
+
+        The summary is the top layer's output at each sequence's last real step. A GRU is
+        causal, so padding after a sequence's end cannot change it, and batches of nearly
+        equal length need no packing.
+        """
+        out, _ = self.encoder(x)
+        last = (lengths - 1).clamp(min=0).to(out.device)
+        summary = out[torch.arange(out.shape[0], device=out.device), last]
+        return self.to_mu(summary), self.to_logvar(summary)
+
+    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """z = mu + eps * sigma while training; mu in eval mode."""
+        if not self.training:
+            return mu
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+    def decode(self, z: torch.Tensor, steps: int) -> torch.Tensor:
+        """Decode (B, L) latents to (B, T, O) positive outputs; z initialises the hidden state."""
+        h0 = torch.tanh(self.latent_to_hidden(z)).view(z.shape[0], self.layers, self.hidden).transpose(0, 1).contiguous()
+        inputs = z.unsqueeze(1).expand(-1, steps, -1)
+        out, _ = self.decoder(inputs, h0)
+        return torch.exp(self.head(out).float().clamp(max=MAX_LOG_OUTPUT))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return reconstruction (B, T, O), mu (B, L), logvar (B, L)."""
+        mu, logvar = self.encode(x, lengths)
+        z = self.reparameterize(mu, logvar)
+        return self.decode(z, x.shape[1]), mu, logvar
+
+    def architecture(self) -> dict:
+        """What a checkpoint must match to be loaded into this model."""
+        return {
+            "input_size": self.encoder.input_size,
+            "output_size": self.head.out_features,
+            "hidden": self.hidden,
+            "layers": self.layers,
+            "latent": self.latent,
+        }
+
+
+def masked_elbo(recon: torch.Tensor, target: torch.Tensor, target_mask: torch.Tensor, mu: torch.Tensor,
+                logvar: torch.Tensor, kld_coef: float) -> dict[str, torch.Tensor]:
+    """The seed's ELBO, masked: squared error summed over valid, finite elements only.
+
+    Parameters
+    ----------
+    recon, target : Tensor, shape (B, T, O)
+    target_mask : Tensor of bool, shape (B, T, O)
+        False on padding and on non-finite measurements; those never reach the sum, even
+        when ``target`` holds NaN there (``torch.where``, not multiplication).
+    mu, logvar : Tensor, shape (B, L)
+    kld_coef : float
+        Weight of the KL term.
+
+    Returns
+    -------
+    dict
+        ``loss`` (mean over the batch of mse + kld_coef * kl, per light curve), ``mse`` and
+        ``kl`` (batch sums), ``per_source_mse`` (B,) and ``per_source_count`` (B,) valid elements.
+    """
+    diff = torch.where(target_mask, recon.float() - target.float(), torch.zeros((), device=recon.device))
+    per_source = (diff * diff).sum(dim=(1, 2))
+    kl = -0.5 * (1 + logvar.float() - mu.float().pow(2) - logvar.float().exp()).sum(dim=1)
+    batch = max(recon.shape[0], 1)
+    return {
+        "loss": (per_source.sum() + kld_coef * kl.sum()) / batch,
+        "mse": per_source.sum(),
+        "kl": kl.sum(),
+        "per_source_mse": per_source.detach(),
+        "per_source_count": target_mask.sum(dim=(1, 2)).detach(),
+    }

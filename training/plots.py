@@ -1,0 +1,107 @@
+"""Figures: benchmark reconstructions, loss curves, latent space (PCA) and worst-reconstructed sources.
+
+Every function returns a matplotlib Figure (Agg backend, no screen needed); callers save it
+as PNG and hand it to wandb.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+BAND_COLOURS = ("tab:red", "tab:green", "tab:blue")
+
+
+def band_labels(e_min, e_max) -> list[str]:
+    return [f"{lo:g}-{hi:g} keV" for lo, hi in zip(e_min, e_max)]
+
+
+def reconstruction_figure(records: list[dict], bands: list[str], title: str = "") -> plt.Figure:
+    """Input vs reconstruction for a few light curves, one row each, one column per band.
+
+    Parameters
+    ----------
+    records : list of dict
+        ``source_id``, ``time`` (T,) in days, ``rate``/``errm``/``errp`` (T, 3) and
+        ``recon`` (T, 3) in ct/s, optional ``score``.
+    """
+    n = max(len(records), 1)
+    fig, axes = plt.subplots(n, 3, figsize=(11, 2.2 * n + 0.6), squeeze=False, sharex="row")
+    for row, rec in zip(axes, records):
+        t = rec["time"]
+        for b, ax in enumerate(row):
+            ax.errorbar(t, rec["rate"][:, b], yerr=[rec["errm"][:, b], rec["errp"][:, b]], fmt="o", ms=3,
+                        color=BAND_COLOURS[b], alpha=0.8, lw=1, label="data")
+            ax.plot(t, rec["recon"][:, b], "-", color="k", lw=1.5, label="VAE")
+            ax.axhline(0, color="0.8", lw=0.5)
+            if b == 0:
+                label = rec["source_id"] + (f"\nscore {rec['score']:.3g}" if "score" in rec else "")
+                ax.set_ylabel(f"{label}\nct/s", fontsize=7)
+            if row is axes[0]:
+                ax.set_title(bands[b], fontsize=9)
+            if row is axes[-1]:
+                ax.set_xlabel("days since first bin")
+            ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def loss_figure(history: list[dict]) -> plt.Figure:
+    """Train and validation loss per epoch (log scale)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["train_loss"] for h in history], label="train")
+    val = [(h["epoch"], h["val_loss"]) for h in history if h.get("val_loss") is not None]
+    if val:
+        ax.plot(*zip(*val), label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss per light curve (masked ELBO)")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def pca(latents: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Project (N, L) latents on their first ``k`` principal components.
+
+    Returns
+    -------
+    projected : ndarray, shape (N, k)
+    explained : ndarray, shape (k,)
+        Fraction of variance per component.
+    """
+    centred = latents - latents.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    var = s**2
+    return centred @ vt[:k].T, var[:k] / max(var.sum(), 1e-30)
+
+
+def latent_figure(latents: np.ndarray, colour: np.ndarray, colour_label: str, categorical: bool = False) -> plt.Figure:
+    """PCA of the latent means, coloured by a score or by class."""
+    xy, explained = pca(latents)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    if categorical:
+        for name in sorted({str(c) for c in colour}):
+            sel = np.asarray([str(c) == name for c in colour])
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.6, label=f"{name} ({sel.sum()})")
+        ax.legend(fontsize=8, markerscale=2)
+    else:
+        sc = ax.scatter(xy[:, 0], xy[:, 1], s=6, c=np.log10(np.maximum(colour, 1e-6)), cmap="viridis", alpha=0.7)
+        fig.colorbar(sc, ax=ax, label=f"log10 {colour_label}")
+    ax.set_xlabel(f"PC1 ({explained[0]:.0%})")
+    ax.set_ylabel(f"PC2 ({explained[1]:.0%})")
+    ax.set_title("VAE latent means")
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: plt.Figure, path) -> None:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
