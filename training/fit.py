@@ -38,7 +38,7 @@ from training.checkpoint import CheckpointError, find_checkpoint, load_checkpoin
 from training.config import ConfigError, TrainConfig, load_config
 from training.data import BucketedLightCurves, DataError, select_sources, split_of
 from training.evaluate import build_model, evaluate_checkpoint, reconstruct, score_dataset
-from training.model import masked_elbo
+from training.model import make_optimizer, masked_elbo
 
 
 class TrainingError(RuntimeError):
@@ -107,7 +107,7 @@ class Trainer:
                        if len(self.val_sources) >= self.world else None)
 
         self.model = build_model(cfg).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.optimizer = make_optimizer(self.model, cfg.lr)
         self.start_epoch, self.step, self.best_val, self.wandb_id = 1, 0, math.inf, ""
         if resume_from:
             ckpt = load_checkpoint(resume_from)
