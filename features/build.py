@@ -1,0 +1,96 @@
+"""Build feature sets for a store.
+
+    python -m features.build --store STORE [--checkpoint RUN/checkpoints/best.h5] [--min-points 3]
+
+Always builds (or reuses) the classical ``variability`` set. With ``--checkpoint`` it also
+registers the model-derived sets ``vae_latent`` (latent means mu_0..mu_{L-1}) and
+``vae_anomaly`` (anomaly_score = masked squared reconstruction error per valid value, so
+comparable across lengths; recon_sse, n_values, n_steps, split), scoring every source with
+``python -m training.evaluate`` in a subprocess: this package never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import h5py
+import light_curve
+import polars as pl
+
+from etl.errors import EtlError
+from features.featurestore import as_store, catalog_hash, file_hash, find_version, write_feature_set
+from features.variability import MIN_POINTS, extract_variability
+
+FEATURES_VERSION = 1  # bump when the definitions in features/variability.py change
+
+
+def build_variability(store, min_points: int = MIN_POINTS, n_jobs: int = 2, progress: bool = False) -> tuple[dict, bool]:
+    """Build the ``variability`` set, or reuse the version built from the same catalog and code."""
+    store = as_store(store)
+    lineage = {"catalog_hash": catalog_hash(store), "min_points": min_points, "features_version": FEATURES_VERSION,
+               "light_curve": light_curve.__version__}
+    existing = find_version(store, "variability", lineage)
+    if existing is not None:
+        return existing, False
+    return write_feature_set(store, "variability", extract_variability(store, min_points=min_points, n_jobs=n_jobs, progress=progress), lineage)
+
+
+def checkpoint_config(checkpoint: str) -> dict:
+    """The training config stored in a checkpoint (read with h5py, no torch)."""
+    with h5py.File(checkpoint, "r") as f:
+        return json.loads(f.attrs["config"])
+
+
+def build_model_features(store, checkpoint: str, progress: bool = True) -> list[tuple[dict, bool]]:
+    """Register ``vae_latent`` and ``vae_anomaly`` from a checkpoint (reused when already built)."""
+    store = as_store(store)
+    checkpoint = str(Path(checkpoint).resolve())
+    lineage = {"catalog_hash": catalog_hash(store), "checkpoint": checkpoint, "checkpoint_hash": file_hash(checkpoint),
+               "config": checkpoint_config(checkpoint)}
+    found = [find_version(store, name, lineage) for name in ("vae_latent", "vae_anomaly")]
+    if all(found):
+        return [(meta, False) for meta in found]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "scores.parquet"
+        cmd = [sys.executable, "-m", "training.evaluate", "--checkpoint", checkpoint, "--store", store.url,
+               "--split", "all", "--out", str(out), "--top", "16"]
+        proc = subprocess.run(cmd, capture_output=not progress, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"scoring with {checkpoint} failed: {(proc.stderr or '').strip()[-2000:]}")
+        scores = pl.read_parquet(out)
+    latent = scores.select("source_id", pl.col("^mu_\\d+$"))
+    anomaly = scores.select("source_id", "anomaly_score", "recon_sse", "n_values", "n_steps", "split")
+    return [write_feature_set(store, "vae_latent", latent, lineage), write_feature_set(store, "vae_anomaly", anomaly, lineage)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m features.build", description="Build versioned per-source feature sets.")
+    p.add_argument("--store", required=True, help="store path or URL")
+    p.add_argument("--checkpoint", help="GRU-VAE checkpoint (.h5) for the model-derived sets")
+    p.add_argument("--min-points", type=int, default=MIN_POINTS, help=f"usable points a band needs (default {MIN_POINTS})")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="threads for the feature extractors")
+    args = p.parse_args(argv)
+    try:
+        store = as_store(args.store)
+        results = [build_variability(store, args.min_points, args.jobs, progress=True)]
+        if args.checkpoint:
+            if not Path(args.checkpoint).is_file():
+                raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
+            results += build_model_features(store, args.checkpoint)
+    except (EtlError, FileNotFoundError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for meta, created in results:
+        print(f"{meta['name']}@{meta['version']}: {meta['rows']} sources, {len(meta['columns'])} columns "
+              f"({'built' if created else 'unchanged, reused'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

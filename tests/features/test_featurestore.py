@@ -1,0 +1,107 @@
+"""Feature sets: build, reuse, versioning, lineage, joined query, model-derived sets, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+
+from etl.ingest import ingest
+from etl.store import open_store
+from features import FeatureSetError, get_feature_set, get_features, list_feature_sets
+from features.build import build_variability, main
+from features.featurestore import catalog_hash, write_feature_set
+from etl.synth import make_archive
+
+
+@pytest.fixture()
+def store(tmp_path):
+    make_archive(tmp_path / "a", n=120, seed=8, flavour="mixed", progress=False)
+    ingest(tmp_path / "a", tmp_path / "s", progress=False)
+    return tmp_path / "s"
+
+
+def test_build_reuse_and_new_version(store, tmp_path):
+    meta, created = build_variability(store)
+    assert created and meta["version"] == 1 and meta["rows"] == 120
+    assert "reduced_chi2_b1" in meta["columns"] and "hr_12" in meta["columns"]
+    meta2, created2 = build_variability(store)
+    assert not created2 and meta2["version"] == 1  # unchanged store: reused, not recomputed
+    # the store changes: new sources -> new version, old one still readable
+    make_archive(tmp_path / "b", n=10, seed=99, flavour="rebinned", progress=False)
+    ingest(tmp_path / "b", store, progress=False)
+    meta3, created3 = build_variability(store)
+    assert created3 and meta3["version"] == 2 and meta3["rows"] == 130
+    assert meta3["lineage"]["catalog_hash"] == catalog_hash(open_store(store)) != meta["lineage"]["catalog_hash"]
+    old, data = get_feature_set(store, "variability@1")
+    assert old["version"] == 1 and data.collect().height == 120
+    listing = list_feature_sets(store)
+    assert listing.filter(pl.col("name") == "variability")["version"].to_list() == [1, 2]
+    assert json.loads(listing["lineage"][0])["features_version"] == 1
+
+
+def test_joined_query(store):
+    build_variability(store)
+    rng = np.random.default_rng(0)
+    ids = open_store(store).source_ids
+    write_feature_set(store, "vae_anomaly", pl.DataFrame({"source_id": ids, "anomaly_score": rng.random(len(ids))}),
+                      {"checkpoint": "x.h5", "checkpoint_hash": "0"})
+    lf = get_features(store, ["variability", "vae_anomaly"])
+    assert isinstance(lf, pl.LazyFrame)
+    df = lf.filter((pl.col("reduced_chi2_b2") > 2) & (pl.col("anomaly_score") > 0.5)).select(
+        "source_id", "ra", "dec", "mean_rate_b2", "reduced_chi2_b2", "anomaly_score").collect()
+    assert df.height > 0 and df["anomaly_score"].min() > 0.5
+    some = get_features(store, ["variability"], sources=ids[:5], catalog_columns=["ra"]).collect()
+    assert some.height == 5 and some.columns[:2] == ["source_id", "ra"]
+    with pytest.raises(FeatureSetError, match="no feature set 'nope'"):
+        get_features(store, ["nope"])
+    with pytest.raises(FeatureSetError, match="no version 7"):
+        get_features(store, ["variability@7"])
+
+
+def test_model_derived_sets_via_cli(store, tmp_path, capsys):
+    import training.fit as fit
+
+    run = tmp_path / "run"
+    assert fit.main(["--store", str(store), "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled",
+                     "--no-progress", "--no-evaluate", "--lr", "1e-3"]) == 0
+    ckpt = run / "checkpoints" / "best.h5"
+    assert main(["--store", str(store), "--checkpoint", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert "variability@1: 120 sources" in out and "vae_latent@1" in out and "vae_anomaly@1" in out
+    meta, data = get_feature_set(store, "vae_anomaly")
+    assert meta["lineage"]["checkpoint"] == str(ckpt.resolve()) and meta["lineage"]["config"]["latent"] == 40
+    assert data.collect().height == 120 and set(data.collect()["split"]) == {"train", "val", "test"}
+    assert len(get_feature_set(store, "vae_latent")[0]["columns"]) == 40
+    assert main(["--store", str(store), "--checkpoint", str(ckpt)]) == 0
+    assert capsys.readouterr().out.count("unchanged, reused") == 3
+    shutil.copy(ckpt, tmp_path / "other.h5")  # another model file: new lineage, new version
+    with open(tmp_path / "other.h5", "ab") as fh:
+        fh.write(b"\0")
+    assert main(["--store", str(store), "--checkpoint", str(tmp_path / "other.h5")]) == 0
+    assert get_feature_set(store, "vae_anomaly")[0]["version"] == 2
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["--store", str(tmp_path / "missing")]) == 2
+    assert "not a light-curve store" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_join_of_three_sets_on_many_sources_is_fast(tmp_path):
+    """100,000 synthetic rows per set (the store itself stays small)."""
+    make_archive(tmp_path / "a", n=5, seed=1, progress=False)
+    ingest(tmp_path / "a", tmp_path / "s", progress=False)
+    store = open_store(tmp_path / "s")
+    ids = [f"x{i}" for i in range(100_000)]
+    rng = np.random.default_rng(0)
+    for name in ("one", "two", "three"):
+        write_feature_set(store, name, pl.DataFrame({"source_id": ids, **{f"{name}_{k}": rng.random(100_000) for k in range(10)}}), {"n": name})
+    start = time.perf_counter()
+    df = get_features(store, ["one", "two", "three"]).collect()
+    assert time.perf_counter() - start < 5  # generous for CI; the benchmark prints the figure
+    assert df.height == 5
