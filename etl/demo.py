@@ -19,14 +19,24 @@ from etl.store import open_store
 from etl.synth import make_archive
 
 
-def run(directory: Path, n: int, workers: int, seed: int = 2026) -> pl.DataFrame:
-    """Build (once) and ingest the demo archive; return the query's result."""
-    archive, store_path = directory / "archive", directory / "store.zarr"
+def build_archive(archive: Path, n: int, seed: int = 2026) -> None:
+    """The demo archive, built once: n synthetic light curves of both flavours + 12 malformed files."""
     if not (archive / "truth.parquet").exists():
         print(f"building a synthetic archive of {n} light curves (+12 malformed files) in {archive}")
         make_archive(archive, n=n, seed=seed, flavour="mixed", bad=12)
+
+
+def run(directory: Path, n: int, workers: int, seed: int = 2026) -> pl.DataFrame:
+    """Build (once) and ingest the demo archive; return the query's result."""
+    archive, store_path = directory / "archive", directory / "store.zarr"
+    build_archive(archive, n, seed)
     summary = ingest(archive, store_path, workers=workers)
     print(summary.line())
+    return summarize(archive, store_path)
+
+
+def summarize(archive: Path, store_path: Path) -> pl.DataFrame:
+    """Print (and return) a Polars query of the catalog joined with the archive's truth table."""
     store = open_store(store_path)
     truth = pl.scan_parquet(archive / "truth.parquet").filter(pl.col("expected") == "ok").select("source_id", "class")
     # The kind of question the catalog answers: bright, well-sampled sources per class.

@@ -31,7 +31,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,6 +181,10 @@ def parse_batch(files: list[str], known_hashes: list[str | None], fracexp_min: f
     return ParsedBatch(results, columns)
 
 
+#: Where parse_batch runs: (batches, known_hashes, fracexp_min) -> ParsedBatch per batch, in order.
+BatchRunner = Callable[[list[list[str]], Callable[[list[str]], list], float], Iterator[ParsedBatch]]
+
+
 class Ingestor:
     """Applies parsed batches to a store: source ids, band checks, buffering and commits.
 
@@ -314,6 +318,7 @@ def ingest(
     flush_seconds: float = 30.0,
     on_batch: Callable[[IngestSummary], None] | None = None,
     chunk_points: int = CHUNK_POINTS,
+    batch_runner: BatchRunner | None = None,
 ) -> IngestSummary:
     """Ingest every light-curve file under ``archive`` into ``store``.
 
@@ -337,6 +342,11 @@ def ingest(
         Called with the running summary after each batch (progress lines in flows).
     chunk_points : int
         Points per Zarr chunk of a new store (see :mod:`etl.writer`).
+    batch_runner : callable, optional
+        ``batch_runner(batches, known_hashes, fracexp_min)`` yields one :class:`ParsedBatch`
+        per batch, in order; it decides where :func:`parse_batch` runs. Default: this process
+        (``workers=1``) or a pool of ``workers`` spawned processes. Prefect flows pass one
+        that submits Prefect tasks (threads, Dask...).
 
     Returns
     -------
@@ -363,7 +373,8 @@ def ingest(
         batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
         bar = tqdm(total=len(files), desc="ingest", unit="file", disable=not progress, mininterval=0.5)
         try:
-            for parsed in _run_batches(batches, ing.known_hashes, fracexp_min, workers):
+            runner = batch_runner or (lambda b, k, f: run_batches_locally(b, k, f, workers))
+            for parsed in runner(batches, ing.known_hashes, fracexp_min):
                 ing.add(parsed)
                 bar.update(len(parsed.results))
                 if on_batch is not None:
@@ -375,7 +386,7 @@ def ingest(
     return ing.summary
 
 
-def _run_batches(batches, known_hashes, fracexp_min, workers):
+def run_batches_locally(batches: list[list[str]], known_hashes, fracexp_min: float, workers: int) -> Iterator[ParsedBatch]:
     """Yield parse results batch by batch, in order, with at most 2 x workers batches in flight."""
     if workers <= 1:
         for batch in batches:

@@ -5,7 +5,8 @@
 Always builds (or reuses) the classical ``variability`` set. With ``--checkpoint`` it also
 registers the model-derived sets ``vae_latent`` (latent means mu_0..mu_{L-1}) and
 ``vae_anomaly`` (anomaly_score = masked squared reconstruction error per valid value, so
-comparable across lengths; recon_sse, n_values, n_steps, split), scoring every source with
+comparable across lengths; anomaly_chi2, the same residuals weighted by the errors; recon_sse,
+n_values, n_steps, split), scoring every source with
 ``python -m training.evaluate`` in a subprocess: this package never imports torch.
 """
 
@@ -65,7 +66,7 @@ def build_model_features(store, checkpoint: str, progress: bool = True) -> list[
             raise RuntimeError(f"scoring with {checkpoint} failed: {(proc.stderr or '').strip()[-2000:]}")
         scores = pl.read_parquet(out)
     latent = scores.select("source_id", pl.col("^mu_\\d+$"))
-    anomaly = scores.select("source_id", "anomaly_score", "recon_sse", "n_values", "n_steps", "split")
+    anomaly = scores.select("source_id", "anomaly_score", "anomaly_chi2", "recon_sse", "n_values", "n_steps", "split")
     return [write_feature_set(store, "vae_latent", latent, lineage), write_feature_set(store, "vae_anomaly", anomaly, lineage)]
 
 

@@ -143,7 +143,9 @@ def features_from_batch(batch, max_len: int, target: str = "rates") -> dict[str,
     dict
         ``x`` (B, T, 9) float32 inputs; ``y`` (B, T, 3 or 9) float32 targets;
         ``mask`` (B, T) bool valid steps; ``target_mask`` (B, T, 3 or 9) bool valid and finite;
-        ``lengths`` (B,) int64; ``scale`` (B,) float32.
+        ``lengths`` (B,) int64; ``scale`` (B,) float32; ``sigma`` (B, T, 3) float32, the
+        scaled symmetric rate error ``(errm + errp) / 2 / s`` (0 where unusable), for
+        error-weighted scores.
     """
     cols = [batch.padded(name, length=min(int(batch.lengths.max()), max_len), fill=np.nan)[0] for name in RATE_FEATURES]
     mask = np.arange(cols[0].shape[1])[None, :] < np.minimum(batch.lengths, max_len)[:, None]
@@ -153,7 +155,10 @@ def features_from_batch(batch, max_len: int, target: str = "rates") -> dict[str,
     x = np.where(finite, np.arcsinh(np.where(finite, values, 0.0)), 0.0).astype(np.float32)
     y_all = np.where(finite, values, 0.0).astype(np.float32)
     width = 3 if target == "rates" else 9
+    sigma = 0.5 * (values[..., 3:6] + values[..., 6:9])
+    sigma = np.where(finite[..., 3:6] & finite[..., 6:9] & (sigma > 0), sigma, 0.0).astype(np.float32)
     return {
+        "sigma": sigma,
         "x": x,
         "y": y_all[..., :width],
         "mask": mask,

@@ -4,7 +4,10 @@
 
 Writes Parquet keyed by ``source_id``: ``split``, ``n_steps``, ``recon_sse`` (masked squared
 error, scaled units), ``n_values`` (valid elements), ``anomaly_score`` = recon_sse / n_values
-(mean squared error per valid element, comparable across lengths) and ``mu_0`` ...
+(mean squared error per valid element, comparable across lengths), ``anomaly_chi2`` (the
+reduced chi2 of the band rates against the reconstruction, residuals divided by the mean of
+the lower and upper errors: the same score weighted by the measurement errors, so that faint,
+noisy sources do not dominate it) and ``mu_0`` ...
 ``mu_{L-1}`` (latent means). Also saves a PCA of the latents and the worst-reconstructed light
 curves as PNG beside it.
 """
@@ -48,6 +51,7 @@ def score_dataset(model: RNNVAE, ds: BucketedLightCurves, device: torch.device, 
         loss_sum += float(out["loss"]) * b
         count += b
         sse = out["per_source_mse"].cpu().numpy()
+        chi2 = weighted_chi2(recon.float().cpu()[..., :3], batch["y"][..., :3], batch["target_mask"][..., :3], batch["sigma"])
         n_values = out["per_source_count"].cpu().numpy()
         frame = {
             "source_id": [ds.sources.source_ids[i] for i in batch["rows"].tolist()],
@@ -55,12 +59,34 @@ def score_dataset(model: RNNVAE, ds: BucketedLightCurves, device: torch.device, 
             "recon_sse": sse,
             "n_values": n_values,
             "anomaly_score": sse / np.maximum(n_values, 1),
+            "anomaly_chi2": chi2,
         }
         mu_np = mu.float().cpu().numpy()
         frame.update({f"mu_{j}": mu_np[:, j] for j in range(mu_np.shape[1])})
         parts.append(pl.DataFrame(frame))
     df = pl.concat(parts).with_columns(pl.lit(split).alias("split")) if parts else pl.DataFrame()
     return df, loss_sum / max(count, 1)
+
+
+def weighted_chi2(recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, sigma: torch.Tensor) -> np.ndarray:
+    """Per-source reduced chi2 of targets against reconstructions.
+
+    Parameters
+    ----------
+    recon, target, sigma : Tensor, shape (B, T, 3)
+    mask : Tensor of bool, shape (B, T, 3)
+
+    Returns
+    -------
+    ndarray, shape (B,)
+        sum(((recon - target) / sigma)^2) / n over valid elements with sigma > 0 (NaN if none).
+    """
+    use = mask & (sigma > 0)
+    resid = torch.where(use, (recon - target) / torch.where(use, sigma, torch.ones(())), torch.zeros(()))
+    n = use.sum(dim=(1, 2)).numpy()
+    total = (resid * resid).sum(dim=(1, 2)).numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
 @torch.no_grad()

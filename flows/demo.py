@@ -1,0 +1,107 @@
+"""The main job on embedded defaults, through the real Prefect stack, leaving nothing running.
+
+    python -m flows.demo [--dir demo] [--n 2000] [--epochs 2]
+
+1. builds a synthetic eRASS1-like archive (once) in ``DIR/archive``;
+2. starts ``python -m flows.serve`` (which starts a local Prefect server on SQLite when none
+   answers at PREFECT_API_URL / prefect.toml);
+3. runs the deployments as a user would, ``prefect deployment run ... --watch``:
+   ``ingest-fits`` -> ``train-vae`` (2 epochs, wandb offline) -> ``build-features`` (with the
+   checkpoint);
+4. prints a Polars query over the catalog and the feature sets;
+5. stops the serving process and the server it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+
+from etl.demo import build_archive, summarize
+from flows.serve import DEFAULT_API, _toml_api_url
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_deployment(name: str, params: dict, env: dict, timeout: int = 900) -> None:
+    cmd = [sys.executable, "-m", "prefect", "deployment", "run", name, "--watch", "--watch-timeout", str(timeout)]
+    for key, value in params.items():
+        cmd += ["--param", f"{key}={json.dumps(value) if isinstance(value, (dict, list)) else value}"]
+    print(f"\n$ prefect deployment run {name} ...", flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    tail = [line for line in proc.stdout.splitlines() if "Flow run finished" in line or "Failed" in line]
+    print(f"  {tail[-1].strip() if tail else proc.stdout.strip()[-300:]} ({time.perf_counter() - start:.1f} s)", flush=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: deployment {name} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dir", type=Path, default=Path("demo"))
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--epochs", type=int, default=2)
+    args = p.parse_args(argv)
+    directory = args.dir.resolve()
+    archive, store, run_dir = directory / "archive", directory / "store.zarr", directory / "runs" / "demo"
+    build_archive(archive, args.n)
+
+    api = os.environ.get("PREFECT_API_URL") or _toml_api_url() or DEFAULT_API
+    env = dict(os.environ, PREFECT_API_URL=api, PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
+               WANDB_MODE=os.environ.get("WANDB_MODE", "offline"), WANDB_ERROR_REPORTING="false", WANDB_SILENT="true")
+    env.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
+    serve = subprocess.Popen([sys.executable, "-m", "flows.serve", "--home", env["PREFECT_HOME"]], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    ready = threading.Event()
+    log = directory / "serve.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+
+    def pump():
+        with log.open("w") as fh:
+            for line in serve.stdout:
+                fh.write(line)
+                fh.flush()
+                if line.startswith(("starting a Prefect server", "serving ", "stopping", "error")):
+                    print(f"[serve] {line.rstrip()}", flush=True)
+                if line.startswith("serving "):
+                    ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        while not ready.wait(1.0):
+            if serve.poll() is not None:
+                raise SystemExit(f"error: flows.serve exited with code {serve.returncode}; see {log}")
+        run_deployment("ingest-fits/ingest-fits", {"archive": str(archive), "store": str(store)}, env)
+        run_deployment("train-vae/train-vae", {"store": str(store), "epochs": args.epochs, "run_dir": str(run_dir),
+                                               "options": {"lr": 0.001, "wandb_mode": env["WANDB_MODE"]}}, env)
+        run_deployment("build-features/build-features", {"store": str(store), "checkpoint": str(run_dir / "checkpoints" / "best.h5")}, env)
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGTERM)
+            serve.wait(timeout=60)
+    summarize(archive, store)
+    from features import get_features
+
+    truth = pl.read_parquet(archive / "truth.parquet").select("source_id", "class")
+    top = (get_features(store, ["variability", "vae_anomaly"]).join(truth.lazy(), on="source_id", how="left")
+           .sort("anomaly_chi2", descending=True, nulls_last=True)
+           .select("source_id", "class", "n_points", "mean_rate_b2", "reduced_chi2_b2", "anomaly_score", "anomaly_chi2")
+           .head(10).collect())
+    with pl.Config(tbl_width_chars=140, float_precision=3):
+        print("\nten highest VAE anomaly chi2 (2-epoch model), with the classical reduced chi2:")
+        print(top)
+    print(f"\nrun directory: {run_dir}   (plots in training_plots/, scores in scores_test.parquet)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Serve every deployment against a Prefect server, starting a local one when none answers.
+
+    python -m flows.serve [--port 4200]
+
+Uses the server that ``PREFECT_API_URL`` (or the committed ``prefect.toml``) names. When it
+does not answer and points at this machine, a ``prefect server start`` child is started on
+127.0.0.1 with a project-local ``PREFECT_HOME`` (SQLite) and analytics off, and stopped again
+on exit (Ctrl-C or SIGTERM). From a second terminal in the repository::
+
+    prefect deployment run ingest-fits/ingest-fits --param archive=demo/archive \
+        --param store=demo/store.zarr --watch --watch-timeout 600
+
+Runs send a heartbeat every 30 s; an automation installed here marks a run Crashed when its
+heartbeats stop for 90 s (its serving process was killed), so no run stays Running forever.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_API = "http://127.0.0.1:4200/api"
+CRASH_AUTOMATION = "crash-runs-without-heartbeat"
+HEARTBEAT_SECONDS = 30  # Prefect's minimum
+#: A run is Crashed after this long without a heartbeat; must exceed HEARTBEAT_SECONDS.
+HEARTBEAT_GRACE = timedelta(seconds=float(os.environ.get("LCVAE_HEARTBEAT_GRACE_S", "90")))
+
+
+def api_healthy(api_url: str, timeout: float = 2.0) -> bool:
+    """True when the Prefect API at ``api_url`` answers its health check."""
+    try:
+        with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def server_env(home: Path) -> dict:
+    env = dict(os.environ)
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
+               PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false")
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def start_server(api_url: str, home: Path, timeout: float = 180.0) -> subprocess.Popen:
+    """Start ``prefect server start`` on the loopback host/port of ``api_url``; wait until healthy."""
+    parsed = urlparse(api_url)
+    if parsed.hostname not in ("127.0.0.1", "localhost"):
+        raise SystemExit(f"error: no Prefect server answers at {api_url}, and it is not on this machine; start it first")
+    home.mkdir(parents=True, exist_ok=True)
+    log = open(home / "server.log", "ab")
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(parsed.port or 4200)]
+    proc = subprocess.Popen(cmd, env=server_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"error: prefect server exited with code {proc.returncode}; see {home / 'server.log'}")
+        if api_healthy(api_url):
+            return proc
+        time.sleep(0.5)
+    stop_server(proc)
+    raise SystemExit(f"error: prefect server did not answer within {timeout:.0f} s; see {home / 'server.log'}")
+
+
+def stop_server(proc: subprocess.Popen | None) -> None:
+    """SIGTERM the server's process group, SIGKILL after 20 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def install_crash_automation() -> None:
+    """Mark flow runs Crashed when their heartbeats stop (idempotent: one automation by name)."""
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    try:
+        if Automation.read(name=CRASH_AUTOMATION):
+            return
+    except ValueError:
+        pass
+    Automation(
+        name=CRASH_AUTOMATION,
+        description="Runs whose serving process died stop sending heartbeats; mark them Crashed.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match={"prefect.resource.id": ["prefect.flow-run.*"]},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=HEARTBEAT_GRACE,
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"No heartbeat for {HEARTBEAT_GRACE.total_seconds():.0f} s: the serving process died.")],
+    ).create()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--home", type=Path, default=ROOT / ".prefect", help="PREFECT_HOME of a server started here")
+    args = parser.parse_args(argv)
+
+    api_url = os.environ.get("PREFECT_API_URL") or _toml_api_url() or DEFAULT_API
+    server = None
+    if not api_healthy(api_url):
+        print(f"starting a Prefect server at {api_url} (PREFECT_HOME={args.home}) ...", flush=True)
+        server = start_server(api_url, args.home)
+    # Settings for this process and the flow-run subprocesses serve() starts.
+    os.environ["PREFECT_API_URL"] = api_url
+    os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        from prefect import serve
+
+        from flows.feature_sets import build_features
+        from flows.ingest import ingest_fits
+        from flows.train import train_vae
+
+        install_crash_automation()
+        deployments = [f.to_deployment(name=f.name) for f in (ingest_fits, build_features, train_vae)]
+        print(f"serving {', '.join(f'{d.flow_name}/{d.name}' for d in deployments)} against {api_url}", flush=True)
+        serve(*deployments, print_starting_message=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            print("stopping the Prefect server", flush=True)
+            stop_server(server)
+    return 0
+
+
+def _toml_api_url() -> str | None:
+    path = Path.cwd() / "prefect.toml"
+    if not path.exists():
+        return None
+    import tomllib
+
+    return tomllib.loads(path.read_text()).get("api", {}).get("url")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""ingest-fits and build-features flows, in process against a temporary server; Dask; s3."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import polars as pl
+import pytest
+
+from etl.catalog import read_catalog
+from etl.lock import StoreLock
+from etl.store import open_store
+from tests.flows.conftest import free_port
+
+
+def test_ingest_flow_counts_artifact_and_rerun(prefect_server, rebinned_archive, tmp_path):
+    from prefect.artifacts import Artifact
+
+    from flows.ingest import ingest_fits
+
+    result = ingest_fits(str(rebinned_archive), str(tmp_path / "s"), batch_size=50)
+    assert (result["discovered"], result["ingested"], result["unchanged"], result["rejected"]) == (212, 200, 0, 12)
+    assert {r[1].split(":")[0] for r in result["rejected_files"]} >= {"not_fits", "corrupt_gzip", "duplicate_source"}
+    artifact = Artifact.get("ingest-summary")
+    assert "| 212 | 200 | 0 | 12 |" in artifact.data and "not_fits" in artifact.data
+    again = ingest_fits(str(rebinned_archive), str(tmp_path / "s"), batch_size=50)
+    assert (again["ingested"], again["unchanged"]) == (0, 212)
+    assert read_catalog(str(tmp_path / "s")).height == 212
+
+
+def test_wrong_path_fails_at_once(prefect_server, tmp_path):
+    from flows.ingest import ingest_fits
+
+    state = ingest_fits(str(tmp_path / "missing"), str(tmp_path / "s"), return_state=True)
+    assert state.is_failed() and "does not exist" in state.message
+
+
+def test_locked_store_fails_clearly(prefect_server, rebinned_archive, tmp_path):
+    from flows.ingest import ingest_fits
+
+    with StoreLock(str(tmp_path / "s")):
+        state = ingest_fits(str(rebinned_archive), str(tmp_path / "s"), return_state=True)
+    assert state.is_failed() and "another ingest holds the store lock" in state.message
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_gives_same_store(prefect_server, rebinned_archive, tmp_path):
+    from flows.ingest import ingest_fits
+
+    threads = ingest_fits(str(rebinned_archive), str(tmp_path / "t"), batch_size=40)
+    dask = ingest_fits(str(rebinned_archive), str(tmp_path / "d"), batch_size=40, task_runner="dask", workers=2)
+    assert {k: dask[k] for k in ("discovered", "ingested", "rejected")} == {k: threads[k] for k in ("discovered", "ingested", "rejected")}
+    cols = ["file", "source_id", "status", "offset", "n_points", "content_hash"]
+    assert read_catalog(str(tmp_path / "t")).select(cols).sort("file").equals(read_catalog(str(tmp_path / "d")).select(cols).sort("file"))
+
+
+@pytest.fixture()
+def s3_endpoint(monkeypatch):
+    """A moto S3 server on 127.0.0.1 with a bucket named 'lcstore'."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    url = f"http://127.0.0.1:{port}"
+    import boto3
+
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="lcstore")
+    yield url
+    server.stop()
+
+
+def test_s3_store_through_the_flow(prefect_server, rebinned_archive, s3_endpoint):
+    from flows.ingest import ingest_fits
+
+    options = {"endpoint_url": s3_endpoint}
+    result = ingest_fits(str(rebinned_archive), "s3://lcstore/store", batch_size=100, storage_options=options)
+    assert (result["ingested"], result["rejected"]) == (200, 12)
+    store = open_store("s3://lcstore/store", storage_options=options)
+    assert len(store) == 200
+    from etl.reader import read_lightcurve
+
+    for sid in store.source_ids[:10]:
+        lc = store.read(sid)
+        ref = read_lightcurve(lc.file)
+        for name in ref.columns:
+            np.testing.assert_array_equal(lc.columns[name], ref.columns[name])
+    again = ingest_fits(str(rebinned_archive), "s3://lcstore/store", storage_options=options)
+    assert again["unchanged"] == 212
+    cat = pl.read_parquet("s3://lcstore/store/catalog.parquet", storage_options={"endpoint_url": s3_endpoint, "aws_region": "us-east-1"})
+    assert cat.height == 212
+
+
+def test_build_features_flow(prefect_server, rebinned_archive, tmp_path):
+    from etl.ingest import ingest
+    from flows.feature_sets import build_features
+
+    ingest(rebinned_archive, tmp_path / "s", progress=False)
+    first = build_features(str(tmp_path / "s"))
+    assert first == [{"name": "variability", "version": 1, "rows": 200, "created": True}]
+    assert build_features(str(tmp_path / "s"))[0]["created"] is False
