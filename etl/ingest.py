@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import multiprocessing
 import os
 import sys
@@ -386,6 +387,21 @@ def ingest(
     return ing.summary
 
 
+def in_order(submit: Callable, items: Iterable, in_flight: int) -> Iterator:
+    """Submit ``items`` with at most ``in_flight`` pending; yield their results in order.
+
+    ``submit(item)`` returns a future (``concurrent.futures`` or Prefect's: anything with
+    ``.result()``). Bounding what is in flight bounds memory whatever the archive's size.
+    """
+    todo = iter(items)
+    window: deque = deque(submit(item) for item in itertools.islice(todo, max(in_flight, 1)))
+    while window:
+        result = window.popleft().result()
+        for item in itertools.islice(todo, 1):
+            window.append(submit(item))
+        yield result
+
+
 def run_batches_locally(batches: list[list[str]], known_hashes, fracexp_min: float, workers: int) -> Iterator[ParsedBatch]:
     """Yield parse results batch by batch, in order, with at most 2 x workers batches in flight."""
     if workers <= 1:
@@ -395,18 +411,7 @@ def run_batches_locally(batches: list[list[str]], known_hashes, fracexp_min: flo
     # spawn: the parent holds a Zarr event-loop thread, which fork would copy half-alive.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        todo = iter(batches)
-        window: deque = deque()
-        for batch in todo:
-            window.append(pool.submit(parse_batch, batch, known_hashes(batch), fracexp_min))
-            if len(window) >= 2 * workers:
-                break
-        while window:
-            results = window.popleft().result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                window.append(pool.submit(parse_batch, nxt, known_hashes(nxt), fracexp_min))
-            yield results
+        yield from in_order(lambda batch: pool.submit(parse_batch, batch, known_hashes(batch), fracexp_min), batches, 2 * workers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,14 +8,13 @@ file is a catalog row, not a task failure.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 import fsspec
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from etl.ingest import IngestSummary, ParsedBatch, ingest, parse_batch
+from etl.ingest import IngestSummary, ParsedBatch, in_order, ingest, parse_batch
 from flows.runners import RunnerKind, make_task_runner
 
 MAX_REJECTED_IN_ARTIFACT = 200
@@ -31,24 +30,12 @@ def prefect_batch_runner(runner, in_flight: int):
     """A :data:`etl.ingest.BatchRunner` that submits each batch as a Prefect task to ``runner``."""
 
     def run(batches, known_hashes, fracexp_min):
-        window: deque = deque()
-        todo = iter(enumerate(batches))
-
         def submit(item):
             index, files = item
             return runner.submit(parse_batch_task, {"files": files, "known_hashes": known_hashes(files),
                                                     "fracexp_min": fracexp_min, "index": index})
 
-        for item in todo:
-            window.append(submit(item))
-            if len(window) >= in_flight:
-                break
-        while window:
-            result = window.popleft().result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                window.append(submit(nxt))
-            yield result
+        return in_order(submit, enumerate(batches), in_flight)
 
     return run
 

@@ -223,3 +223,23 @@ def test_second_concurrent_ingest_fails_and_first_is_unharmed(big_archive, tmp_p
     assert first.returncode == 0, err
     assert "discovered 2512 | ingested 2500 | unchanged 0 | rejected 12" in out
     assert_store_matches_files(store)
+
+
+def test_in_order_bounds_what_is_in_flight():
+    from concurrent.futures import Future
+
+    from etl.ingest import in_order
+
+    pending = []
+
+    def submit(x):
+        pending.append(x)
+        f = Future()
+        f.set_result(x * 10)
+        return f
+
+    out = []
+    for value in in_order(submit, range(7), in_flight=3):
+        out.append(value)
+        assert len(pending) - len(out) <= 3
+    assert out == [0, 10, 20, 30, 40, 50, 60]
