@@ -36,8 +36,8 @@ from etl.store import open_store
 from training import plots
 from training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, restore, save_checkpoint
 from training.config import ConfigError, TrainConfig, load_config
-from training.data import BucketedLightCurves, DataError, select_sources, split_of
-from training.evaluate import build_model, evaluate_checkpoint, reconstruct, score_dataset
+from training.data import BucketedLightCurves, DataError, select_sources
+from training.evaluate import build_model, evaluate_checkpoint, reconstruct
 from training.model import make_optimizer, masked_elbo
 
 
