@@ -29,7 +29,8 @@ def reconstruction_figure(records: list[dict], bands: list[str], title: str = ""
         ``recon`` (T, 3) in ct/s, optional ``score``.
     """
     n = max(len(records), 1)
-    fig, axes = plt.subplots(n, 3, figsize=(11, 2.2 * n + 0.6), squeeze=False, sharex="row")
+    height = 2.2 * n + 0.6
+    fig, axes = plt.subplots(n, 3, figsize=(11, height), squeeze=False, sharex="row")
     for row, rec in zip(axes, records):
         t = rec["time"]
         for b, ax in enumerate(row):
@@ -48,7 +49,7 @@ def reconstruction_figure(records: list[dict], bands: list[str], title: str = ""
     axes[0, 0].legend(fontsize=7, loc="best")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))  # keep the title clear of the top row
     return fig
 
 
