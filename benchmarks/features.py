@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from etl.ingest import ingest  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ensure_store  # noqa: E402
 from etl.store import open_store  # noqa: E402
-from etl.synth import make_archive  # noqa: E402
 from features import get_features  # noqa: E402
 from features.featurestore import write_feature_set  # noqa: E402
 from features.variability import extract_variability  # noqa: E402
@@ -33,10 +32,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--dir", type=Path, default=Path("/tmp/bench-read"))
     args = p.parse_args()
-    store_path = args.dir / f"store-{args.n}.zarr"
-    if not (store_path / "catalog.parquet").exists():
-        make_archive(args.dir / f"archive-{args.n}", args.n, seed=3, flavour="rebinned", progress=False)
-        ingest(args.dir / f"archive-{args.n}", store_path, workers=2, progress=False)
+    store_path = ensure_store(args.dir, args.n, seed=3)
     shutil.rmtree(store_path / "features", ignore_errors=True)
     store = open_store(store_path)
     t = time.perf_counter()

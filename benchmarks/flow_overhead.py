@@ -19,14 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-bench-"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+from common import ensure_archive  # noqa: E402
 from etl.ingest import ingest  # noqa: E402
-from etl.synth import make_archive  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -41,9 +41,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--dir", type=Path, default=Path("/tmp/bench-ingest"))
     args = p.parse_args()
-    archive = args.dir / f"archive-{args.n}"
-    if not (archive / "truth.parquet").exists():
-        make_archive(archive, args.n, seed=7, flavour="rebinned", progress=False)
+    archive = ensure_archive(args.dir / f"archive-{args.n}", args.n, seed=7)
     out = Path(tempfile.mkdtemp(prefix="flow-bench-"))
     batches = -(-args.n // args.batch_size)
     from prefect.testing.utilities import prefect_test_harness

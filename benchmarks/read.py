@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from etl.ingest import ingest  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ensure_store  # noqa: E402
 from etl.store import open_store  # noqa: E402
-from etl.synth import make_archive  # noqa: E402
 
 
 def main() -> None:
@@ -30,10 +29,7 @@ def main() -> None:
     p.add_argument("--cache-mib", type=int, default=256)
     p.add_argument("--dir", type=Path, default=Path("/tmp/bench-read"))
     args = p.parse_args()
-    archive, store_path = args.dir / f"archive-{args.n}", args.dir / f"store-{args.n}.zarr"
-    if not (store_path / "catalog.parquet").exists():
-        make_archive(archive, args.n, seed=3, flavour="rebinned", progress=False)
-        print(ingest(archive, store_path, workers=2, progress=False).line())
+    store_path = ensure_store(args.dir, args.n, seed=3)
     # A cache far smaller than the store's decoded size shows the worst case (every read misses).
     for cache_mib, reads in ((args.cache_mib, args.reads), (4, args.reads // 10)):
         store = open_store(store_path, cache_bytes=cache_mib * 2**20)

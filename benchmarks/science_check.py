@@ -24,12 +24,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from etl.ingest import ingest  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, ensure_store  # noqa: E402
 from etl.store import open_store  # noqa: E402
-from etl.synth import make_archive  # noqa: E402
 from features import get_features  # noqa: E402
 from features.build import build_model_features, build_variability  # noqa: E402
 
@@ -67,14 +64,6 @@ def cv_auc(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
     return float(np.mean(aucs))
 
 
-def build(out: Path, name: str, n: int, seed: int) -> Path:
-    store = out / f"{name}.zarr"
-    if not (store / "catalog.parquet").exists():
-        make_archive(out / f"{name}-archive", n, seed=seed, flavour="rebinned", progress=False)
-        print(ingest(out / f"{name}-archive", store, workers=2, progress=False).line())
-    return store
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=20_000)
@@ -83,8 +72,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("/tmp/science-check"))
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    train_store = build(args.out, "train", args.n, 101)
-    test_store = build(args.out, "test", args.n, 202)
+    train_store = ensure_store(args.out, args.n, seed=101, name="train")
+    test_store = ensure_store(args.out, args.n, seed=202, name="test")
 
     run = args.out / f"run-{args.epochs}ep"
     ckpt = run / "checkpoints" / "best.h5"

@@ -25,19 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-
-def ensure_store(root: Path, n: int) -> str:
-    from etl.ingest import ingest
-    from etl.synth import make_archive
-
-    store = root / f"store-{n}.zarr"
-    if not (store / "catalog.parquet").exists():
-        make_archive(root / f"archive-{n}", n, seed=3, flavour="rebinned", progress=False)
-        ingest(root / f"archive-{n}", store, workers=2, progress=False)
-    return str(store)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ensure_store  # noqa: E402
 
 
 def project(store: str, seconds: float, max_len: int, device: str) -> dict:
@@ -194,7 +183,7 @@ def main() -> None:
         print(json.dumps(result))
         return
     args.dir.mkdir(parents=True, exist_ok=True)
-    stores = {n: ensure_store(args.dir, n) for n in args.sizes}
+    stores = {n: str(ensure_store(args.dir, n, seed=3)) for n in args.sizes}
 
     def child(kind, store):
         cmd = [sys.executable, __file__, "--child", kind, store, "--seconds", str(args.seconds), "--max-len", str(args.max_len), "--device", args.device]
