@@ -9,7 +9,8 @@
    (a) reduced chi2 (the largest of the three bands, and the 0.6-2.3 keV band alone),
    (b) the VAE anomaly score, (c) both combined by a logistic regression on their logarithms,
    fitted and evaluated by 2-fold cross-validation on the test archive.
-4. Figures in ``--out``: latent PCA coloured by class, the 16 highest-scoring light curves.
+4. Figures and ``science_check.json`` in the run directory under ``--out``: latent PCA coloured
+   by class, the 16 highest-scoring light curves.
 """
 
 from __future__ import annotations
@@ -69,25 +70,28 @@ def main() -> None:
     p.add_argument("--n", type=int, default=20_000)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--loss", choices=["mse", "chi2"], default="mse", help="training loss (training.fit --loss)")
     p.add_argument("--out", type=Path, default=Path("/tmp/science-check"))
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     train_store = ensure_store(args.out, args.n, seed=101, name="train")
     test_store = ensure_store(args.out, args.n, seed=202, name="test")
 
-    run = args.out / f"run-{args.epochs}ep"
+    run = args.out / f"run-{args.epochs}ep" if args.loss == "mse" else args.out / f"run-{args.epochs}ep-{args.loss}"
     ckpt = run / "checkpoints" / "best.h5"
     if not ckpt.exists():
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "training.fit", "--store", str(train_store), "--epochs", str(args.epochs),
-                        "--lr", str(args.lr), "--run-dir", str(run), "--wandb-mode", "disabled", "--no-progress",
+                        "--lr", str(args.lr), "--loss", args.loss, "--run-dir", str(run), "--wandb-mode", "disabled", "--no-progress",
                         "--plot-every", str(max(args.epochs // 3, 1))], check=True, cwd=ROOT)
         print(f"training: {args.epochs} epochs in {time.perf_counter() - t:.0f} s")
     build_variability(test_store)
-    build_model_features(test_store, str(ckpt), progress=False)
+    # the versions built from this checkpoint (an earlier run's may be newer)
+    versions = {meta["name"]: meta["version"] for meta, _ in build_model_features(test_store, str(ckpt), progress=False)}
 
     truth = pl.read_parquet(args.out / "test-archive" / "truth.parquet").select("source_id", "class")
-    df = get_features(test_store, ["variability", "vae_anomaly", "vae_latent"]).collect().join(truth, on="source_id")
+    sets = ["variability", f"vae_anomaly@{versions['vae_anomaly']}", f"vae_latent@{versions['vae_latent']}"]
+    df = get_features(test_store, sets).collect().join(truth, on="source_id")
     unscored = df.filter(pl.col("anomaly_score").is_null()).height  # fewer points than training's min_len
     df = df.filter(pl.col("anomaly_score").is_not_null())
     chi2_cols = [f"reduced_chi2_b{b}" for b in (1, 2, 3)]
@@ -114,12 +118,12 @@ def main() -> None:
     per_class_chi2 = {c: roc_auc(chi2[(df["class"] == c).to_numpy() | ~y], y[(df["class"] == c).to_numpy() | ~y])
                       for c in ("flare", "dip", "red_noise")}
     print(f"\ntest archive: {df.height} sources ({y.sum()} variable, {(~y).sum()} constant; {unscored} single-point sources "
-          f"left out); VAE trained {args.epochs} epochs, lr {args.lr}")
+          f"left out); VAE trained {args.epochs} epochs, lr {args.lr}, loss {args.loss}")
     print(f"{'ROC AUC, variable vs constant':40s}")
     for k, v in table.items():
         print(f"  {k:38s} {v:.3f}")
     print("  per class (VAE chi2 / chi2 max): " + ", ".join(f"{c} {per_class[c]:.3f} / {per_class_chi2[c]:.3f}" for c in per_class))
-    (args.out / "science_check.json").write_text(json.dumps({"auc": table, "per_class_vae": per_class, "per_class_chi2": per_class_chi2,
+    (run / "science_check.json").write_text(json.dumps({"auc": table, "per_class_vae": per_class, "per_class_chi2": per_class_chi2,
                                                             "epochs": args.epochs, "n_test": df.height}, indent=2))
 
     # figures (torch is fine here: this is a script, not the features package)
@@ -131,7 +135,7 @@ def main() -> None:
     from training.evaluate import build_model, reconstruct
 
     mu = df.select(pl.col("^mu_\\d+$")).to_numpy()
-    plots.save(plots.latent_figure(mu, df["class"].to_numpy(), "class", categorical=True), args.out / "latent_pca_by_class.png")
+    plots.save(plots.latent_figure(mu, df["class"].to_numpy(), "class", categorical=True), run / "latent_pca_by_class.png")
     top = df.sort("anomaly_chi2", descending=True, nulls_last=True).head(16)
     ck = load_checkpoint(ckpt)
     cfg = config_from_json(json.dumps(ck.config))
@@ -142,8 +146,8 @@ def main() -> None:
     for rec, s, c in zip(records, top["anomaly_chi2"], top["class"]):
         rec["score"], rec["source_id"] = float(s), f"{rec['source_id']}\n[{c}]"
     plots.save(plots.reconstruction_figure(records, plots.band_labels(store.e_min, store.e_max), "16 highest VAE anomaly chi2 (test archive)"),
-               args.out / "top16_anomalies.png")
-    print(f"figures: {args.out / 'latent_pca_by_class.png'}, {args.out / 'top16_anomalies.png'}; top-16 classes: "
+               run / "top16_anomalies.png")
+    print(f"figures: {run / 'latent_pca_by_class.png'}, {run / 'top16_anomalies.png'}; top-16 classes: "
           f"{top['class'].value_counts().sort('class').rows()}")
 
 

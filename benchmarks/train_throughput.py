@@ -36,7 +36,7 @@ def project(store: str, seconds: float, max_len: int, device: str) -> dict:
 
     from etl.store import open_store
     from training.data import BucketedLightCurves, select_sources
-    from training.model import RNNVAE, make_optimizer, masked_elbo
+    from training.model import RNNVAE, batch_elbo, make_optimizer
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     torch.manual_seed(0)
@@ -64,7 +64,7 @@ def project(store: str, seconds: float, max_len: int, device: str) -> dict:
             ds.set_epoch(epoch)
             for batch in DataLoader(ds, batch_size=None, pin_memory=dev.type == "cuda"):
                 recon, mu, logvar = model(batch["x"].to(dev, non_blocking=True), batch["lengths"].to(dev))
-                out = masked_elbo(recon, batch["y"].to(dev), batch["target_mask"].to(dev), mu, logvar, 0.001)
+                out = batch_elbo(recon, mu, logvar, batch, dev, 0.001)
                 opt.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 opt.step()

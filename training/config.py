@@ -36,6 +36,7 @@ class TrainConfig:
     latent: int = 40
     kld_coef: float = 0.001  # the seed logged 0.0035 but applied 0.001; 0.001 is used and logged
     target: str = "rates"  # "rates": the 3 band rates; "all": all 9 input features
+    loss: str = "mse"  # "mse": the seed's squared error; "chi2": residuals divided by the rate errors (target rates)
     max_len: int = 512  # cap on time steps per light curve (the seed cut at 20); longer ones are cut
     min_len: int = 2  # sources with fewer points are left out
     limit: int = 0  # train on a seeded random sample of this many sources (0: all; the seed used 16384)
@@ -67,6 +68,10 @@ class TrainConfig:
             raise ConfigError("lr must be > 0 and kld_coef >= 0")
         if self.target not in ("rates", "all"):
             raise ConfigError(f"target must be 'rates' or 'all', got {self.target!r}")
+        if self.loss not in ("mse", "chi2"):
+            raise ConfigError(f"loss must be 'mse' or 'chi2', got {self.loss!r}")
+        if self.loss == "chi2" and self.target != "rates":
+            raise ConfigError("loss 'chi2' weights the band rates by their errors: it needs target 'rates'")
         if self.wandb_mode not in ("", "online", "offline", "disabled"):
             raise ConfigError(f"wandb_mode must be online, offline or disabled, got {self.wandb_mode!r}")
         if self.limit < 0 or self.num_workers < 0 or self.min_len < 1:

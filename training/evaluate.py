@@ -28,7 +28,7 @@ from etl.store import open_store
 from training.checkpoint import CheckpointError, load_checkpoint, restore
 from training.config import config_from_json
 from training.data import RATE_FEATURES, SPLITS, BucketedLightCurves, DataError, features_from_batch, select_sources
-from training.model import RNNVAE, masked_elbo
+from training.model import RNNVAE, batch_elbo
 from training import plots
 
 
@@ -39,14 +39,14 @@ def build_model(cfg) -> RNNVAE:
 
 @torch.no_grad()
 def score_dataset(model: RNNVAE, ds: BucketedLightCurves, device: torch.device, kld_coef: float,
-                  split: str = "", progress: bool = False) -> tuple[pl.DataFrame, float]:
+                  split: str = "", progress: bool = False, loss: str = "mse") -> tuple[pl.DataFrame, float]:
     """Per-source scores and latents of every source of ``ds``, and the mean loss per light curve."""
     model.eval()
     parts, loss_sum, count = [], 0.0, 0
     for batch in tqdm(ds, total=len(ds), desc=f"score {split}", disable=not progress, leave=False):
         x, lengths = batch["x"].to(device), batch["lengths"].to(device)
         recon, mu, logvar = model(x, lengths)
-        out = masked_elbo(recon, batch["y"].to(device), batch["target_mask"].to(device), mu, logvar, kld_coef)
+        out = batch_elbo(recon, mu, logvar, batch, device, kld_coef, loss)
         b = x.shape[0]
         loss_sum += float(out["loss"]) * b
         count += b
@@ -130,7 +130,7 @@ def evaluate_checkpoint(checkpoint: str, store_url: str | None = None, split: st
         if len(sources) == 0:
             continue
         ds = BucketedLightCurves(store_url, sources, cfg.batch_size, cfg.max_len, cfg.target, shuffle=False, cache_mib=cfg.cache_mib)
-        df, loss = score_dataset(model, ds, dev, cfg.kld_coef, name, progress)
+        df, loss = score_dataset(model, ds, dev, cfg.kld_coef, name, progress, cfg.loss)
         frames.append(df)
         losses.append(loss * len(sources))
         counts.append(len(sources))

@@ -38,7 +38,7 @@ from training.checkpoint import CheckpointError, find_checkpoint, load_checkpoin
 from training.config import ConfigError, TrainConfig, load_config
 from training.data import BucketedLightCurves, DataError, select_sources
 from training.evaluate import build_model, evaluate_checkpoint, reconstruct
-from training.model import make_optimizer, masked_elbo
+from training.model import batch_elbo, make_optimizer
 
 
 class TrainingError(RuntimeError):
@@ -188,7 +188,7 @@ class Trainer:
             ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
             with ctx:
                 recon, mu, logvar = self.net(x, lengths)
-            out = masked_elbo(recon, batch["y"].to(self.device), batch["target_mask"].to(self.device), mu, logvar, self.cfg.kld_coef)
+            out = batch_elbo(recon, mu, logvar, batch, self.device, self.cfg.kld_coef, self.cfg.loss)
             bad = self._all_sum(0.0 if torch.isfinite(out["loss"]) else 1.0)[0]
             if bad:
                 raise TrainingError(f"loss became NaN/inf at epoch {epoch}, step {self.step + 1}; "
@@ -218,7 +218,7 @@ class Trainer:
         loss_sum = count = 0.0
         for batch in self._loader(self.val_ds):
             recon, mu, logvar = self.net(batch["x"].to(self.device), batch["lengths"].to(self.device))
-            out = masked_elbo(recon, batch["y"].to(self.device), batch["target_mask"].to(self.device), mu, logvar, self.cfg.kld_coef)
+            out = batch_elbo(recon, mu, logvar, batch, self.device, self.cfg.kld_coef, self.cfg.loss)
             loss_sum += float(out["loss"]) * batch["x"].shape[0]
             count += batch["x"].shape[0]
         loss_sum, count = self._all_sum(loss_sum, count)

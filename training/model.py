@@ -83,7 +83,7 @@ class RNNVAE(nn.Module):
 
 
 def masked_elbo(recon: torch.Tensor, target: torch.Tensor, target_mask: torch.Tensor, mu: torch.Tensor,
-                logvar: torch.Tensor, kld_coef: float) -> dict[str, torch.Tensor]:
+                logvar: torch.Tensor, kld_coef: float, sigma: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The seed's ELBO, masked: squared error summed over valid, finite elements only.
 
     Parameters
@@ -95,6 +95,9 @@ def masked_elbo(recon: torch.Tensor, target: torch.Tensor, target_mask: torch.Te
     mu, logvar : Tensor, shape (B, L)
     kld_coef : float
         Weight of the KL term.
+    sigma : Tensor, shape (B, T, O), optional
+        Measurement errors in the target's units: the squared error becomes chi2,
+        ((recon - target) / sigma)^2, and elements with sigma <= 0 are left out.
 
     Returns
     -------
@@ -102,7 +105,12 @@ def masked_elbo(recon: torch.Tensor, target: torch.Tensor, target_mask: torch.Te
         ``loss`` (mean over the batch of mse + kld_coef * kl, per light curve), ``mse`` and
         ``kl`` (batch sums), ``per_source_mse`` (B,) and ``per_source_count`` (B,) valid elements.
     """
-    diff = torch.where(target_mask, recon.float() - target.float(), torch.zeros((), device=recon.device))
+    zero = torch.zeros((), device=recon.device)
+    if sigma is not None:
+        target_mask = target_mask & (sigma > 0)
+    diff = torch.where(target_mask, recon.float() - target.float(), zero)
+    if sigma is not None:
+        diff = diff / torch.where(target_mask, sigma.float(), torch.ones((), device=recon.device))
     per_source = (diff * diff).sum(dim=(1, 2))
     kl = -0.5 * (1 + logvar.float() - mu.float().pow(2) - logvar.float().exp()).sum(dim=1)
     batch = max(recon.shape[0], 1)
@@ -113,6 +121,17 @@ def masked_elbo(recon: torch.Tensor, target: torch.Tensor, target_mask: torch.Te
         "per_source_mse": per_source.detach(),
         "per_source_count": target_mask.sum(dim=(1, 2)).detach(),
     }
+
+
+def batch_elbo(recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, batch: dict, device: torch.device,
+               kld_coef: float, loss: str = "mse") -> dict[str, torch.Tensor]:
+    """:func:`masked_elbo` of a batch from :class:`training.data.BucketedLightCurves`.
+
+    ``loss="chi2"`` weights the residuals by the rate errors (``batch["sigma"]``, target
+    ``rates`` only); ``"mse"`` is the seed's loss.
+    """
+    sigma = batch["sigma"].to(device) if loss == "chi2" else None
+    return masked_elbo(recon, batch["y"].to(device), batch["target_mask"].to(device), mu, logvar, kld_coef, sigma)
 
 
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:

@@ -48,3 +48,11 @@ def test_validate():
         TrainConfig(store="s", dropout=1.5).validate()
     with pytest.raises(ConfigError, match="target"):
         TrainConfig(store="s", target="flux").validate()
+
+
+def test_chi2_loss_needs_rate_targets():
+    assert TrainConfig(store="s", loss="chi2").validate().loss == "chi2"
+    with pytest.raises(ConfigError, match="needs target 'rates'"):
+        TrainConfig(store="s", loss="chi2", target="all").validate()
+    with pytest.raises(ConfigError, match="loss must be"):
+        TrainConfig(store="s", loss="l1").validate()

@@ -53,7 +53,9 @@ def test_two_epoch_run_with_wandb_offline(train_store, tmp_path, capsys, monkeyp
 
 def test_evaluate_cli(train_store, tmp_path):
     run = tmp_path / "run"
-    assert fit.main(["--store", train_store, "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled", "--no-evaluate", *QUICK]) == 0
+    assert fit.main(["--store", train_store, "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled", "--no-evaluate",
+                     "--loss", "chi2", *QUICK]) == 0
+    assert all(r["train_loss"] > 0 for r in metrics(run))
     out = tmp_path / "all.parquet"
     assert evaluate_main(["--checkpoint", str(run / "checkpoints" / "best.h5"), "--split", "all", "--out", str(out), "--top", "4"]) == 0
     scores = pl.read_parquet(out)
@@ -91,7 +93,7 @@ def test_resume_with_other_architecture_fails(train_store, tmp_path, capsys):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(train_store, tmp_path, capsys, monkeypatch):
-    real = fit.masked_elbo
+    real = fit.batch_elbo
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -101,7 +103,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(train_store, tmp_path, ca
             out["loss"] = out["loss"] * float("nan")
         return out
 
-    monkeypatch.setattr(fit, "masked_elbo", poisoned)
+    monkeypatch.setattr(fit, "batch_elbo", poisoned)
     run = tmp_path / "run"
     code = fit.main(["--store", train_store, "--epochs", "5", "--run-dir", str(run), "--wandb-mode", "disabled", *QUICK])
     assert code == 3

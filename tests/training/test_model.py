@@ -54,3 +54,15 @@ def test_gradients_are_finite_with_nan_targets():
     recon, mu, logvar = model(x, torch.tensor([4, 4]))
     masked_elbo(recon, target, mask, mu, logvar, 0.001)["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_chi2_loss_divides_by_errors_and_drops_zero_errors():
+    recon = torch.full((1, 2, 3), 3.0)
+    target = torch.ones(1, 2, 3)
+    mask = torch.ones(1, 2, 3, dtype=torch.bool)
+    sigma = torch.full((1, 2, 3), 2.0)
+    sigma[0, 1, 2] = 0.0  # unusable error: left out
+    zeros = torch.zeros(1, 4)
+    out = masked_elbo(recon, target, mask, zeros, zeros, 0.0, sigma=sigma)
+    assert out["mse"] == 5.0  # five elements, each ((3 - 1) / 2)^2 = 1
+    assert out["per_source_count"].tolist() == [5]
