@@ -3,8 +3,9 @@
     python -m training.evaluate --checkpoint RUN/checkpoints/best.h5 [--split test|val|train|all] [--out FILE]
 
 Writes Parquet keyed by ``source_id``: ``split``, ``n_steps``, ``recon_sse`` (masked squared
-error, scaled units), ``n_values`` (valid elements), ``anomaly_score`` = recon_sse / n_values
-(mean squared error per valid element, comparable across lengths), ``anomaly_chi2`` (the
+error, scaled units; with ``--loss chi2`` the error-weighted residuals the model was trained
+on), ``n_values`` (valid elements), ``anomaly_score`` = recon_sse / n_values (per valid
+element, comparable across lengths), ``anomaly_chi2`` (the
 reduced chi2 of the band rates against the reconstruction, residuals divided by the mean of
 the lower and upper errors: the same score weighted by the measurement errors, so that faint,
 noisy sources do not dominate it) and ``mu_0`` ...
