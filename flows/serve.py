@@ -152,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        # Prefect's runner installs its own SIGTERM handler and may interrupt the main thread
+        # again while it shuts down; ignore both signals so the server below is always stopped.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if server is not None:
             print("stopping the Prefect server", flush=True)
             stop_server(server)
