@@ -131,14 +131,14 @@ def main() -> None:
 
     from training import plots
     from training.checkpoint import load_checkpoint, restore
-    from training.config import config_from_json
+    from training.config import config_from_dict
     from training.evaluate import build_model, reconstruct
 
     mu = df.select(pl.col("^mu_\\d+$")).to_numpy()
     plots.save(plots.latent_figure(mu, df["class"].to_numpy(), "class", categorical=True), run / "latent_pca_by_class.png")
     top = df.sort("anomaly_chi2", descending=True, nulls_last=True).head(16)
     ck = load_checkpoint(ckpt)
-    cfg = config_from_json(json.dumps(ck.config))
+    cfg = config_from_dict(ck.config)
     model = build_model(cfg)
     restore(ck, model, rng=False)
     store = open_store(test_store)

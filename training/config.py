@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -172,7 +171,6 @@ def _next(args: list[str], i: int, flag: str) -> str:
     return args[i + 1]
 
 
-def config_from_json(text: str) -> TrainConfig:
-    """Rebuild a config saved with :meth:`TrainConfig.to_dict` (checkpoints, run dirs)."""
-    data = json.loads(text)
+def config_from_dict(data: dict) -> TrainConfig:
+    """Rebuild a config saved with :meth:`TrainConfig.to_dict` (checkpoints); unknown keys are dropped."""
     return TrainConfig(**{k: v for k, v in data.items() if k in FIELD_TYPES})

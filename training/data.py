@@ -62,8 +62,8 @@ class SourceTable:
         return len(self.source_ids)
 
 
-def select_sources(catalog: pl.DataFrame, split: str, limit: int = 0, seed: int = 0, min_len: int = 2) -> SourceTable:
-    """Ok sources of ``split`` with at least ``min_len`` points.
+def select_splits(catalog: pl.DataFrame, limit: int = 0, seed: int = 0, min_len: int = 2) -> dict[str, SourceTable]:
+    """Ok sources with at least ``min_len`` points, by split (each id hashed once).
 
     ``limit`` draws a seeded random sample of that many sources from the whole store first,
     then splits it, so that the three splits shrink together.
@@ -72,10 +72,18 @@ def select_sources(catalog: pl.DataFrame, split: str, limit: int = 0, seed: int 
     if limit and limit < ok.height:
         keep = np.sort(np.random.default_rng(seed).choice(ok.height, limit, replace=False))
         ok = ok[keep]
-    ids = ok["source_id"].to_list()
-    mask = split_of(ids) == split
-    ok = ok.filter(pl.Series(mask))
-    return SourceTable(ok["source_id"].to_list(), ok["offset"].to_numpy().astype(np.int64), ok["n_points"].to_numpy().astype(np.int64))
+    splits = split_of(ok["source_id"].to_list())
+    tables = {}
+    for name in SPLITS:
+        part = ok.filter(pl.Series(splits == name))
+        tables[name] = SourceTable(part["source_id"].to_list(), part["offset"].to_numpy().astype(np.int64),
+                                   part["n_points"].to_numpy().astype(np.int64))
+    return tables
+
+
+def select_sources(catalog: pl.DataFrame, split: str, limit: int = 0, seed: int = 0, min_len: int = 2) -> SourceTable:
+    """The sources of one split (see :func:`select_splits`)."""
+    return select_splits(catalog, limit, seed, min_len)[split]
 
 
 def make_batches(lengths: np.ndarray, batch_size: int, epoch: int, seed: int, shuffle: bool = True, world_size: int = 1) -> list[np.ndarray]:

@@ -27,8 +27,8 @@ from tqdm import tqdm
 from etl.errors import EtlError
 from etl.store import open_store
 from training.checkpoint import CheckpointError, load_checkpoint, restore
-from training.config import config_from_json
-from training.data import RATE_FEATURES, SPLITS, BucketedLightCurves, DataError, features_from_batch, select_sources
+from training.config import config_from_dict
+from training.data import RATE_FEATURES, SPLITS, BucketedLightCurves, DataError, features_from_batch, select_splits
 from training.model import RNNVAE, batch_elbo
 from training import plots
 
@@ -117,17 +117,18 @@ def evaluate_checkpoint(checkpoint: str, store_url: str | None = None, split: st
     (parquet path, scores, mean loss per light curve)
     """
     ckpt = load_checkpoint(checkpoint)
-    cfg = config_from_json(__import__("json").dumps(ckpt.config))
+    cfg = config_from_dict(ckpt.config)
     store_url = store_url or cfg.store
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     model = build_model(cfg).to(dev)
     restore(ckpt, model, rng=False)
     store = open_store(store_url, cache_bytes=cfg.cache_mib * 2**20)
     catalog = store.catalog().collect()
+    tables = select_splits(catalog, cfg.limit, cfg.seed, cfg.min_len)
     splits = list(SPLITS) if split == "all" else [split]
     frames, losses, counts = [], [], []
     for name in splits:
-        sources = select_sources(catalog, name, cfg.limit, cfg.seed, cfg.min_len)
+        sources = tables[name]
         if len(sources) == 0:
             continue
         ds = BucketedLightCurves(store_url, sources, cfg.batch_size, cfg.max_len, cfg.target, shuffle=False, cache_mib=cfg.cache_mib)

@@ -36,7 +36,7 @@ from etl.store import open_store
 from training import plots
 from training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, restore, save_checkpoint
 from training.config import ConfigError, TrainConfig, load_config
-from training.data import BucketedLightCurves, DataError, select_sources
+from training.data import BucketedLightCurves, DataError, select_splits
 from training.evaluate import build_model, evaluate_checkpoint, reconstruct
 from training.model import batch_elbo, make_optimizer
 
@@ -97,10 +97,11 @@ class Trainer:
         if len(store) == 0:
             raise DataError(f"{cfg.store}: the store has no ingested light curves")
         self.store = store
-        self.train_sources = select_sources(catalog, "train", cfg.limit, cfg.seed, cfg.min_len)
+        tables = select_splits(catalog, cfg.limit, cfg.seed, cfg.min_len)
+        self.train_sources = tables["train"]
         if len(self.train_sources) == 0:
             raise DataError(f"{cfg.store}: no training sources left after filtering (min_len={cfg.min_len}, limit={cfg.limit})")
-        self.val_sources = select_sources(catalog, "val", cfg.limit, cfg.seed, cfg.min_len)
+        self.val_sources = tables["val"]
         common = dict(target=cfg.target, seed=cfg.seed, rank=self.rank, world_size=self.world, cache_mib=cfg.cache_mib)
         self.train_ds = BucketedLightCurves(cfg.store, self.train_sources, cfg.batch_size, cfg.max_len, shuffle=True, **common)
         self.val_ds = (BucketedLightCurves(cfg.store, self.val_sources, cfg.batch_size, cfg.max_len, shuffle=False, **common)
