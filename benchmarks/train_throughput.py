@@ -9,7 +9,9 @@
     smallest store only (it must load everything into memory first);
 (b) this project: BucketedLightCurves from the Zarr store -> DataLoader -> RNNVAE -> masked
     ELBO -> Adam step;
-(c) the loader of (b) alone.
+(c) the loader of (b) alone;
+(b0) with ``--ablate-gru``: (b) with PyTorch's ``nn.GRU`` in place of ``training/gru.py``, to
+    show what the CPU GRU kernel is worth (alternated with (a) and (b)).
 
 (b) and (c) run in a fresh subprocess per store size so that peak RSS is per store: it must
 not grow with the store. Targets on CPU: (b) >= 4x (a), (c) >= 10x (b).
@@ -29,14 +31,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ensure_store  # noqa: E402
 
 
-def project(store: str, seconds: float, max_len: int, device: str) -> dict:
-    """(b) and (c) on one store; returns steps/s and peak RSS."""
+def project(store: str, seconds: float, max_len: int, device: str, gru: str = "fused") -> dict:
+    """(b) and (c) on one store; returns steps/s and peak RSS. ``gru="module"`` runs (b0)."""
     import torch
     from torch.utils.data import DataLoader
 
     from etl.store import open_store
+    from training import model as model_module
     from training.data import BucketedLightCurves, select_sources
     from training.model import RNNVAE, batch_elbo, make_optimizer
+    from training.threads import tune_threads
+
+    if gru == "module":  # the ablation: every GRU call goes to nn.GRU itself, as on CUDA
+        from training.gru import run_module_gru
+
+        model_module.run_gru = run_module_gru
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     torch.manual_seed(0)
@@ -56,6 +65,7 @@ def project(store: str, seconds: float, max_len: int, device: str) -> dict:
 
     model = RNNVAE().to(dev)
     opt = make_optimizer(model, 1e-5)
+    threads = tune_threads(model, ds, 0.001)[0] if dev.type == "cpu" else torch.get_num_threads()  # as training.fit does
 
     def train():
         steps, t, epoch = 0, None, 0
@@ -82,10 +92,10 @@ def project(store: str, seconds: float, max_len: int, device: str) -> dict:
             torch.cuda.synchronize()
         return steps / (time.perf_counter() - t)
 
-    loader = loader_only()
+    loader = loader_only() if gru == "fused" else float("nan")
     trained = train()
     return {"device": str(dev), "sources": len(sources), "padding": ds.padding_fraction(), "train_steps_per_s": trained,
-            "loader_steps_per_s": loader, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "loader_steps_per_s": loader, "threads": threads, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def seed_style(store: str, seconds: float, max_len: int) -> dict:
@@ -174,12 +184,16 @@ def main() -> None:
     p.add_argument("--max-len", type=int, default=512)
     p.add_argument("--device", default="auto")
     p.add_argument("--repeat", type=int, default=3, help="alternate (a) and (b) this often on the smallest store; medians are reported")
+    p.add_argument("--ablate-gru", action="store_true", help="also time (b) with nn.GRU instead of training/gru.py")
     p.add_argument("--dir", type=Path, default=Path("/tmp/bench-train"))
     p.add_argument("--child", nargs=2, metavar=("KIND", "STORE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         kind, store = args.child
-        result = project(store, args.seconds, args.max_len, args.device) if kind == "project" else seed_style(store, args.seconds, args.max_len)
+        if kind == "seed":
+            result = seed_style(store, args.seconds, args.max_len)
+        else:
+            result = project(store, args.seconds, args.max_len, args.device, gru="module" if kind == "project-nngru" else "fused")
         print(json.dumps(result))
         return
     args.dir.mkdir(parents=True, exist_ok=True)
@@ -191,10 +205,12 @@ def main() -> None:
 
     smallest = min(args.sizes)
     # The machine is shared: alternate the two pipelines and report medians.
-    seeds, projects = [], []
+    seeds, projects, ablated = [], [], []
     for _ in range(args.repeat):
         seeds.append(child("seed", stores[smallest]))
         projects.append(child("project", stores[smallest]))
+        if args.ablate_gru:
+            ablated.append(child("project-nngru", stores[smallest]))
     ratios = sorted(p["train_steps_per_s"] / s["train_steps_per_s"] for s, p in zip(seeds, projects))
     seed = sorted(seeds, key=lambda r: r["train_steps_per_s"])[len(seeds) // 2]
     results = {smallest: sorted(projects, key=lambda r: r["train_steps_per_s"])[len(projects) // 2]}
@@ -203,8 +219,13 @@ def main() -> None:
     print(f"device {ref['device']}; valid time steps per second; max_len {args.max_len}; {args.seconds:.0f} s per measurement")
     print(f"(a) seed-style, {smallest} sources      : {seed['train_steps_per_s']:10.0f}   (pandas load {seed['load_s']:.1f} s, peak RSS {seed['rss_mib']:.0f} MiB)")
     for n, r in results.items():
-        print(f"(b) project train, {n:>6} sources : {r['train_steps_per_s']:10.0f}   padding {r['padding']:.2%}, peak RSS {r['rss_mib']:.0f} MiB")
+        print(f"(b) project train, {n:>6} sources : {r['train_steps_per_s']:10.0f}   padding {r['padding']:.2%}, peak RSS {r['rss_mib']:.0f} MiB, "
+              f"{r['threads']} CPU thread(s)")
         print(f"(c) project loader, {n:>6} sources: {r['loader_steps_per_s']:10.0f}")
+    if ablated:
+        gru_ratios = sorted(p["train_steps_per_s"] / b["train_steps_per_s"] for b, p in zip(ablated, projects))
+        b0 = sorted(ablated, key=lambda r: r["train_steps_per_s"])[len(ablated) // 2]
+        print(f"(b0) project train with nn.GRU   : {b0['train_steps_per_s']:10.0f}   (b)/(b0) per run: {', '.join(f'{r:.2f}x' for r in gru_ratios)}")
     print(f"(b)/(a) per alternating pair: {', '.join(f'{r:.1f}x' for r in ratios)}")
     print(f"(b)/(a) = {ref['train_steps_per_s'] / seed['train_steps_per_s']:.1f}x (medians; target >= 4x);  "
           f"(c)/(b) = {ref['loader_steps_per_s'] / ref['train_steps_per_s']:.1f}x (target >= 10x)")

@@ -42,7 +42,8 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0  # DataLoader worker processes (spawned)
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1"
-    amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
+    amp: bool = False  # float16 autocast on CUDA (off: the seed-size GRU is bound by launches, not arithmetic); ignored on CPU
+    threads: int = 0  # CPU threads per process; 0: the fastest of 1, 2, 4, ... cores, timed at the start and saved here
     checkpoint_every: int = 50  # keep a numbered checkpoint every N epochs (best and last always)
     plot_every: int = 50  # benchmark reconstruction figure every N epochs
     n_benchmark: int = 4  # light curves in the reconstruction figure
@@ -73,8 +74,8 @@ class TrainConfig:
             raise ConfigError("loss 'chi2' weights the band rates by their errors: it needs target 'rates'")
         if self.wandb_mode not in ("", "online", "offline", "disabled"):
             raise ConfigError(f"wandb_mode must be online, offline or disabled, got {self.wandb_mode!r}")
-        if self.limit < 0 or self.num_workers < 0 or self.min_len < 1:
-            raise ConfigError("limit and num_workers must be >= 0, min_len >= 1")
+        if self.limit < 0 or self.num_workers < 0 or self.threads < 0 or self.min_len < 1:
+            raise ConfigError("limit, num_workers and threads must be >= 0, min_len >= 1")
         if not self.store and not self.resume:
             raise ConfigError("--store is required (a store path or URL)")
         return self

@@ -39,6 +39,7 @@ from training.config import ConfigError, TrainConfig, load_config
 from training.data import BucketedLightCurves, DataError, select_splits
 from training.evaluate import build_model, evaluate_checkpoint, reconstruct
 from training.model import batch_elbo, make_optimizer
+from training.threads import tune_threads
 
 
 class TrainingError(RuntimeError):
@@ -116,6 +117,8 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr  # the value logged is the value used
             self.start_epoch, self.step, self.best_val, self.wandb_id = ckpt.epoch + 1, ckpt.step, ckpt.best_val, ckpt.wandb_id
+        self.threads_before = torch.get_num_threads()
+        self._set_threads()
         self.net = DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -134,6 +137,18 @@ class Trainer:
         self.wandb_run = self._init_wandb() if self.main else None
 
     # -- setup helpers -----------------------------------------------------------------
+    def _set_threads(self) -> None:
+        """``--threads N``, or on one CPU process the fastest count timed on a few real batches."""
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+            return
+        if self.device.type != "cpu" or self.world > 1:  # torchrun gives each rank its OMP_NUM_THREADS
+            return
+        self.cfg.threads, timings = tune_threads(self.model, self.train_ds, self.cfg.kld_coef, self.cfg.loss)
+        if timings and self.main:
+            timed = ", ".join(f"{n}: {t * 1e3:.1f}" for n, t in timings.items())
+            print(f"CPU threads: {self.cfg.threads} (ms per batch at {timed}; --threads N to choose)", flush=True)
+
     def _load_history(self) -> list[dict]:
         """Metrics of epochs before the resume point; later lines (a killed run's) are dropped."""
         if not self.metrics_path.exists():
@@ -292,6 +307,7 @@ class Trainer:
         if self.world > 1:
             dist.barrier()
             dist.destroy_process_group()
+        torch.set_num_threads(self.threads_before)
         return summary
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from training.gru import run_gru
+
 #: exp() of a pre-activation above this overflows half precision; clamping keeps AMP safe.
 MAX_LOG_OUTPUT = 11.0
 
@@ -47,9 +49,9 @@ class RNNVAE(nn.Module):
         causal, so padding after a sequence's end cannot change it, and batches of nearly
         equal length need no packing.
         """
-        out, _ = self.encoder(x)
+        out = run_gru(self.encoder, x.transpose(0, 1).contiguous())  # (T, B, H)
         last = (lengths - 1).clamp(min=0).to(out.device)
-        summary = out[torch.arange(out.shape[0], device=out.device), last]
+        summary = out[last, torch.arange(out.shape[1], device=out.device)]
         return self.to_mu(summary), self.to_logvar(summary)
 
     def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -61,9 +63,8 @@ class RNNVAE(nn.Module):
     def decode(self, z: torch.Tensor, steps: int) -> torch.Tensor:
         """Decode (B, L) latents to (B, T, O) positive outputs; z initialises the hidden state."""
         h0 = torch.tanh(self.latent_to_hidden(z)).view(z.shape[0], self.layers, self.hidden).transpose(0, 1).contiguous()
-        inputs = z.unsqueeze(1).expand(-1, steps, -1)
-        out, _ = self.decoder(inputs, h0)
-        return torch.exp(self.head(out).float().clamp(max=MAX_LOG_OUTPUT))
+        out = run_gru(self.decoder, z, h0, steps=steps)  # z is the input at every step; (T, B, H)
+        return torch.exp(self.head(out).float().clamp(max=MAX_LOG_OUTPUT)).transpose(0, 1)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return reconstruction (B, T, O), mu (B, L), logvar (B, L)."""

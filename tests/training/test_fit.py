@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,7 +33,9 @@ def test_two_epoch_run_with_wandb_offline(train_store, tmp_path, capsys, monkeyp
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     run = tmp_path / "run"
+    threads = torch.get_num_threads()
     assert fit.main(["--store", train_store, "--epochs", "2", "--run-dir", str(run), "--plot-every", "1", *QUICK]) == 0
+    assert torch.get_num_threads() == threads  # the run's choice does not outlive it
     out = capsys.readouterr().out
     assert "done: 2 epochs" in out and "test loss" in out and "best checkpoint" in out
     rows = metrics(run)
@@ -41,7 +44,10 @@ def test_two_epoch_run_with_wandb_offline(train_store, tmp_path, capsys, monkeyp
     assert {"last.h5", "best.h5"} <= {p.name for p in (run / "checkpoints").iterdir()}
     plots = {p.name for p in (run / "training_plots").iterdir()}
     assert {"reconstruction_epoch_000001.png", "reconstruction_epoch_000002.png", "loss_curves.png"} <= plots
-    assert 'kld_coef = 0.001' in (run / "config.toml").read_text()
+    config = (run / "config.toml").read_text()
+    assert 'kld_coef = 0.001' in config
+    chosen = int(re.search(r"^threads = (\d+)$", config, re.M).group(1))
+    assert 1 <= chosen <= threads  # timed at the start and saved, so --resume uses the same
     scores = pl.read_parquet(run / "scores_test.parquet")
     assert {"source_id", "anomaly_score", "mu_0", "mu_39", "n_steps"} <= set(scores.columns)
     assert scores["anomaly_score"].is_finite().all()

@@ -66,3 +66,17 @@ def test_chi2_loss_divides_by_errors_and_drops_zero_errors():
     out = masked_elbo(recon, target, mask, zeros, zeros, 0.0, sigma=sigma)
     assert out["mse"] == 5.0  # five elements, each ((3 - 1) / 2)^2 = 1
     assert out["per_source_count"].tolist() == [5]
+
+
+def test_cpu_gru_path_gives_the_nn_gru_model(monkeypatch):
+    """The model through training/gru.py equals the same weights through nn.GRU (the CUDA path)."""
+    import training.model as model_module
+    from training.gru import run_module_gru
+
+    torch.manual_seed(3)
+    model = RNNVAE().eval()
+    x, lengths = torch.randn(6, 13, 9), torch.tensor([13, 12, 9, 5, 2, 1])
+    ours = model(x, lengths)
+    monkeypatch.setattr(model_module, "run_gru", run_module_gru)
+    for a, b in zip(ours, model(x, lengths)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,49 @@
+"""Choosing the CPU thread count by timing real batches."""
+
+from __future__ import annotations
+
+import torch
+
+from etl.store import open_store
+from training.data import BucketedLightCurves, select_sources
+from training.model import RNNVAE
+from training.threads import thread_candidates, tune_threads
+
+
+def test_candidates_are_powers_of_two_and_the_core_count():
+    assert thread_candidates(1) == [1]
+    assert thread_candidates(2) == [1, 2]
+    assert thread_candidates(6) == [1, 2, 4, 6]
+    assert thread_candidates(8) == [1, 2, 4, 8]
+
+
+def test_tuning_leaves_weights_gradients_and_rng_alone(train_store):
+    sources = select_sources(open_store(train_store).catalog().collect(), "train")
+    ds = BucketedLightCurves(train_store, sources, 16, 64, seed=0)
+    torch.manual_seed(0)
+    model = RNNVAE()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rng = torch.get_rng_state()
+        best, timings = tune_threads(model, ds, 0.001, n_batches=3, rounds=1)
+        assert set(timings) == {1, 2} and all(t > 0 for t in timings.values())
+        assert best == min(timings, key=timings.get) == torch.get_num_threads()
+        assert torch.equal(torch.get_rng_state(), rng)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert model.training
+
+
+def test_one_thread_is_not_timed(train_store):
+    sources = select_sources(open_store(train_store).catalog().collect(), "train")
+    ds = BucketedLightCurves(train_store, sources, 16, 64, seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert tune_threads(RNNVAE(), ds, 0.001) == (1, {})
+    finally:
+        torch.set_num_threads(threads)
