@@ -6,8 +6,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# The repository goes first, ahead of this folder: spawned worker processes re-run a script's
+# imports with this folder at the front of sys.path.
+if str(ROOT) in sys.path:
+    sys.path.remove(str(ROOT))
+sys.path.insert(0, str(ROOT))
 
 from etl.ingest import ingest  # noqa: E402
 from etl.synth import make_archive  # noqa: E402

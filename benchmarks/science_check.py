@@ -106,9 +106,9 @@ def main() -> None:
     table = {
         "reduced chi2 (max over bands)": roc_auc(chi2, y),
         "reduced chi2 (0.6-2.3 keV)": roc_auc(df["chi2_b2"].to_numpy(), y),
-        "VAE anomaly score (MSE)": roc_auc(score, y),
+        f"VAE anomaly score ({args.loss}, the training loss)": roc_auc(score, y),
         "VAE anomaly chi2 (error-weighted)": roc_auc(vchi2, y),
-        "combined chi2 + VAE MSE (logistic, CV)": cv_auc(both[:, :2], y),
+        f"combined chi2 + VAE {args.loss} (logistic, CV)": cv_auc(both[:, :2], y),
         "combined chi2 + VAE chi2 (logistic, CV)": cv_auc(both[:, [0, 2]], y),
         "combined all three (logistic, CV)": cv_auc(both, y),
         "chi2 alone (logistic, 2-fold CV)": cv_auc(both[:, :1], y),
@@ -121,7 +121,7 @@ def main() -> None:
           f"left out); VAE trained {args.epochs} epochs, lr {args.lr}, loss {args.loss}")
     print(f"{'ROC AUC, variable vs constant':40s}")
     for k, v in table.items():
-        print(f"  {k:38s} {v:.3f}")
+        print(f"  {k:42s} {v:.3f}")
     print("  per class (VAE chi2 / chi2 max): " + ", ".join(f"{c} {per_class[c]:.3f} / {per_class_chi2[c]:.3f}" for c in per_class))
     (run / "science_check.json").write_text(json.dumps({"auc": table, "per_class_vae": per_class, "per_class_chi2": per_class_chi2,
                                                             "epochs": args.epochs, "n_test": df.height}, indent=2))

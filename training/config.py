@@ -42,7 +42,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0  # DataLoader worker processes (spawned)
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1"
-    amp: bool = False  # float16 autocast on CUDA (off: the seed-size GRU is bound by launches, not arithmetic); ignored on CPU
+    amp: bool = False  # float16 autocast on CUDA (off: the seed-size GRU does too little arithmetic to gain); ignored on CPU
     threads: int = 0  # CPU threads per process; 0: the fastest of 1, 2, 4, ... cores, timed at the start and saved here
     checkpoint_every: int = 50  # keep a numbered checkpoint every N epochs (best and last always)
     plot_every: int = 50  # benchmark reconstruction figure every N epochs

@@ -1,6 +1,6 @@
 """Feature-store speed: variability features for N sources, and a three-set join.
 
-    python benchmarks/features.py [--n 100000] [--dir /tmp/bench-read]
+    python benchmarks/feature_build.py [--n 100000] [--dir /tmp/bench-read]
 
 Builds (once) a synthetic store of ``--n`` rebinned sources, times the ``variability``
 extraction from the store (targets: 100,000 sources in under a minute on 2 cores) and

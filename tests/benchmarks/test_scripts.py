@@ -1,0 +1,69 @@
+"""Every benchmark script runs from a clean checkout, on small inputs, and prints its figures.
+
+The figures themselves are measured by running the scripts at full size (see README); here
+they must exist and be numbers. Each script runs as users run it, ``python benchmarks/X.py``,
+in its own process: that is how a shadowed import once broke a spawned worker pool.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_script(name: str, *args: str, env: dict | None = None) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def number_after(text: str, label: str) -> float:
+    match = re.search(re.escape(label) + r"[^0-9]*([0-9][0-9,]*\.?[0-9]*)", text)
+    assert match, f"{label!r} not in output:\n{text}"
+    return float(match.group(1).replace(",", ""))
+
+
+def test_ingest(tmp_path):
+    out = run_script("ingest.py", "--n", "200", "--seed-files", "50", "--dir", str(tmp_path))
+    assert number_after(out, "(a)/(b)") > 0 and number_after(out, "per-worker cost (b)/(c)") > 0
+
+
+def test_read(tmp_path):
+    out = run_script("read.py", "--n", "500", "--reads", "200", "--dir", str(tmp_path))
+    assert number_after(out, "warm:") > 0 and "peak RSS" in out
+
+
+def test_feature_build(tmp_path):
+    out = run_script("feature_build.py", "--n", "500", "--dir", str(tmp_path))
+    assert number_after(out, "variability features: 500 sources in") >= 0
+    assert number_after(out, "500 rows x") == 93
+
+
+def test_train_throughput(tmp_path):
+    out = run_script("train_throughput.py", "--sizes", "300", "600", "--seconds", "0.5", "--repeat", "1", "--ablate-gru",
+                     "--dir", str(tmp_path))
+    for label in ("(a) seed-style, 300 sources", "(b) project train,    300 sources", "(b) project train,    600 sources",
+                  "(c) project loader,    600 sources", "(b0) project train with nn.GRU", "(b)/(a) =", "(c)/(b) ="):
+        assert number_after(out, label) > 0, label
+
+
+def test_flow_overhead(tmp_path):
+    out = run_script("flow_overhead.py", "--n", "200", "--batch-size", "50", "--dir", str(tmp_path),
+                     env={"PREFECT_HOME": str(tmp_path / "prefect")})
+    assert number_after(out, "flow, threads (1 worker)") > 0 and "ms per batch task" in out
+
+
+@pytest.mark.slow
+def test_science_check(tmp_path):
+    out = run_script("science_check.py", "--n", "400", "--epochs", "1", "--out", str(tmp_path))
+    assert 0 <= number_after(out, "reduced chi2 (max over bands)") <= 1
+    assert 0 <= number_after(out, "combined all three (logistic, CV)") <= 1
+    assert (tmp_path / "run-1ep" / "top16_anomalies.png").exists()
