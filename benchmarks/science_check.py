@@ -121,7 +121,7 @@ def main() -> None:
           f"left out); VAE trained {args.epochs} epochs, lr {args.lr}, loss {args.loss}")
     print(f"{'ROC AUC, variable vs constant':40s}")
     for k, v in table.items():
-        print(f"  {k:42s} {v:.3f}")
+        print(f"  {k:44s} {v:.3f}")
     print("  per class (VAE chi2 / chi2 max): " + ", ".join(f"{c} {per_class[c]:.3f} / {per_class_chi2[c]:.3f}" for c in per_class))
     (run / "science_check.json").write_text(json.dumps({"auc": table, "per_class_vae": per_class, "per_class_chi2": per_class_chi2,
                                                             "epochs": args.epochs, "n_test": df.height}, indent=2))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 
 from etl.reader import read_lightcurve
 from etl.synth import BAD_KINDS, CLASSES, draw_n_erodays, ecliptic_latitude, main, make_archive, variability
+
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def test_cli_writes_files_and_truth(tmp_path, capsys):
@@ -61,3 +65,26 @@ def test_variability_shapes():
     assert flare.max() >= 1 + 0.5 * p["amplitude"]
     assert dip.min() < 0.35 and dip.max() == 1.0
     assert red.std() > 0.2 and (red > 0).all()
+
+
+def _error_over_gehrels(path) -> tuple[np.ndarray, np.ndarray]:
+    """RATE_ERR x exposure / (1 + sqrt(N + 0.75)) of the well-exposed bins, and their counts N."""
+    from astropy.io import fits
+
+    data = fits.getdata(path, 1)
+    counts, fracexp = np.asarray(data["COUNTS"], float), np.asarray(data["FRACEXP"], float)
+    exposure = np.asarray(data["TIMEDEL"], float)[:, None] * fracexp
+    ratio = np.asarray(data["RATE_ERR"], float) * exposure / (1 + np.sqrt(counts + 0.75))
+    ok = (fracexp > 0.1) & np.isfinite(ratio)
+    return ratio[ok], counts[ok]
+
+
+def test_srctool_errors_behave_like_the_real_files(tmp_path):
+    """Empty bins keep a one-count error, as in real srctool output, so chi2 is not inflated."""
+    real = [_error_over_gehrels(p) for p in sorted(DATA.glob("srctool_*.fits.gz"))]
+    real_ratio = np.concatenate([r for r, _ in real])
+    assert 0.95 < np.median(real_ratio) < 1.3  # the fixtures: close to Gehrels' upper error
+    truth = make_archive(tmp_path, 20, seed=2, flavour="srctool", progress=False)
+    ratio, counts = map(np.concatenate, zip(*(_error_over_gehrels(tmp_path / f) for f in truth["file"])))
+    assert (counts == 0).sum() > 10
+    np.testing.assert_allclose(ratio, 1.0, rtol=1e-5)  # Gehrels' upper error, empty bins included
