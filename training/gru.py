@@ -94,7 +94,7 @@ def _dropout(x: torch.Tensor, p: float) -> torch.Tensor:
 def run_module_gru(gru: nn.GRU, x: torch.Tensor, h0: torch.Tensor | None = None, steps: int | None = None) -> torch.Tensor:
     """:func:`run_gru` through the module itself (cuDNN on CUDA); same arguments and result."""
     seq = x if steps is None else x.unsqueeze(0).expand(steps, -1, -1)
-    seq = seq.transpose(0, 1) if gru.batch_first else seq
+    seq = (seq.transpose(0, 1) if gru.batch_first else seq).contiguous()  # one layout for cuDNN
     out = gru(seq, h0)[0]
     return out.transpose(0, 1) if gru.batch_first else out
 
