@@ -177,6 +177,11 @@ def seed_style(store: str, seconds: float, max_len: int) -> dict:
             "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median throughput (the upper one of an even count)."""
+    return sorted(runs, key=lambda r: r["train_steps_per_s"])[len(runs) // 2]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -212,8 +217,8 @@ def main() -> None:
         if args.ablate_gru:
             ablated.append(child("project-nngru", stores[smallest]))
     ratios = sorted(p["train_steps_per_s"] / s["train_steps_per_s"] for s, p in zip(seeds, projects))
-    seed = sorted(seeds, key=lambda r: r["train_steps_per_s"])[len(seeds) // 2]
-    results = {smallest: sorted(projects, key=lambda r: r["train_steps_per_s"])[len(projects) // 2]}
+    seed = median_run(seeds)
+    results = {smallest: median_run(projects)}
     results.update({n: child("project", stores[n]) for n in args.sizes if n != smallest})
     ref = results[smallest]
     print(f"device {ref['device']}; valid time steps per second; max_len {args.max_len}; {args.seconds:.0f} s per measurement")
@@ -224,7 +229,7 @@ def main() -> None:
         print(f"(c) project loader, {n:>6} sources: {r['loader_steps_per_s']:10.0f}")
     if ablated:
         gru_ratios = sorted(p["train_steps_per_s"] / b["train_steps_per_s"] for b, p in zip(ablated, projects))
-        b0 = sorted(ablated, key=lambda r: r["train_steps_per_s"])[len(ablated) // 2]
+        b0 = median_run(ablated)
         print(f"(b0) project train with nn.GRU   : {b0['train_steps_per_s']:10.0f}   (b)/(b0) per run: {', '.join(f'{r:.2f}x' for r in gru_ratios)}")
     print(f"(b)/(a) per alternating pair: {', '.join(f'{r:.1f}x' for r in ratios)}")
     print(f"(b)/(a) = {ref['train_steps_per_s'] / seed['train_steps_per_s']:.1f}x (medians; target >= 4x);  "

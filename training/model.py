@@ -49,7 +49,7 @@ class RNNVAE(nn.Module):
         causal, so padding after a sequence's end cannot change it, and batches of nearly
         equal length need no packing.
         """
-        out = run_gru(self.encoder, x.transpose(0, 1).contiguous())  # (T, B, H)
+        out = run_gru(self.encoder, x.transpose(0, 1))  # a view: the module path on CUDA turns it back; (T, B, H)
         last = (lengths - 1).clamp(min=0).to(out.device)
         summary = out[last, torch.arange(out.shape[1], device=out.device)]
         return self.to_mu(summary), self.to_logvar(summary)
