@@ -15,6 +15,8 @@ import uuid
 import fsspec
 import polars as pl
 
+from etl.errors import StoreError
+
 CATALOG_FILE = "catalog.parquet"
 
 #: Columns every catalog has, in order. ``mean_rate_b{i}`` (one per band) follow them.
@@ -34,8 +36,12 @@ CATALOG_SCHEMA: dict[str, pl.DataType] = {
     "e_max": pl.List(pl.Float64),
     "ra": pl.Float64,
     "dec": pl.Float64,
-    "t_start": pl.Float64,
-    "t_stop": pl.Float64,
+    "t_start": pl.Float64,  # s since mjdref (first bin start)
+    "t_stop": pl.Float64,  # s since mjdref (last bin end)
+    "mjdref": pl.Float64,  # MJD of time zero (MJDREF or MJDREFI + MJDREFF)
+    "timesys": pl.String,  # time system of t_*/mjd_* (TIMESYS; eROSITA: TT)
+    "mjd_start": pl.Float64,
+    "mjd_stop": pl.Float64,
     "ingested_at": pl.Datetime("us", "UTC"),
 }
 
@@ -66,26 +72,52 @@ def catalog_url(store_url: str) -> str:
 
 
 def read_catalog(store_url: str, storage_options: dict | None = None) -> pl.DataFrame | None:
-    """The committed catalog, or None when the store has none yet."""
+    """The committed catalog, or None when the store has none yet.
+
+    Columns added by later schema versions are added as nulls to older catalogs, so every
+    catalog reads with the current columns.
+    """
     fs, path = fsspec.core.url_to_fs(catalog_url(store_url), **(storage_options or {}))
     if not fs.exists(path):
         return None
     with fs.open(path, "rb") as fh:
-        return pl.read_parquet(fh)
+        cat = pl.read_parquet(fh)
+    missing = {k: v for k, v in CATALOG_SCHEMA.items() if k not in cat.columns}
+    if missing:
+        cat = cat.with_columns(pl.lit(None, dtype=v).alias(k) for k, v in missing.items())
+    return cat
 
 
 def write_catalog(store_url: str, catalog: pl.DataFrame, storage_options: dict | None = None) -> None:
-    """Replace the catalog atomically: readers see the old or the new one, never a mix."""
+    """Replace the catalog atomically: readers see the old or the new one, never a mix.
+
+    Raises
+    ------
+    StoreError
+        When the file system refuses the write (disk full...); the old catalog stays.
+    """
+    try:
+        _write_catalog(store_url, catalog, storage_options)
+    except OSError as exc:
+        raise StoreError(store_url, f"cannot write the catalog ({exc.strerror or exc}); the last committed catalog "
+                                    "is intact, free space and re-run to finish") from None
+
+
+def _write_catalog(store_url: str, catalog: pl.DataFrame, storage_options: dict | None) -> None:
     buffer = io.BytesIO()
     catalog.write_parquet(buffer, compression="zstd", statistics=True)
     data = buffer.getvalue()
     fs, path = fsspec.core.url_to_fs(catalog_url(store_url), **(storage_options or {}))
     if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
         tmp = f"{path}.{uuid.uuid4().hex}.partial"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     else:
         fs.pipe_file(path, data)  # one PUT: object stores make it visible atomically

@@ -66,3 +66,7 @@ class SourceNotFoundError(EtlError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message otherwise
         return self.args[0]
+
+
+class OptionError(EtlError, ValueError):
+    """An option of an ETL command has a value that cannot work (batch size 0, NaN cut...)."""

@@ -44,12 +44,16 @@ import xxhash
 from tqdm import tqdm
 
 from etl.catalog import STATUS_OK, STATUS_REJECTED, catalog_frame, empty_catalog, mean_rate_columns, read_catalog, write_catalog
-from etl.errors import EtlError, InvalidLightCurveError, StoreError
-from etl.lightcurve import POINT_COLUMNS
+from etl.errors import EtlError, InvalidLightCurveError, OptionError, StoreError
+from etl.lightcurve import FRACEXP_MIN, POINT_COLUMNS, SECONDS_PER_DAY
+from etl.lifeline import die_with_parent
 from etl.lock import StoreLock
-from etl.reader import read_lightcurve, source_id_from_name
+from etl.reader import FALLBACKS, MAX_FILE_BYTES, read_lightcurve, read_regular_file, source_id_from_name
 from etl.store import is_url
 from etl.writer import CHUNK_POINTS, SHARD_POINTS, StoreWriter
+
+#: Files per parsing task (a worker's batch or a Prefect task); the one definition of the default.
+BATCH_SIZE = 500
 
 #: File name endings that ingest discovers (case-insensitive).
 FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fts", ".fts.gz", ".lc", ".lc.gz")
@@ -78,6 +82,7 @@ class ParsedBatch:
 
     results: list[FileResult]
     columns: dict[str, np.ndarray]
+    fallbacks: int = 0  # files read through cfitsio's general path (see etl.reader.FALLBACKS)
 
     def points(self, res: FileResult) -> dict[str, np.ndarray]:
         """The points of one ok result (views)."""
@@ -96,13 +101,15 @@ class IngestSummary:
     rejected: int = 0
     points: int = 0
     seconds: float = 0.0
+    fallbacks: int = 0  # files the in-memory FITS parser left to cfitsio
     rejected_files: list[tuple[str, str]] = field(default_factory=list)
 
     def line(self) -> str:
         """The one-line summary the CLI prints."""
+        general = f" | {self.fallbacks} read by cfitsio" if self.fallbacks else ""
         return (
             f"discovered {self.discovered} | ingested {self.ingested} | unchanged {self.unchanged} | "
-            f"rejected {self.rejected} | {self.points} points in {self.seconds:.1f} s -> {self.store}"
+            f"rejected {self.rejected} | {self.points} points in {self.seconds:.1f} s{general} -> {self.store}"
         )
 
 
@@ -128,32 +135,62 @@ def hash_bytes(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
+def catalog_path(file: str) -> str:
+    """The path as the catalog records it: the path itself, or with undecodable bytes escaped.
+
+    File names are bytes on POSIX; Python keeps undecodable ones as surrogates, which Parquet
+    (UTF-8) cannot hold. Such a name is written with ``\\xNN`` escapes, so the row still
+    says which file it is and re-runs recognise it.
+    """
+    try:
+        file.encode("utf-8")
+        return file
+    except UnicodeEncodeError:
+        return os.fsencode(file).decode("utf-8", errors="backslashreplace")
+
+
+def read_file_bytes(file: str) -> bytes:
+    """A file's bytes: local regular files only (checked before opening), or an fsspec URL."""
+    if not is_url(file):
+        return read_regular_file(file)
+    with fsspec.open(file, "rb") as fh:
+        return fh.read(MAX_FILE_BYTES + 1)
+
+
 def parse_file(file: str, known_hash: str | None, fracexp_min: float) -> FileResult:
     """Hash one file and, unless its hash is ``known_hash``, read and validate it.
 
-    Never raises for bad content: a bad file becomes a ``rejected`` result.
+    Never raises for bad content or odd file-system entries: they become ``rejected``
+    results with the path as found.
     """
+    shown = catalog_path(file)
     try:
-        with fsspec.open(file, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        return FileResult(file, None, 0, STATUS_REJECTED, {"reason": f"unreadable: {exc}", "source_id": source_id_from_name(file)})
+        raw = read_file_bytes(file)
+    except InvalidLightCurveError as exc:
+        row = {"file": shown, "source_id": catalog_path(source_id_from_name(file)), "reason": exc.reason}
+        return FileResult(shown, None, 0, STATUS_REJECTED, row)
+    except Exception as exc:  # noqa: BLE001 - network or permission errors of one file never stop the run
+        row = {"file": shown, "source_id": catalog_path(source_id_from_name(file)), "reason": f"unreadable: {type(exc).__name__}: {exc}"}
+        return FileResult(shown, None, 0, STATUS_REJECTED, row)
     digest = hash_bytes(raw)
     if digest == known_hash:
-        return FileResult(file, digest, len(raw), "unchanged")
-    base = {"file": file, "content_hash": digest, "file_size": len(raw)}
+        return FileResult(shown, digest, len(raw), "unchanged")
+    base = {"file": shown, "content_hash": digest, "file_size": len(raw)}
     try:
         lc = read_lightcurve(file, fracexp_min=fracexp_min, raw=raw)
     except InvalidLightCurveError as exc:
-        row = base | {"source_id": exc.source_id or source_id_from_name(file), "reason": exc.reason}
-        return FileResult(file, digest, len(raw), STATUS_REJECTED, row)
+        row = base | {"source_id": catalog_path(exc.source_id or source_id_from_name(file)), "reason": exc.reason.replace(file, shown)}
+        return FileResult(shown, digest, len(raw), STATUS_REJECTED, row)
     cols = lc.columns
     time_ = cols["time"]
-    with np.errstate(all="ignore"):
-        means = np.nanmean(np.where(np.isfinite(cols["rate"]), cols["rate"], np.nan), axis=0)
+    finite = np.isfinite(cols["rate"])
+    sums = np.where(finite, cols["rate"], 0.0).sum(axis=0, dtype="f8")
+    n_finite = finite.sum(axis=0)
+    means = np.where(n_finite > 0, sums / np.maximum(n_finite, 1), np.nan)  # an all-NaN band: NaN, no warning
+    t_stop = float(time_[-1] + cols["timedel"][-1])
     row = base | {
-        "source_id": lc.source_id,
-        "object": lc.source_id,
+        "source_id": catalog_path(lc.source_id),
+        "object": catalog_path(lc.source_id),
         "flavour": lc.flavour,
         "n_rows_file": lc.n_rows_file,
         "n_points": lc.n_points,
@@ -162,14 +199,19 @@ def parse_file(file: str, known_hash: str | None, fracexp_min: float) -> FileRes
         "ra": lc.ra,
         "dec": lc.dec,
         "t_start": float(time_[0]),
-        "t_stop": float(time_[-1] + cols["timedel"][-1]),
+        "t_stop": t_stop,
+        "mjdref": lc.mjdref,
+        "timesys": lc.timesys or None,
+        "mjd_start": lc.mjdref + float(time_[0]) / SECONDS_PER_DAY,
+        "mjd_stop": lc.mjdref + t_stop / SECONDS_PER_DAY,
         **{name: float(v) for name, v in zip(mean_rate_columns(lc.n_bands), means)},
     }
-    return FileResult(file, digest, len(raw), STATUS_OK, row, cols)
+    return FileResult(shown, digest, len(raw), STATUS_OK, row, cols)
 
 
 def parse_batch(files: list[str], known_hashes: list[str | None], fracexp_min: float) -> ParsedBatch:
     """Parse a batch of files (the unit of work of a worker process or a Prefect task)."""
+    before = sum(FALLBACKS.values())
     results = [parse_file(f, h, fracexp_min) for f, h in zip(files, known_hashes)]
     ok = [r for r in results if r.columns is not None]
     start = 0
@@ -179,7 +221,7 @@ def parse_batch(files: list[str], known_hashes: list[str | None], fracexp_min: f
     columns = {name: np.concatenate([r.columns[name] for r in ok]) for name in POINT_COLUMNS} if ok else {}
     for r in ok:
         r.columns = None
-    return ParsedBatch(results, columns)
+    return ParsedBatch(results, columns, sum(FALLBACKS.values()) - before)
 
 
 #: Where parse_batch runs: (batches, known_hashes, fracexp_min) -> ParsedBatch per batch, in order.
@@ -195,7 +237,7 @@ class Ingestor:
     holds ``flush_points`` points or ``flush_seconds`` have passed).
     """
 
-    def __init__(self, store: str, fracexp_min: float = 0.1, storage_options: dict | None = None,
+    def __init__(self, store: str, fracexp_min: float = FRACEXP_MIN, storage_options: dict | None = None,
                  flush_points: int = SHARD_POINTS, flush_seconds: float = 30.0, chunk_points: int = CHUNK_POINTS):
         self.store = str(store)
         self.storage_options = storage_options or {}
@@ -206,6 +248,7 @@ class Ingestor:
         self.catalog = catalog if catalog is not None else empty_catalog(self.n_bands)
         ok = self.catalog.filter(pl.col("status") == STATUS_OK)
         self.end = int((ok["offset"] + ok["n_points"]).max() or 0) if ok.height else 0
+        self.start = self.writer.append_start(self.end)
         self.hash_of = dict(zip(self.catalog["file"].to_list(), self.catalog["content_hash"].to_list()))
         # source id -> (file, content hash) of every ok row, committed or pending
         self.ids = {s: (f, h) for s, f, h in ok.select("source_id", "file", "content_hash").iter_rows()}
@@ -221,12 +264,13 @@ class Ingestor:
 
     def known_hashes(self, files: Iterable[str]) -> list[str | None]:
         """Catalog content hash of each file (None for files never seen)."""
-        return [self.hash_of.get(f) for f in files]
+        return [self.hash_of.get(catalog_path(f)) for f in files]
 
     def add(self, batch: ParsedBatch) -> None:
         """Apply one batch of parse results; commits when the buffer is full or old."""
         now = dt.datetime.now(dt.timezone.utc)
         rows = []
+        self.summary.fallbacks += batch.fallbacks
         for res in batch.results:
             self.summary.discovered += 1
             if res.status == "unchanged":
@@ -237,7 +281,7 @@ class Ingestor:
             if res.status == STATUS_OK:
                 reason = self._admit(res, row)
                 if reason is None:
-                    row |= {"status": STATUS_OK, "reason": None, "offset": self.end + self.buffered}
+                    row |= {"status": STATUS_OK, "reason": None, "offset": self.start + self.buffered}
                     self.buffer.append(batch.points(res))
                     self.buffered += row["n_points"]
                     self.ids[row["source_id"]] = (res.file, res.content_hash)
@@ -294,7 +338,8 @@ class Ingestor:
         """Write buffered points, then atomically replace the catalog."""
         if self.buffer:
             columns = {name: np.concatenate([b[name] for b in self.buffer]) for name in POINT_COLUMNS}
-            self.end = self.writer.write(self.end, columns)
+            self.end = self.writer.write(self.start, columns)
+            self.start = self.writer.append_start(self.end)
             self.buffer, self.buffered = [], 0
         if self.pending:
             keep = self.catalog.filter(~pl.col("file").is_in(list(self.pending_files)))
@@ -311,8 +356,8 @@ def ingest(
     archive: str | os.PathLike,
     store: str | os.PathLike,
     workers: int = 1,
-    fracexp_min: float = 0.1,
-    batch_size: int = 256,
+    fracexp_min: float = FRACEXP_MIN,
+    batch_size: int = BATCH_SIZE,
     progress: bool = True,
     storage_options: dict | None = None,
     flush_points: int = SHARD_POINTS,
@@ -361,6 +406,8 @@ def ingest(
     """
     started = time.perf_counter()
     archive, store = os.fspath(archive), os.fspath(store)
+    check_options(workers=workers, batch_size=batch_size, fracexp_min=fracexp_min, flush_points=flush_points,
+                  flush_seconds=flush_seconds, chunk_points=chunk_points)
     files = discover(archive, storage_options)
     if not is_url(store):
         try:
@@ -387,6 +434,24 @@ def ingest(
     return ing.summary
 
 
+def check_options(workers: int = 1, batch_size: int = BATCH_SIZE, fracexp_min: float = FRACEXP_MIN,
+                  flush_points: int = SHARD_POINTS, flush_seconds: float = 30.0, chunk_points: int = CHUNK_POINTS) -> None:
+    """Refuse option values that cannot work, before anything is touched.
+
+    Raises
+    ------
+    OptionError
+        A count below 1, a NaN or out-of-range fractional-exposure cut, a negative flush time.
+    """
+    for name, value in (("workers", workers), ("batch_size", batch_size), ("flush_points", flush_points), ("chunk_points", chunk_points)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise OptionError(f"{name} must be an integer >= 1, got {value!r}")
+    if not (isinstance(fracexp_min, (int, float)) and 0.0 <= fracexp_min <= 1.0):  # False for NaN
+        raise OptionError(f"fracexp_min must be a number in [0, 1], got {fracexp_min!r}")
+    if not flush_seconds >= 0:
+        raise OptionError(f"flush_seconds must be >= 0, got {flush_seconds!r}")
+
+
 def in_order(submit: Callable, items: Iterable, in_flight: int) -> Iterator:
     """Submit ``items`` with at most ``in_flight`` pending; yield their results in order.
 
@@ -410,7 +475,8 @@ def run_batches_locally(batches: list[list[str]], known_hashes, fracexp_min: flo
         return
     # spawn: the parent holds a Zarr event-loop thread, which fork would copy half-alive.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    # Workers exit when this process dies, even by kill -9 (and with them the resource tracker).
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         yield from in_order(lambda batch: pool.submit(parse_batch, batch, known_hashes(batch), fracexp_min), batches, 2 * workers)
 
 
@@ -419,15 +485,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("archive", help="directory (or URL) holding *.fits / *.fits.gz light curves")
     parser.add_argument("--store", required=True, help="store directory or URL (created when missing)")
     parser.add_argument("--workers", type=int, default=1, help="parsing processes (default 1)")
-    parser.add_argument("--fracexp-min", type=float, default=0.1, help="keep rows with FRACEXP >= this in some band (default 0.1)")
-    parser.add_argument("--batch-size", type=int, default=256, help="files per parsing task (default 256)")
+    parser.add_argument("--fracexp-min", type=float, default=FRACEXP_MIN,
+                        help=f"keep rows with FRACEXP >= this in some band (default {FRACEXP_MIN})")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"files per parsing task (default {BATCH_SIZE})")
     parser.add_argument("--flush-points", type=int, default=SHARD_POINTS,
                         help=f"commit after this many new points (default {SHARD_POINTS}, one shard)")
     parser.add_argument("--flush-seconds", type=float, default=30.0, help="commit at least this often (default 30 s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be >= 1")
+    try:
+        check_options(args.workers, args.batch_size, args.fracexp_min, args.flush_points, args.flush_seconds)
+    except OptionError as exc:
+        parser.error(str(exc).replace("_", "-"))
     try:
         summary = ingest(args.archive, args.store, workers=args.workers, fracexp_min=args.fracexp_min,
                          batch_size=args.batch_size, progress=not args.quiet,

@@ -29,6 +29,31 @@ RATE_COLUMNS: tuple[str, ...] = ("rate", "rate_errm", "rate_errp")
 
 FLAVOURS: tuple[str, ...] = ("rebinned", "srctool")
 
+#: Fractional-exposure cut of ingest (eRebin's): keep rows whose best band has FRACEXP >= this.
+#: The one definition of the default; the CLI, the flows and the store attributes use it.
+FRACEXP_MIN: float = 0.1
+
+#: Units of the per-point columns (FITS/OGIP spelling), written on the Zarr arrays.
+POINT_UNITS: dict[str, str] = {
+    "time": "s", "timedel": "s", "rate": "ct/s", "rate_errm": "ct/s", "rate_errp": "ct/s",
+    "counts": "count", "back_counts": "count", "fracexp": "", "backratio": "",
+}
+
+#: What each per-point column is (the Zarr arrays' ``long_name``).
+POINT_DESCRIPTIONS: dict[str, str] = {
+    "time": "bin start, seconds since the source's MJDREF (catalog column mjdref) in its TIMESYS",
+    "timedel": "bin width",
+    "rate": "background-subtracted source count rate",
+    "rate_errm": "lower 1-sigma error of rate",
+    "rate_errp": "upper 1-sigma error of rate",
+    "counts": "counts in the source aperture",
+    "back_counts": "counts in the background aperture",
+    "fracexp": "fractional exposure of the bin",
+    "backratio": "source-to-background area ratio (scales back_counts to the source aperture)",
+}
+
+SECONDS_PER_DAY = 86400.0
+
 
 @dataclass
 class LightCurve:
@@ -47,9 +72,14 @@ class LightCurve:
     ra, dec : float
         Source position (deg), NaN when the header lacks RA_OBJ / DEC_OBJ.
     columns : dict of str to ndarray
-        Per-point arrays named as in :data:`POINT_COLUMNS`: shape (T,) or (T, B).
+        Per-point arrays named as in :data:`POINT_COLUMNS`: shape (T,) or (T, B). ``time`` is
+        in seconds since ``mjdref`` (the file's TIME + TIMEZERO).
     n_rows_file : int
         Rows in the file before the fractional-exposure cut.
+    mjdref : float
+        MJD of time zero (MJDREF, or MJDREFI + MJDREFF); NaN when the file has none.
+    timesys : str
+        Time system of ``time`` and ``mjd`` (TIMESYS, eROSITA: ``TT``); empty when unknown.
     """
 
     source_id: str
@@ -61,6 +91,8 @@ class LightCurve:
     dec: float
     columns: dict[str, np.ndarray] = field(repr=False)
     n_rows_file: int = 0
+    mjdref: float = float("nan")
+    timesys: str = ""
 
     def __getattr__(self, name: str) -> np.ndarray:
         # Columns read as attributes (lc.rate, lc.time) without duplicating nine properties.
@@ -68,6 +100,15 @@ class LightCurve:
         if columns is not None and name in columns:
             return columns[name]
         raise AttributeError(name)
+
+    @property
+    def mjd(self) -> np.ndarray:
+        """Bin start times as MJD (float64) in the file's time system :attr:`timesys`.
+
+        ``astropy.time.Time(lc.mjd, format="mjd", scale=lc.timesys.lower())`` turns them into
+        any other scale. All NaN when the file carried no MJDREF.
+        """
+        return self.mjdref + self.columns["time"] / SECONDS_PER_DAY
 
     @property
     def n_points(self) -> int:

@@ -4,13 +4,18 @@ The reader validates as it reads and raises :class:`~etl.errors.InvalidLightCurv
 with a short code for every kind of bad input, so that ingest can quarantine the file in
 the catalog with its reason instead of stopping.
 
+Reading is three steps: find the RATE table and its flavour (:func:`_flavour`), check the
+header keywords (:func:`_header_values`), then read and filter the rows (:func:`_rows`). Any
+exception that escapes them is a reader bug or a damage nobody foresaw; :func:`read_lightcurve`
+still turns it into an ``unreadable`` rejection, so one file never stops an ingest.
+
 Shape legend: N = rows in the file, T = rows kept (fractional exposure cut), B = bands.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
+import stat
 import tempfile
 import zlib
 from pathlib import Path
@@ -20,7 +25,7 @@ import numpy as np
 
 from etl import fitstable
 from etl.errors import InvalidLightCurveError
-from etl.lightcurve import LightCurve
+from etl.lightcurve import FRACEXP_MIN, LightCurve
 
 #: Every reason code the reader (and ingest) can put in the catalog, with its meaning.
 REJECT_CODES: dict[str, str] = {
@@ -39,16 +44,27 @@ REJECT_CODES: dict[str, str] = {
     "all_nan_rates": "every RATE value is NaN",
     "no_exposed_rows": "no row reaches the fractional-exposure threshold",
     "duplicate_source": "another file of the archive holds the same source with identical content",
+    "not_regular_file": "the path is a directory, FIFO, device or a link to one (never opened)",
+    "too_large": "the file (or its gzip content) is larger than any light curve (MAX_FILE_BYTES)",
+    "bad_keyword": "a keyword the reader needs (RA_OBJ, TIMEDEL, MJDREF...) is not a valid value",
+    "bad_band_edges": "band edges not finite and positive, or E_MIN >= E_MAX",
 }
 
 GZIP_MAGIC = b"\x1f\x8b"
 FITS_MAGIC = b"SIMPLE  ="
+#: A light curve of 100,000 rows of 3 bands is ~10 MB; anything past this is not one (and a
+#: gzip bomb or a link to /dev/zero must not be read into memory).
+MAX_FILE_BYTES = 256 * 2**20
 _COMMON = ("TIME", "RATE", "COUNTS", "BACK_COUNTS", "FRACEXP", "BACKRATIO")
 _BANDED = ("RATE", "COUNTS", "BACK_COUNTS", "FRACEXP")
 
 
 def fits_bytes(raw: bytes, file: str) -> bytes:
     """Return the FITS byte stream of ``raw``, decompressing (and thereby verifying) gzip.
+
+    Concatenated gzip members are read as ``gzip -d`` reads them; bytes after the last
+    complete member that do not start another member are ignored (``gzip`` warns "trailing
+    garbage ignored", astropy reads such files), but every member's CRC and length are checked.
 
     Parameters
     ----------
@@ -60,21 +76,37 @@ def fits_bytes(raw: bytes, file: str) -> bytes:
     Raises
     ------
     InvalidLightCurveError
-        ``empty_file``, ``corrupt_gzip`` or ``not_fits``.
+        ``empty_file``, ``corrupt_gzip``, ``too_large`` or ``not_fits``.
     """
     if not raw:
         raise InvalidLightCurveError(file, "empty_file", "zero bytes")
     if raw[:2] == GZIP_MAGIC:
-        # cfitsio silently reads a truncated gzip as a shorter file; zlib checks CRC and length.
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise InvalidLightCurveError(file, "corrupt_gzip", str(exc) or type(exc).__name__)
+        raw = _gunzip(raw, file)
         if not raw:
             raise InvalidLightCurveError(file, "empty_file", "gzip stream holds zero bytes")
     if raw[: len(FITS_MAGIC)] != FITS_MAGIC:
         raise InvalidLightCurveError(file, "not_fits", f"starts with {raw[:16]!r}")
     return raw
+
+
+def _gunzip(raw: bytes, file: str) -> bytes:
+    """Decompress gzip members with zlib (cfitsio reads a truncated gzip silently), bounded in size."""
+    out, rest = [], raw
+    total = 0
+    while rest[:2] == GZIP_MAGIC:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            chunk = inflater.decompress(rest, MAX_FILE_BYTES + 1 - total)
+        except zlib.error as exc:
+            raise InvalidLightCurveError(file, "corrupt_gzip", str(exc)) from None
+        total += len(chunk)
+        if total > MAX_FILE_BYTES:
+            raise InvalidLightCurveError(file, "too_large", f"gzip content exceeds {MAX_FILE_BYTES} bytes")
+        if not inflater.eof:
+            raise InvalidLightCurveError(file, "corrupt_gzip", "truncated gzip stream (no end of stream, CRC or length)")
+        out.append(chunk)
+        rest = inflater.unused_data
+    return b"".join(out)
 
 
 def source_id_from_name(path: str | os.PathLike) -> str:
@@ -86,7 +118,7 @@ def source_id_from_name(path: str | os.PathLike) -> str:
     return name
 
 
-def read_lightcurve(path: str | os.PathLike, fracexp_min: float = 0.1, raw: bytes | None = None) -> LightCurve:
+def read_lightcurve(path: str | os.PathLike, fracexp_min: float = FRACEXP_MIN, raw: bytes | None = None) -> LightCurve:
     """Read and validate one light-curve file.
 
     Parameters
@@ -103,84 +135,166 @@ def read_lightcurve(path: str | os.PathLike, fracexp_min: float = 0.1, raw: byte
     Returns
     -------
     LightCurve
-        Kept rows only, values exactly as in the file. Errors: ``rate_errm`` / ``rate_errp``
-        are RATE_ERRM / RATE_ERRP (rebinned) or RATE_ERR twice (srctool); a NaN RATE_ERR on
-        a kept row is replaced by Gehrels (1986) 1-sigma count errors divided by the
-        exposure ``TIMEDEL * FRACEXP``.
+        Kept rows only, values as in the file with TSCALn/TZEROn applied. Errors:
+        ``rate_errm`` / ``rate_errp`` are RATE_ERRM / RATE_ERRP (rebinned) or RATE_ERR twice
+        (srctool); a NaN RATE_ERR on a kept row is replaced by Gehrels (1986) 1-sigma count
+        errors divided by the exposure ``TIMEDEL * FRACEXP``.
 
     Raises
     ------
     InvalidLightCurveError
-        For every kind of bad input; ``code`` is one of :data:`REJECT_CODES`.
-
-    Notes
-    -----
-    The table is parsed from the bytes in memory (:mod:`etl.fitstable`); files using FITS
-    features outside a plain fixed-width table are read with fitsio (cfitsio) instead.
+        For every kind of bad input; ``code`` is one of :data:`REJECT_CODES`. Nothing else:
+        an unforeseen exception becomes ``unreadable`` with the exception in the detail.
     """
     file = os.fspath(path)
-    if raw is None:
+    try:
+        if raw is None:
+            raw = read_regular_file(file)
+        data = fits_bytes(raw, file)
+        return _read_fits(file, data, fracexp_min)
+    except InvalidLightCurveError:
+        raise
+    except MemoryError:
+        raise InvalidLightCurveError(file, "too_large", "out of memory while reading") from None
+    except Exception as exc:  # noqa: BLE001 - one damaged file must never stop an ingest
+        raise InvalidLightCurveError(file, "unreadable", f"{type(exc).__name__}: {_short(exc)}") from None
+
+
+def read_regular_file(file: str) -> bytes:
+    """The bytes of a local regular file (links followed), refusing anything else before opening.
+
+    Opening a FIFO blocks forever and reading a link to ``/dev/zero`` never ends, so the kind
+    and size of the target are checked with ``stat`` first.
+    """
+    try:
+        info = os.stat(file)
+    except OSError as exc:
+        what = "dangling symbolic link" if os.path.islink(file) and exc.errno == 2 else exc.strerror or str(exc)
+        raise InvalidLightCurveError(file, "unreadable", what) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidLightCurveError(file, "not_regular_file", _file_kind(info.st_mode))
+    if info.st_size > MAX_FILE_BYTES:
+        raise InvalidLightCurveError(file, "too_large", f"{info.st_size} bytes (limit {MAX_FILE_BYTES})")
+    try:
         with open(file, "rb") as fh:
-            raw = fh.read()
-    data = fits_bytes(raw, file)
+            return fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise InvalidLightCurveError(file, "unreadable", exc.strerror or str(exc)) from None
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return f"is {name}"
+    return "is not a regular file"
+
+
+def _read_fits(file: str, data: bytes, fracexp_min: float) -> LightCurve:
     try:
         found = fitstable.find_extension(data, "RATE")
-        if found is None:
-            raise InvalidLightCurveError(file, "no_rate_extension", "no HDU with EXTNAME = 'RATE'")
-        primary, header, start = found
-        rows = fitstable.read_rows(data, header, start)
     except fitstable.Truncated as exc:
-        raise InvalidLightCurveError(file, "unreadable", f"truncated: {exc}")
-    except (fitstable.Unsupported, KeyError, ValueError, TypeError):
-        return _read_with_fitsio(file, data, fracexp_min)
-    table = _Table(header, set(rows.dtype.names), len(rows), lambda names: rows, lambda: primary)
+        raise InvalidLightCurveError(file, "unreadable", f"truncated: {exc}") from None
+    except (fitstable.BadHeader, fitstable.Unsupported) as exc:
+        raise InvalidLightCurveError(file, "unreadable", f"bad header before the RATE table: {exc}") from None
+    if found is None:
+        raise InvalidLightCurveError(file, "no_rate_extension", "no HDU with EXTNAME = 'RATE'")
+    primary, header, start = found
+    try:
+        rows = fitstable.read_rows(data, header, start)
+        scaling = fitstable.column_scaling(header)
+    except fitstable.Truncated as exc:
+        raise InvalidLightCurveError(file, "unreadable", f"truncated: {exc}") from None
+    except fitstable.NotATable as exc:
+        raise InvalidLightCurveError(file, "no_rate_extension", f"the RATE HDU is not a binary table ({exc})") from None
+    except fitstable.BadHeader as exc:
+        raise InvalidLightCurveError(file, "unreadable", f"malformed RATE table header: {exc}") from None
+    except fitstable.Unsupported as exc:
+        _check_size(file, data, header, start)
+        return _read_with_fitsio(file, data, fracexp_min, str(exc))
+    table = _Table(header, set(rows.dtype.names), len(rows),
+                   lambda names: {n: fitstable.column(rows, n, scaling) for n in names}, lambda: primary)
     return _validate(file, table, fracexp_min)
 
 
+def _check_size(file: str, data: bytes, header, start: int) -> None:
+    """The table a header announces must fit in the bytes before cfitsio allocates it."""
+    try:
+        need = fitstable.header_int(header, "NAXIS1") * fitstable.header_int(header, "NAXIS2") + fitstable.header_int(header, "PCOUNT", 0)
+    except fitstable.BadHeader as exc:
+        raise InvalidLightCurveError(file, "unreadable", f"malformed RATE table header: {exc}") from None
+    if need < 0 or start + need > len(data):
+        raise InvalidLightCurveError(file, "unreadable", f"truncated: table needs {need} bytes, file has {len(data) - start}")
+
+
 class _Table:
-    """What validation needs of a RATE table, whichever library read it."""
+    """What validation needs of a RATE table, whichever library read it.
+
+    ``read(names)`` returns ``{name: array}`` with scaling applied.
+    """
 
     def __init__(self, header, names, n_rows, read, primary_header):
         self.header, self.names, self.n_rows = header, names, n_rows
         self.read, self.primary_header = read, primary_header
 
 
-def _read_with_fitsio(file: str, data: bytes, fracexp_min: float) -> LightCurve:
-    """The general path: cfitsio reads the (decompressed) bytes from a temporary file."""
+#: Counts of reads that took cfitsio's general path in this process, by the reason the
+#: in-memory parser gave (ingest reports them in its summary).
+FALLBACKS: dict[str, int] = {}
+
+
+def _read_with_fitsio(file: str, data: bytes, fracexp_min: float, why: str = "requested") -> LightCurve:
+    """The general path for FITS layouts the in-memory parser leaves to cfitsio (heaps, odd TFORMs)."""
+    FALLBACKS[why.split(" ")[0]] = FALLBACKS.get(why.split(" ")[0], 0) + 1
     with tempfile.NamedTemporaryFile(suffix=".fits") as tmp:
         tmp.write(data)
         tmp.flush()
+
+        def clean(exc: Exception) -> str:  # cfitsio names the temporary file: name the archive's
+            return _short(exc).replace(tmp.name, file)
+
         try:
             fits = fitsio.FITS(tmp.name)
         except OSError as exc:
-            raise InvalidLightCurveError(file, "unreadable", _short(exc))
-        return _read_fitsio_table(file, fits, fracexp_min)
+            raise InvalidLightCurveError(file, "unreadable", clean(exc)) from None
+        with fits:
+            try:
+                hdu = fits["RATE"]
+                names = set(hdu.get_colnames())
+            except (OSError, KeyError, ValueError, AttributeError) as exc:
+                raise InvalidLightCurveError(file, "no_rate_extension", clean(exc)) from None
 
+            def read(wanted):  # one column at a time, by name: no reliance on the order cfitsio returns
+                return {n: hdu.read_column(n) for n in wanted}
 
-def _read_fitsio_table(file: str, fits: fitsio.FITS, fracexp_min: float) -> LightCurve:
-    with fits:
-        try:
-            hdu = fits["RATE"]
-        except (OSError, KeyError, ValueError) as exc:
-            raise InvalidLightCurveError(file, "no_rate_extension", _short(exc))
-        try:
-            table = _Table(hdu.read_header(), set(hdu.get_colnames()), hdu.get_nrows(),
-                           lambda names: hdu.read(columns=names), lambda: fits[0].read_header())
-            return _validate(file, table, fracexp_min)
-        except InvalidLightCurveError:
-            raise
-        except (OSError, ValueError) as exc:
-            raise InvalidLightCurveError(file, "unreadable", _short(exc))
+            try:
+                table = _Table(hdu.read_header(), names, hdu.get_nrows(), read, lambda: fits[0].read_header())
+                return _validate(file, table, fracexp_min)
+            except InvalidLightCurveError:
+                raise
+            except (OSError, ValueError) as exc:
+                raise InvalidLightCurveError(file, "unreadable", clean(exc)) from None
 
 
 def _validate(file: str, table: _Table, fracexp_min: float) -> LightCurve:
-    header, names = table.header, table.names
-    object_name = str(header.get("OBJECT", "") or "").strip()
+    header = table.header
+    object_name = _text(header.get("OBJECT", ""))
     source_id = object_name or source_id_from_name(file)
 
     def reject(code: str, detail: str) -> InvalidLightCurveError:
         return InvalidLightCurveError(file, code, detail, source_id=source_id)
 
+    flavour, err_cols = _flavour(table, reject)
+    values = _header_values(table, reject)
+    columns, n_rows = _rows(table, flavour, err_cols, values, fracexp_min, reject)
+    return LightCurve(source_id=source_id, file=file, flavour=flavour, e_min=values["e_min"], e_max=values["e_max"],
+                      ra=values["ra"], dec=values["dec"], columns=columns, n_rows_file=n_rows,
+                      mjdref=values["mjdref"], timesys=values["timesys"])
+
+
+def _flavour(table: _Table, reject) -> tuple[str, tuple[str, ...]]:
+    """``rebinned`` (RATE_ERRM/RATE_ERRP) or ``srctool`` (RATE_ERR), and the error columns; checks columns."""
+    names = table.names
     if {"RATE_ERRM", "RATE_ERRP"} <= names:
         flavour, err_cols = "rebinned", ("RATE_ERRM", "RATE_ERRP")
     elif "RATE_ERR" in names:
@@ -188,34 +302,62 @@ def _validate(file: str, table: _Table, fracexp_min: float) -> LightCurve:
     else:
         raise reject("missing_columns", "neither RATE_ERR nor RATE_ERRM/RATE_ERRP")
     missing = [c for c in _COMMON if c not in names]
-    has_timedel_col = "TIMEDEL" in names
-    if not has_timedel_col and "TIMEDEL" not in header:
+    if "TIMEDEL" not in names and "TIMEDEL" not in table.header:
         missing.append("TIMEDEL")
     if missing:
         raise reject("missing_columns", ", ".join(missing))
+    return flavour, err_cols
 
-    e_min, e_max = _band_edges(header)
+
+def _header_values(table: _Table, reject) -> dict:
+    """Band edges, position and time reference from the header, each checked before use."""
+    header = table.header
+    e_min, e_max = _band_edges(header, reject)
     if e_min is None:  # some writers put the band keywords in the primary header only
-        e_min, e_max = _band_edges(table.primary_header())
+        e_min, e_max = _band_edges(table.primary_header(), reject)
     if e_min is None:
         raise reject("missing_band_edges", "no E_MIN1/E_MAX1 in the RATE or primary header")
+    if not (np.all(np.isfinite(e_min)) and np.all(np.isfinite(e_max)) and np.all(e_min >= 0) and np.all(e_min < e_max)):
+        edges = ", ".join(f"{a:g}-{b:g}" for a, b in zip(e_min, e_max))
+        raise reject("bad_band_edges", f"bands [{edges}] keV: each needs finite 0 <= E_MIN < E_MAX")
+    ra = _number(header, "RA_OBJ", reject, np.nan)
+    dec = _number(header, "DEC_OBJ", reject, np.nan)
+    if np.isfinite(ra) and not 0.0 <= ra <= 360.0 or np.isfinite(dec) and not -90.0 <= dec <= 90.0:
+        raise reject("bad_keyword", f"position RA_OBJ = {ra}, DEC_OBJ = {dec} outside [0, 360] x [-90, 90] deg")
+    if "MJDREF" in header:
+        mjdref = _number(header, "MJDREF", reject, np.nan)
+    else:
+        mjdref = _number(header, "MJDREFI", reject, np.nan) + _number(header, "MJDREFF", reject, 0.0)
+    unit = _text(header.get("TIMEUNIT", "s")).lower() or "s"
+    if unit != "s":
+        raise reject("bad_keyword", f"TIMEUNIT = {unit!r}: only seconds are supported")
+    return {"e_min": e_min, "e_max": e_max, "ra": ra, "dec": dec, "mjdref": mjdref,
+            "timesys": _text(header.get("TIMESYS", "")).upper(), "timezero": _number(header, "TIMEZERO", reject, 0.0)}
 
-    n_rows = table.n_rows
+
+def _rows(table: _Table, flavour: str, err_cols: tuple[str, ...], values: dict, fracexp_min: float, reject) -> tuple[dict, int]:
+    """Read the needed columns, check shapes, times and rates, and keep the exposed rows."""
+    header, n_rows = table.header, table.n_rows
     if n_rows == 0:
         raise reject("no_rows", "RATE table has zero rows")
-    wanted = list(_COMMON) + list(err_cols) + (["TIMEDEL"] if has_timedel_col else [])
-    data = table.read(wanted)
-
-    n_bands = e_min.shape[0]
+    has_timedel_col = "TIMEDEL" in table.names
+    data = table.read(list(_COMMON) + list(err_cols) + (["TIMEDEL"] if has_timedel_col else []))
+    n_bands = values["e_min"].shape[0]
     for name in _BANDED + err_cols:
         shape = data[name].shape
         if len(shape) == 1:
             raise reject("single_band", f"{name} is 1-D")
-        if shape[1] != n_bands:
-            raise reject("band_mismatch", f"{name} has {shape[1]} bands, header E_MIN/E_MAX give {n_bands}")
+        if len(shape) != 2 or shape[1] != n_bands:
+            raise reject("band_mismatch", f"{name} has shape {shape[1:]}, header E_MIN/E_MAX give {n_bands} bands")
+    for name in ("TIME", "BACKRATIO") + (("TIMEDEL",) if has_timedel_col else ()):
+        if data[name].ndim != 1:
+            raise reject("band_mismatch", f"{name} has shape {data[name].shape[1:]}, expected one value per row")
 
-    time = data["TIME"].astype("f8")
-    timedel = data["TIMEDEL"].astype("f8") if has_timedel_col else np.full(n_rows, float(header["TIMEDEL"]))
+    time = data["TIME"].astype("f8") + values["timezero"]
+    if has_timedel_col:
+        timedel = data["TIMEDEL"].astype("f8")
+    else:
+        timedel = np.full(n_rows, _number(header, "TIMEDEL", reject, np.nan))
     if not np.all(np.isfinite(timedel) & (timedel > 0)):
         raise reject("bad_timedel", f"min TIMEDEL {np.nanmin(timedel) if np.isfinite(timedel).any() else 'NaN'}")
     if not (np.all(np.isfinite(time)) and np.all(np.diff(time) > 0)):
@@ -248,7 +390,6 @@ def _validate(file: str, table: _Table, fracexp_min: float) -> LightCurve:
             with np.errstate(divide="ignore", invalid="ignore"):
                 errm[missing_err] = (lo / exposure)[missing_err]
                 errp[missing_err] = (hi / exposure)[missing_err]
-
     columns = {
         "time": time[keep],
         "timedel": timedel_k,
@@ -260,17 +401,7 @@ def _validate(file: str, table: _Table, fracexp_min: float) -> LightCurve:
         "fracexp": fracexp_k,
         "backratio": data["BACKRATIO"][keep].astype("f8"),
     }
-    return LightCurve(
-        source_id=source_id,
-        file=file,
-        flavour=flavour,
-        e_min=e_min,
-        e_max=e_max,
-        ra=float(header.get("RA_OBJ", np.nan)),
-        dec=float(header.get("DEC_OBJ", np.nan)),
-        columns=columns,
-        n_rows_file=int(n_rows),
-    )
+    return columns, int(n_rows)
 
 
 def gehrels_errors(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -287,11 +418,25 @@ def gehrels_errors(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lower, upper
 
 
-def _band_edges(header) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _text(value) -> str:
+    return str(value if value is not None else "").strip()
+
+
+def _number(header, key: str, reject, default: float) -> float:
+    """A numeric keyword as float (``default`` when absent); ``bad_keyword`` when text or empty."""
+    if key not in header:
+        return default
+    value = header[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise reject("bad_keyword", f"{key} = {value!r} is not a number")
+    return float(value)
+
+
+def _band_edges(header, reject) -> tuple[np.ndarray | None, np.ndarray | None]:
     lo, hi, i = [], [], 1
     while f"E_MIN{i}" in header and f"E_MAX{i}" in header:
-        lo.append(float(header[f"E_MIN{i}"]))
-        hi.append(float(header[f"E_MAX{i}"]))
+        lo.append(_number(header, f"E_MIN{i}", reject, np.nan))
+        hi.append(_number(header, f"E_MAX{i}", reject, np.nan))
         i += 1
     if not lo:
         return None, None

@@ -25,8 +25,14 @@ from etl.catalog import STATUS_OK, catalog_url, read_catalog
 from etl.errors import SchemaVersionError, SourceNotFoundError, StoreError
 from etl.lightcurve import POINT_COLUMNS, LightCurve
 
-SCHEMA_VERSION = 1
+#: 2: time reference columns in the catalog (mjdref, timesys, mjd_start, mjd_stop), units on
+#: the arrays, band edges as coordinate arrays, append-only shards. Version 1 stores are read
+#: as they are (the new catalog columns read as null) and upgraded by the next ingest.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 POINTS_GROUP = "points"
+#: Coordinate arrays of the band dimension in the points group (keV).
+BAND_ARRAYS = ("e_min", "e_max")
 DEFAULT_CACHE_BYTES = 256 * 2**20
 
 
@@ -151,8 +157,8 @@ class LightCurveStore:
         version = attrs.get("schema_version")
         if version is None:
             raise StoreError(self.url, "Zarr group has no schema_version attribute: not a light-curve store")
-        if int(version) != SCHEMA_VERSION:
-            raise SchemaVersionError(self.url, f"schema version {version}, this code reads {SCHEMA_VERSION}")
+        if int(version) not in READABLE_VERSIONS:
+            raise SchemaVersionError(self.url, f"schema version {version}, this code reads {', '.join(map(str, READABLE_VERSIONS))}")
         self.attrs = attrs
         bands = attrs.get("bands") or {}
         self.e_min = np.asarray(bands.get("e_min", []), dtype="f8")
@@ -232,6 +238,8 @@ class LightCurveStore:
             dec=row["dec"],
             columns=batch[0],
             n_rows_file=row["n_rows_file"],
+            mjdref=row["mjdref"] if row["mjdref"] is not None else float("nan"),
+            timesys=row["timesys"] or "",
         )
 
     def read_many(self, source_ids: Sequence[str], columns: Sequence[str] | None = None) -> LightCurveBatch:

@@ -1,11 +1,15 @@
 """Write side of the store: create the Zarr group, append points, never touch committed data.
 
-Points are appended after the committed end (the largest ``offset + n_points`` of the
-catalog's ok rows). Zarr's local store writes every shard through a temporary file and a
-rename, and object stores PUT whole objects, so a killed writer leaves each shard either old
-or new; the old shard holds all committed points, the new one holds them too. What lies past
-the committed end is invisible until the catalog that points at it is committed, and the
-next ingest simply writes over it.
+Append-only shards: every commit starts writing at the first *shard* boundary at or after the
+committed end (the largest ``offset + n_points`` of the catalog's ok rows), so a shard that
+holds committed points is never written again. Readers therefore never see a shard change
+under them (zarr reads a shard's index and its chunks with separate reads; a shard replaced
+between the two once made concurrent readers fail to decompress), and a writer killed at any
+moment cannot damage committed points. The gap a commit leaves at the end of a shard costs no
+disk: chunks that were never written are not stored and read back as the fill value. What
+lies past the committed end is invisible until the catalog that points at it is committed,
+and the next ingest simply writes over it (zarr writes each shard to a temporary file and
+renames it; object stores PUT whole objects).
 
 Shape legend: P = points, B = bands.
 """
@@ -21,8 +25,8 @@ from zarr.codecs import BloscCodec
 
 from etl import __version__
 from etl.errors import StoreError
-from etl.lightcurve import POINT_COLUMNS
-from etl.store import POINTS_GROUP, SCHEMA_VERSION, is_url
+from etl.lightcurve import POINT_COLUMNS, POINT_DESCRIPTIONS, POINT_UNITS
+from etl.store import BAND_ARRAYS, POINTS_GROUP, READABLE_VERSIONS, SCHEMA_VERSION, is_url
 
 #: Points per chunk (the unit of reading and decoding) and per shard (the unit of writing: one
 #: file or object). 16384 points of a banded float32 column decode to 192 KiB.
@@ -66,15 +70,42 @@ class StoreWriter:
                 "bands": None,
             }
             self.group.attrs.update(attrs)
-        elif int(attrs.get("schema_version", -1)) != SCHEMA_VERSION:
+        elif int(attrs.get("schema_version", -1)) not in READABLE_VERSIONS:
             raise StoreError(url, f"store has schema version {attrs.get('schema_version')}, this code writes {SCHEMA_VERSION}")
-        elif abs(float(attrs["fracexp_min"]) - float(fracexp_min)) > 1e-12:
+        elif not abs(float(attrs["fracexp_min"]) - float(fracexp_min)) <= 1e-12:
             raise StoreError(url, f"store was built with fracexp_min={attrs['fracexp_min']}, not {fracexp_min}; use a new store")
         self.attrs = attrs
         self.arrays: dict[str, zarr.Array] = {}
         if POINTS_GROUP in self.group:
             points = self.group[POINTS_GROUP]
             self.arrays = {name: points[name] for name in POINT_COLUMNS}
+        if int(attrs["schema_version"]) < SCHEMA_VERSION:
+            self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Version 1 -> 2: units, band coordinate arrays (points and catalog rows stay as they are)."""
+        for name, arr in self.arrays.items():
+            extra = {"units": POINT_UNITS[name], "long_name": POINT_DESCRIPTIONS[name]}
+            if arr.ndim == 2:
+                extra["coordinates"] = " ".join(BAND_ARRAYS)
+            arr.attrs.update(extra)
+        if self.bands is not None:
+            self._write_band_arrays(self.attrs["bands"])
+        self.group.attrs["schema_version"] = SCHEMA_VERSION
+        self.attrs["schema_version"] = SCHEMA_VERSION
+
+    def _write_band_arrays(self, bands: dict) -> None:
+        points = self.group.require_group(POINTS_GROUP)
+        for name in BAND_ARRAYS:
+            values = np.asarray(bands[name], dtype="f8")
+            edge = points.create_array(name, shape=values.shape, dtype="f8", dimension_names=("band",), overwrite=True,
+                                       attributes={"units": "keV", "long_name": f"band {'lower' if name == 'e_min' else 'upper'} edge"})
+            edge[:] = values
+
+    def append_start(self, end: int) -> int:
+        """Where the next commit writes: the first shard boundary at or after ``end``."""
+        shard = int(self.attrs["shard_points"])
+        return -(-int(end) // shard) * shard
 
     @property
     def bands(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -95,6 +126,9 @@ class StoreWriter:
         chunk, shard = int(self.attrs["chunk_points"]), int(self.attrs["shard_points"])
         for name, (dtype, banded) in POINT_COLUMNS.items():
             shape = (0, n_bands) if banded else (0,)
+            attributes = {"units": POINT_UNITS[name], "long_name": POINT_DESCRIPTIONS[name]}
+            if banded:  # CF: the band edges are coordinates of every banded array
+                attributes["coordinates"] = " ".join(BAND_ARRAYS)
             self.arrays[name] = points.create_array(
                 name,
                 shape=shape,
@@ -104,8 +138,10 @@ class StoreWriter:
                 fill_value=np.nan,
                 compressors=compressor,
                 dimension_names=("point", "band") if banded else ("point",),
+                attributes=attributes,
                 overwrite=True,
             )
+        self._write_band_arrays(bands)
         # Attributes last: a store with bands set always has its arrays.
         self.group.attrs["bands"] = bands
         self.attrs["bands"] = bands
@@ -119,15 +155,25 @@ class StoreWriter:
             The committed end (nothing visible lies at or after it).
         columns : dict of str to ndarray
             Every column of :data:`POINT_COLUMNS`, shape (P,) or (P, B).
+
+        Raises
+        ------
+        StoreError
+            When the file system refuses the write (disk full, quota, read-only): nothing
+            committed is touched, and the message says so.
         """
         n = len(columns["time"])
         end = start + n
         if n == 0:
             return end
-        for name, arr in self.arrays.items():
-            if arr.shape[0] < end:
-                arr.resize((end,) + arr.shape[1:])
-            arr[start:end] = columns[name]
+        try:
+            for name, arr in self.arrays.items():
+                if arr.shape[0] < end:
+                    arr.resize((end,) + arr.shape[1:])
+                arr[start:end] = columns[name]
+        except OSError as exc:
+            raise StoreError(self.url, f"cannot write points ({exc.strerror or exc}); nothing committed was lost, "
+                                       "free space and re-run to finish") from None
         return end
 
 

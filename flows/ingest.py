@@ -14,7 +14,8 @@ import fsspec
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from etl.ingest import IngestSummary, ParsedBatch, in_order, ingest, parse_batch
+from etl.ingest import BATCH_SIZE, IngestSummary, ParsedBatch, check_options, in_order, ingest, parse_batch
+from etl.lightcurve import FRACEXP_MIN
 from flows.runners import RunnerKind, make_task_runner
 
 MAX_REJECTED_IN_ARTIFACT = 200
@@ -70,8 +71,8 @@ def summary_markdown(summary: IngestSummary) -> str:
 def ingest_fits(
     archive: str,
     store: str,
-    batch_size: int = 500,
-    fracexp_min: float = 0.1,
+    batch_size: int = BATCH_SIZE,
+    fracexp_min: float = FRACEXP_MIN,
     task_runner: RunnerKind = "threads",
     workers: int = 2,
     dask_address: str | None = None,
@@ -104,8 +105,7 @@ def ingest_fits(
         discovered, ingested, unchanged, rejected, points, seconds, store, rejected_files.
     """
     logger = get_run_logger()
-    if batch_size < 1 or workers < 1:
-        raise ValueError("batch_size and workers must be >= 1")
+    check_options(workers=workers, batch_size=batch_size, fracexp_min=fracexp_min)
     check_paths(archive, store, storage_options)
 
     def progress(summary: IngestSummary) -> None:

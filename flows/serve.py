@@ -28,6 +28,8 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
+from etl.lifeline import set_parent_death_signal
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_API = "http://127.0.0.1:4200/api"
 CRASH_AUTOMATION = "crash-runs-without-heartbeat"
@@ -61,7 +63,10 @@ def start_server(api_url: str, home: Path, timeout: float = 180.0) -> subprocess
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "server.log", "ab")
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(parsed.port or 4200)]
-    proc = subprocess.Popen(cmd, env=server_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # Its own session (Ctrl-C in the terminal reaches this process only, which stops it in
+    # order), and SIGTERM from the kernel if this process dies, even by kill -9.
+    proc = subprocess.Popen(cmd, env=server_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: set_parent_death_signal(signal.SIGTERM))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

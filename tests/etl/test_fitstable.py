@@ -56,22 +56,68 @@ def test_quotes_and_exponents():
     assert fitstable._parse_value("                   F") is False
 
 
-def test_scaled_column_falls_back_to_cfitsio(tmp_path, rebinned_archive):
-    # A TZERO-scaled unsigned COUNTS column: outside the fast path, cfitsio applies the scaling.
+def _with_column(src, path, name, **column_kw):
+    """Copy of ``src`` with column ``name`` rewritten by astropy (scaling keywords and all)."""
+    with fits.open(src) as hdul:
+        cols = [c if c.name != name else fits.Column(name=name, **column_kw) for c in hdul["RATE"].columns]
+        table = fits.BinTableHDU.from_columns(cols, header=hdul["RATE"].header)
+        fits.HDUList([fits.PrimaryHDU(), table]).writeto(path)
+    return path
+
+
+def test_scaled_columns_are_read_in_memory(tmp_path, rebinned_archive):
+    # A TZERO-scaled unsigned COUNTS column (the FITS unsigned-integer convention).
     truth = pl.read_parquet(rebinned_archive / "truth.parquet").filter(pl.col("expected") == "ok")
     src = rebinned_archive / truth["file"][0]
-    with fits.open(src) as hdul:
-        cols = [c if c.name != "COUNTS" else fits.Column(name="COUNTS", format="3I", bzero=32768,
-                array=np.asarray(hdul[1].data["COUNTS"]).astype("u2")) for c in hdul[1].columns]
-        table = fits.BinTableHDU.from_columns(cols, header=hdul[1].header)
-        path = tmp_path / "scaled.fits"
-        fits.HDUList([fits.PrimaryHDU(), table]).writeto(path)
+    counts = np.asarray(fits.getdata(src, "RATE")["COUNTS"])
+    path = _with_column(src, tmp_path / "scaled.fits", "COUNTS", format="3I", bzero=32768, array=counts.astype("u2"))
     data = path.read_bytes()
-    _, header, _ = fitstable.find_extension(data, "RATE")
-    with pytest.raises(fitstable.Unsupported):
-        fitstable.table_dtype(header)
+    _, header, start = fitstable.find_extension(data, "RATE")
+    rows = fitstable.read_rows(data, header, start)
+    np.testing.assert_array_equal(fitstable.column(rows, "COUNTS", fitstable.column_scaling(header)), counts)
+    before = dict(reader.FALLBACKS)
     lc = read_lightcurve(path)
+    assert reader.FALLBACKS == before  # no detour through cfitsio
     np.testing.assert_array_equal(lc.counts, read_lightcurve(src).counts)
+
+
+def _astropy_columns(path):
+    with fits.open(path) as hdul:
+        data = hdul["RATE"].data
+        keep = np.nanmax(np.asarray(data["FRACEXP"]), axis=1) >= 0.1
+        return {name: np.asarray(data[name])[keep] for name in data.columns.names}
+
+
+@pytest.mark.parametrize("keyword, value", [("TSCAL", 2.0), ("TZERO", 5.0), ("TSCAL", 0.5)])
+def test_tscal_tzero_on_real_file_match_astropy(tmp_path, real_files, keyword, value):
+    """Issue 9.10: TSCAL3 = 2.0 on COUNTS once sent a real file to a path that shuffled every column."""
+    raw = gzip.decompress(real_files[2].read_bytes())
+    _, header, _ = fitstable.find_extension(raw, "RATE")
+    index = next(i for i in range(1, header["TFIELDS"] + 1) if header[f"TTYPE{i}"].strip() == "COUNTS")
+    with fits.open(real_files[2]) as hdul:
+        hdul["RATE"].header[f"{keyword}{index}"] = value  # the stored integers stay, their meaning changes
+        path = tmp_path / "scaled.fits"
+        hdul.writeto(path, output_verify="silentfix")
+    ref = _astropy_columns(path)
+    lc = read_lightcurve(path)
+    assert lc.n_points == len(ref["TIME"]) == 31
+    np.testing.assert_array_equal(lc.counts, ref["COUNTS"].astype("f4"))
+    np.testing.assert_array_equal(lc.rate_errm, ref["RATE_ERR"])
+    np.testing.assert_array_equal(lc.back_counts, ref["BACK_COUNTS"])
+    np.testing.assert_array_equal(lc.time, ref["TIME"])
+
+
+def test_tzero_on_float_column_is_exact(tmp_path, real_files):
+    """A TZERO on a float column is applied in float64, not one float step off."""
+    raw = gzip.decompress(real_files[2].read_bytes())
+    _, header, _ = fitstable.find_extension(raw, "RATE")
+    index = next(i for i in range(1, header["TFIELDS"] + 1) if header[f"TTYPE{i}"].strip() == "TIME")
+    with fits.open(real_files[2]) as hdul:
+        hdul["RATE"].header[f"TZERO{index}"] = 1000.0
+        path = tmp_path / "tzero.fits"
+        hdul.writeto(path, output_verify="silentfix")
+    ref = _astropy_columns(path)
+    np.testing.assert_array_equal(read_lightcurve(path).time, ref["TIME"])
 
 
 def test_truncated_table_is_unreadable(tmp_path, real_files):

@@ -101,7 +101,7 @@ def test_catalog_is_plain_parquet(store):
     assert (ok["t_stop"] > ok["t_start"]).all()
     assert ok["offset"].is_unique().all()
     attrs = dict(zarr.open_group(store.url, mode="r").attrs)
-    assert attrs["schema_version"] == 1 and attrs["bands"]["e_min"] == [0.2, 0.6, 2.3]
+    assert attrs["schema_version"] == 2 and attrs["bands"]["e_min"] == [0.2, 0.6, 2.3]
     assert attrs["builder"].startswith("etl ")
 
 
@@ -125,3 +125,32 @@ def test_open_errors(tmp_path):
     g.attrs["schema_version"] = 99
     with pytest.raises(SchemaVersionError, match="99"):
         open_store(tmp_path / "other")
+
+
+def test_times_carry_their_reference(real_files, tmp_path):
+    """Issue 9.6: MJDREF/TIMESYS per source, LightCurve.mjd, units and band coordinates in Zarr."""
+    import shutil
+
+    import xarray as xr
+    from astropy.io import fits
+    from astropy.time import Time
+
+    archive = tmp_path / "a"
+    archive.mkdir()
+    shutil.copy(real_files[2], archive)
+    ingest(archive, tmp_path / "s", progress=False)
+    store = open_store(tmp_path / "s")
+    row = store.catalog().collect().row(0, named=True)
+    header = fits.getheader(real_files[2], "RATE")
+    assert row["mjdref"] == header["MJDREF"] == 51543.875 and row["timesys"] == "TT"
+    lc = store.read(row["source_id"])
+    expected = Time(header["MJDREF"], format="mjd", scale="tt") + np.asarray(lc.time) * __import__("astropy.units").units.s
+    np.testing.assert_allclose(lc.mjd, expected.mjd, rtol=0, atol=1e-9)
+    assert row["mjd_start"] == pytest.approx(lc.mjd[0], abs=1e-9)
+    assert Time(lc.mjd[0], format="mjd", scale=lc.timesys.lower()).utc.isot.startswith("2019-11-0")
+    ds = xr.open_zarr(str(tmp_path / "s"), group="points", consolidated=False)
+    assert ds["rate"].attrs["units"] == "ct/s" and ds["time"].attrs["units"] == "s"
+    assert ds["rate"].dims == ("point", "band")
+    np.testing.assert_array_equal(ds["e_min"].values, [0.2, 0.2, 2.3])
+    assert "e_min" in ds["rate"].coords and "e_max" in ds["counts"].coords
+    np.testing.assert_array_equal(ds["rate"].values[: lc.n_points], lc.rate)
