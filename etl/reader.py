@@ -36,7 +36,7 @@ REJECT_CODES: dict[str, str] = {
     "no_rate_extension": "no binary-table extension named RATE",
     "missing_columns": "a required column is missing",
     "missing_band_edges": "no E_MIN{i}/E_MAX{i} keywords",
-    "single_band": "per-band columns are 1-D (one band only)",
+    "single_band": "per-band columns are 1-D while the header gives several bands",
     "band_mismatch": "band columns disagree with each other, the header or the store",
     "no_rows": "the RATE table has zero rows",
     "bad_timedel": "TIMEDEL is zero, negative or not finite",
@@ -345,8 +345,11 @@ def _rows(table: _Table, flavour: str, err_cols: tuple[str, ...], values: dict, 
     n_bands = values["e_min"].shape[0]
     for name in _BANDED + err_cols:
         shape = data[name].shape
+        if len(shape) == 1 and n_bands == 1:  # a one-band file may store plain (not vector) columns
+            data[name] = data[name][:, None]
+            continue
         if len(shape) == 1:
-            raise reject("single_band", f"{name} is 1-D")
+            raise reject("single_band", f"{name} is 1-D, the header gives {n_bands} bands")
         if len(shape) != 2 or shape[1] != n_bands:
             raise reject("band_mismatch", f"{name} has shape {shape[1:]}, header E_MIN/E_MAX give {n_bands} bands")
     for name in ("TIME", "BACKRATIO") + (("TIMEDEL",) if has_timedel_col else ()):

@@ -304,9 +304,8 @@ def _write_bad(out: Path, kind: str, j: int, rng: np.random.Generator, good_rows
             extname = "EVENTS"
         elif kind == "missing_columns":
             cols.pop("RATE")
-        elif kind == "single_band":
+        elif kind == "single_band":  # 1-D band columns under a 3-band header
             cols = {k: (v[:, 0] if v.ndim == 2 else v) for k, v in cols.items()}
-            header = [c for c in header if c[0] not in ("E_MIN2", "E_MAX2", "E_MIN3", "E_MAX3")]
         elif kind == "all_nan_rates":
             cols["RATE"][:] = np.nan
         elif kind == "no_rows":

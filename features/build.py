@@ -13,20 +13,19 @@ n_values, n_steps, split), scoring every source with
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import h5py
 import light_curve
 import polars as pl
 
 from etl.errors import EtlError
 from features.featurestore import as_store, catalog_hash, file_hash, find_version, write_feature_set
 from features.variability import MIN_POINTS, extract_variability
+from training.checkpoint import CheckpointError, read_checkpoint_info  # the format owner; imports no torch
 
 FEATURES_VERSION = 1  # bump when the definitions in features/variability.py change
 
@@ -43,9 +42,8 @@ def build_variability(store, min_points: int = MIN_POINTS, n_jobs: int = 2, prog
 
 
 def checkpoint_config(checkpoint: str) -> dict:
-    """The training config stored in a checkpoint (read with h5py, no torch)."""
-    with h5py.File(checkpoint, "r") as f:
-        return json.loads(f.attrs["config"])
+    """The training config stored in a checkpoint (the checkpoint module's reader: no torch, checksums verified)."""
+    return read_checkpoint_info(checkpoint)["config"]
 
 
 def build_model_features(store, checkpoint: str, progress: bool = True) -> list[tuple[dict, bool]]:
@@ -84,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             if not Path(args.checkpoint).is_file():
                 raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
             results += build_model_features(store, args.checkpoint)
-    except (EtlError, FileNotFoundError, RuntimeError, OSError) as exc:
+    except (EtlError, CheckpointError, FileNotFoundError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for meta, created in results:

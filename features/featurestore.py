@@ -5,6 +5,10 @@ Layout (``STORE`` is the store's path or URL)::
     STORE/features/<name>/v0001/data.parquet   source_id + feature columns
     STORE/features/<name>/v0001/meta.json      name, version, created, rows, columns, lineage
 
+``meta.json`` names its data file relative to its own folder (``"path": "data.parquet"``), and
+readers resolve it against the store's URL as opened, so a store can be read from any
+working directory, moved, copied or served from object storage.
+
 A set's *lineage* says what it was computed from: the catalog snapshot (a hash of every ok
 row's source id, content hash and location) for the classical set; the checkpoint file, its
 content hash and its training config too for model-derived sets. Building a set whose lineage
@@ -25,6 +29,7 @@ import xxhash
 from etl.store import LightCurveStore, open_store
 
 FEATURES_DIR = "features"
+DATA_FILE = "data.parquet"
 
 
 class FeatureSetError(LookupError):
@@ -71,7 +76,11 @@ def _versions(store: LightCurveStore, name: str) -> list[dict]:
         meta_path = f"{entry}/meta.json"
         if fs.exists(meta_path):
             with fs.open(meta_path, "r") as fh:
-                metas.append(json.load(fh))
+                meta = json.load(fh)
+            # the data file sits beside meta.json; older sets stored a path relative to the
+            # working directory of their build, which is ignored
+            meta["path"] = f"{base}/v{int(meta['version']):04d}/{DATA_FILE}"
+            metas.append(meta)
     return sorted(metas, key=lambda m: m["version"])
 
 
@@ -101,11 +110,11 @@ def write_feature_set(store: LightCurveStore | str, name: str, frame: pl.DataFra
     directory = f"{_root(store)}/{name}/v{version:04d}"
     fs, path = _fs(store, directory)
     fs.makedirs(path, exist_ok=True)
-    with fs.open(f"{path}/data.parquet", "wb") as fh:
+    with fs.open(f"{path}/{DATA_FILE}", "wb") as fh:
         frame.sort("source_id").write_parquet(fh, compression="zstd")
     meta = {"name": name, "version": version, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "rows": frame.height, "columns": [c for c in frame.columns if c != "source_id"], "lineage": lineage,
-            "path": f"{directory}/data.parquet"}
+            "path": DATA_FILE}
     # meta.json last: a version without it (a killed build) is invisible and gets overwritten.
     with fs.open(f"{path}/meta.json", "w") as fh:
         json.dump(meta, fh, indent=2)

@@ -8,19 +8,19 @@ from prefect import flow, task
 
 
 @task(name="fit-gru-vae")
-def fit_task(argv: list[str]) -> dict:
-    from training.fit import Trainer, resolve
+def fit_task(values: dict) -> dict:
+    """Train with a config built from ``values`` (TrainConfig keys), resuming when asked."""
+    from training.config import config_from_values
+    from training.fit import Trainer, resolve_config
 
-    cfg, resume_from = resolve(argv)
+    cfg, resume_from = resolve_config(config_from_values(values), lambda saved: config_from_values({**saved, **values}))
     return Trainer(cfg, resume_from).fit()
 
 
 @flow(name="train-vae", log_prints=True)
 def train_vae(store: str, epochs: int = 2, run_dir: str | None = None, options: dict[str, Any] | None = None) -> dict:
     """Train the GRU-VAE on ``store``; ``options`` holds any other training.fit key (``{"lr": 1e-3}``)."""
-    argv = ["--store", store, "--epochs", str(epochs), "--no-progress"]
+    values = {"store": store, "epochs": epochs, "progress": False, **(options or {})}
     if run_dir:
-        argv += ["--run-dir", run_dir]
-    for key, value in (options or {}).items():
-        argv += [f"--{key}", str(value)]
-    return fit_task(argv)
+        values["run_dir"] = run_dir
+    return fit_task(values)

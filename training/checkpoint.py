@@ -2,16 +2,22 @@
 
 No pickles: every tensor is a dataset, everything else JSON in attributes, so a checkpoint is
 readable from any HDF5 tool. Files are written to a temporary name and renamed, so a crash
-never leaves a half-written checkpoint under the real name.
+never leaves a half-written checkpoint under the real name. Every dataset carries the xxh3-64
+checksum of its bytes (attribute ``xxh3``) and the file's attributes one of the JSON texts, so
+a flipped bit anywhere in the weights, optimizer state or config is refused on load instead
+of being trained or scored with.
+
+This module owns the format. Reading the metadata (:func:`read_checkpoint_info`) needs no torch,
+so the torch-free ``features`` package reads checkpoints through it too.
 
 Layout::
 
     /attrs: format, format_version, config (JSON), architecture (JSON), epoch, step,
-            best_val, wandb_id
-    /model/<parameter name>                     float arrays
+            best_val, wandb_id, meta_xxh3
+    /model/<parameter name>                     float arrays  (attrs: xxh3)
     /optimizer/attrs: param_groups (JSON)
-    /optimizer/state/<param index>/<key>        e.g. step, exp_avg, exp_avg_sq
-    /rng/torch_cpu, /rng/torch_cuda_<i>         uint8 generator states
+    /optimizer/state/<param index>/<key>        e.g. step, exp_avg, exp_avg_sq  (attrs: xxh3)
+    /rng/torch_cpu, /rng/torch_cuda_<i>         uint8 generator states  (attrs: xxh3)
 """
 
 from __future__ import annotations
@@ -24,10 +30,13 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
+import xxhash
 
 FORMAT = "erosita-lcvae-checkpoint"
-FORMAT_VERSION = 1
+#: 2: checksums. Version 1 files (no checksums) are still read.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+_META_KEYS = ("config", "architecture", "epoch", "step", "best_val", "wandb_id")
 
 
 class CheckpointError(Exception):
@@ -48,15 +57,39 @@ class Checkpoint:
     epoch: int
     step: int
     best_val: float
-    model_state: dict[str, torch.Tensor]
+    model_state: dict  # name -> torch.Tensor
     optimizer_state: dict
-    rng: dict[str, torch.Tensor] = field(default_factory=dict)
+    rng: dict = field(default_factory=dict)  # name -> torch.Tensor (uint8)
     wandb_id: str = ""
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: dict,
+def _digest(array: np.ndarray) -> str:
+    return xxhash.xxh3_64_hexdigest(np.ascontiguousarray(array).tobytes())
+
+
+def _meta_digest(attrs) -> str:
+    return xxhash.xxh3_64_hexdigest("\n".join(str(attrs[k]) for k in _META_KEYS).encode())
+
+
+def _dataset(group, name: str, data: np.ndarray):
+    ds = group.create_dataset(name, data=data)
+    ds.attrs["xxh3"] = _digest(np.asarray(data))
+    return ds
+
+
+def _read(ds, path, version: int) -> np.ndarray:
+    """A dataset's array, its checksum verified (format 2)."""
+    array = np.array(ds)
+    if version >= 2 and ds.attrs.get("xxh3") != _digest(array):
+        raise CheckpointError(path, f"checksum mismatch in {ds.name}: the file is damaged; use another checkpoint")
+    return array
+
+
+def save_checkpoint(path: str | Path, model, optimizer, config: dict,
                     epoch: int, step: int, best_val: float, wandb_id: str = "") -> Path:
-    """Write a checkpoint atomically (temporary file, fsync, rename)."""
+    """Write a checkpoint atomically (temporary file, fsync, rename), every dataset checksummed."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
@@ -70,9 +103,10 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
             f.attrs["step"] = int(step)
             f.attrs["best_val"] = float(best_val)
             f.attrs["wandb_id"] = wandb_id
+            f.attrs["meta_xxh3"] = _meta_digest(f.attrs)
             weights = f.create_group("model")
             for name, tensor in model.state_dict().items():
-                weights.create_dataset(name, data=tensor.detach().cpu().numpy())
+                _dataset(weights, name, tensor.detach().cpu().numpy())
             opt = optimizer.state_dict()
             group = f.create_group("optimizer")
             group.attrs["param_groups"] = json.dumps(opt["param_groups"])
@@ -81,12 +115,12 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
                 entry = state.create_group(str(index))
                 for key, value in values.items():
                     data = value.detach().cpu().numpy() if torch.is_tensor(value) else np.asarray(value)
-                    entry.create_dataset(key, data=data)
+                    _dataset(entry, key, data)
             rng = f.create_group("rng")
-            rng.create_dataset("torch_cpu", data=torch.get_rng_state().numpy())
+            _dataset(rng, "torch_cpu", torch.get_rng_state().numpy())
             if torch.cuda.is_available():
                 for i, s in enumerate(torch.cuda.get_rng_state_all()):
-                    rng.create_dataset(f"torch_cuda_{i}", data=s.numpy())
+                    _dataset(rng, f"torch_cuda_{i}", s.numpy())
             f.flush()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -96,47 +130,73 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
     return path
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint file.
+def _open_checked(f, path) -> int:
+    """Check the format and the metadata checksum of an open file; return its format version."""
+    if f.attrs.get("format") != FORMAT:
+        raise CheckpointError(path, "not a GRU-VAE checkpoint of this project")
+    version = int(f.attrs["format_version"])
+    if version not in READABLE_VERSIONS:
+        raise CheckpointError(path, f"checkpoint format {version}, this code reads {READABLE_VERSIONS}")
+    if version >= 2 and f.attrs.get("meta_xxh3") != _meta_digest(f.attrs):
+        raise CheckpointError(path, "checksum mismatch in the config/counters: the file is damaged")
+    return version
+
+
+def read_checkpoint_info(path: str | Path) -> dict:
+    """Config, architecture and counters of a checkpoint, without torch (checksums verified).
+
+    Returns
+    -------
+    dict
+        ``config``, ``architecture`` (dicts), ``epoch``, ``step``, ``best_val``, ``wandb_id``.
 
     Raises
     ------
     CheckpointError
-        Missing file, not HDF5, or not a checkpoint of this project.
+        Missing, unreadable, not a checkpoint, or damaged.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "checkpoint file does not exist")
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT:
-                raise CheckpointError(path, "not a GRU-VAE checkpoint of this project")
-            if int(f.attrs["format_version"]) != FORMAT_VERSION:
-                raise CheckpointError(path, f"checkpoint format {f.attrs['format_version']}, this code reads {FORMAT_VERSION}")
-            model_state = {name: torch.from_numpy(np.array(ds)) for name, ds in f["model"].items()}
+            _open_checked(f, path)
+            return {"config": json.loads(f.attrs["config"]), "architecture": json.loads(f.attrs["architecture"]),
+                    "epoch": int(f.attrs["epoch"]), "step": int(f.attrs["step"]), "best_val": float(f.attrs["best_val"]),
+                    "wandb_id": str(f.attrs.get("wandb_id", ""))}
+    except (OSError, KeyError, ValueError) as exc:
+        raise CheckpointError(path, f"not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint file, verifying every checksum.
+
+    Raises
+    ------
+    CheckpointError
+        Missing file, not HDF5, not a checkpoint of this project, or damaged (checksums).
+    """
+    import torch
+
+    info = read_checkpoint_info(path)
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            version = _open_checked(f, path)
+            model_state = {name: torch.from_numpy(_read(ds, path, version)) for name, ds in f["model"].items()}
             state = {}
             for index, entry in f["optimizer/state"].items():
-                state[int(index)] = {key: torch.from_numpy(np.array(ds)) for key, ds in entry.items()}
+                state[int(index)] = {key: torch.from_numpy(_read(ds, path, version)) for key, ds in entry.items()}
             groups = json.loads(f["optimizer"].attrs["param_groups"])
-            rng = {name: torch.from_numpy(np.array(ds)) for name, ds in f["rng"].items()}
-            return Checkpoint(
-                path=str(path),
-                config=json.loads(f.attrs["config"]),
-                architecture=json.loads(f.attrs["architecture"]),
-                epoch=int(f.attrs["epoch"]),
-                step=int(f.attrs["step"]),
-                best_val=float(f.attrs["best_val"]),
-                model_state=model_state,
-                optimizer_state={"state": state, "param_groups": groups},
-                rng=rng,
-                wandb_id=str(f.attrs.get("wandb_id", "")),
-            )
-    except OSError as exc:
-        raise CheckpointError(path, f"not a readable HDF5 file ({exc})") from None
+            rng = {name: torch.from_numpy(_read(ds, path, version)) for name, ds in f["rng"].items()}
+    except (OSError, KeyError, ValueError) as exc:
+        raise CheckpointError(path, f"not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    return Checkpoint(path=str(path), config=info["config"], architecture=info["architecture"], epoch=info["epoch"],
+                      step=info["step"], best_val=info["best_val"], model_state=model_state,
+                      optimizer_state={"state": state, "param_groups": groups}, rng=rng, wandb_id=info["wandb_id"])
 
 
-def restore(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
-            rng: bool = True) -> None:
+def restore(checkpoint: Checkpoint, model, optimizer=None, rng: bool = True) -> None:
     """Load weights (and optimizer and RNG state) into live objects.
 
     Raises
@@ -144,6 +204,8 @@ def restore(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: torch.opt
     CheckpointError
         When the checkpoint's architecture differs from ``model``'s.
     """
+    import torch
+
     if checkpoint.architecture != model.architecture():
         raise CheckpointError(checkpoint.path, f"architecture {checkpoint.architecture} does not match the model's {model.architecture()}")
     model.load_state_dict(checkpoint.model_state)

@@ -1,17 +1,22 @@
 """Training configuration: defaults, an optional TOML file and ``--key value`` flags.
 
 Precedence: defaults < TOML file (``--config FILE``) < command-line flags. Keys are the field
-names of :class:`TrainConfig`; on the command line ``_`` may be written ``-``. An unknown key
-is an error with a "did you mean" suggestion. The config saved in the run directory and sent
-to wandb is the one used.
+names of :class:`TrainConfig`; on the command line they are written with ``-`` (``--batch-size``;
+``--batch_size`` is accepted too), booleans as ``--amp`` / ``--no-amp``. The command-line parser
+is argparse, built from the fields: each flag's help text is its field's ``help``, so
+``python -m training.fit --help`` always lists every knob with its default. An unknown key, on
+the command line or in the TOML file, is an error with a "did you mean" suggestion. The config
+saved in the run directory and sent to wandb is the one used.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
+import math
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 
@@ -19,53 +24,62 @@ class ConfigError(ValueError):
     """A configuration key or value is invalid."""
 
 
+def _knob(default, help: str):
+    """A config field with its help text (the command line's ``--help`` shows it)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     """Every knob of a training run (defaults: the seed pipeline's, unless noted)."""
 
-    store: str = ""  # store path or URL (required)
-    run_dir: str = ""  # default: runs/<UTC time stamp>
-    resume: str = ""  # run directory or checkpoint .h5 to continue
-    epochs: int = 12_000
-    batch_size: int = 32
-    lr: float = 1e-5
-    hidden: int = 64
-    layers: int = 2
-    dropout: float = 0.2
-    latent: int = 40
-    kld_coef: float = 0.001  # the seed logged 0.0035 but applied 0.001; 0.001 is used and logged
-    target: str = "rates"  # "rates": the 3 band rates; "all": all 9 input features
-    loss: str = "mse"  # "mse": the seed's squared error; "chi2": residuals divided by the rate errors (target rates)
-    max_len: int = 512  # cap on time steps per light curve (the seed cut at 20); longer ones are cut
-    min_len: int = 2  # sources with fewer points are left out
-    limit: int = 0  # train on a seeded random sample of this many sources (0: all; the seed used 16384)
-    seed: int = 0
-    num_workers: int = 0  # DataLoader worker processes (spawned)
-    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1"
-    amp: bool = False  # float16 autocast on CUDA (off: the seed-size GRU does too little arithmetic to gain); ignored on CPU
-    threads: int = 0  # CPU threads per process; 0: the fastest of 1, 2, 4, ... cores, timed at the start and saved here
-    checkpoint_every: int = 50  # keep a numbered checkpoint every N epochs (best and last always)
-    plot_every: int = 50  # benchmark reconstruction figure every N epochs
-    n_benchmark: int = 4  # light curves in the reconstruction figure
-    wandb_mode: str = ""  # "online", "offline" or "disabled"; default: WANDB_MODE, else offline without an API key
-    wandb_project: str = "erosita-lcvae"
-    cache_mib: int = 256  # decoded-chunk cache of the store reader, per process
-    progress: bool = True
-    evaluate: bool = True  # score the test split (anomaly scores, latents) at the end
+    store: str = _knob("", "store path or URL (required unless --resume)")
+    run_dir: str = _knob("", "run directory (default: runs/<local time stamp>; with --resume: the resumed run's)")
+    resume: str = _knob("", "run directory or checkpoint .h5 to continue; outputs go to that run directory")
+    epochs: int = _knob(12_000, "epochs to train (total, counting those before a resume)")
+    batch_size: int = _knob(32, "light curves per batch")
+    lr: float = _knob(1e-5, "Adam learning rate")
+    hidden: int = _knob(64, "GRU hidden size")
+    layers: int = _knob(2, "GRU layers (encoder and decoder)")
+    dropout: float = _knob(0.2, "dropout between GRU layers")
+    latent: int = _knob(40, "latent dimensions")
+    kld_coef: float = _knob(0.001, "weight of the KL term (the seed logged 0.0035 but applied 0.001)")
+    target: str = _knob("rates", "'rates': reconstruct the band rates; 'all': rates and both errors of every band")
+    loss: str = _knob("mse", "'mse': the seed's squared error; 'chi2': residuals divided by the rate errors")
+    max_len: int = _knob(512, "cap on time steps per light curve (the seed cut at 20); longer ones are cut")
+    min_len: int = _knob(2, "sources with fewer points are left out")
+    limit: int = _knob(0, "train on a seeded random sample of this many sources (0: all; the seed used 16384)")
+    seed: int = _knob(0, "seed of sampling, shuffling and initialisation")
+    num_workers: int = _knob(0, "DataLoader worker processes (spawned)")
+    device: str = _knob("auto", "'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1'")
+    amp: bool = _knob(False, "float16 autocast on CUDA (ignored on CPU)")
+    threads: int = _knob(0, "CPU threads; 0: timed on a few batches at the start (long runs only) and saved")
+    checkpoint_every: int = _knob(50, "keep a numbered checkpoint every N epochs (best and last always)")
+    plot_every: int = _knob(50, "benchmark reconstruction figure every N epochs")
+    log_every: int = _knob(50, "read the loss back from the device every N steps (a sync point on GPUs)")
+    n_benchmark: int = _knob(4, "light curves in the reconstruction figure")
+    wandb_mode: str = _knob("", "'online', 'offline' or 'disabled'; default: WANDB_MODE, else offline without an API key")
+    wandb_project: str = _knob("erosita-lcvae", "wandb project")
+    cache_mib: int = _knob(256, "decoded-chunk cache of the store reader, MiB per process")
+    progress: bool = _knob(True, "progress bars")
+    evaluate: bool = _knob(True, "score the test split (anomaly scores, latents) at the end")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def validate(self) -> "TrainConfig":
         """Raise :class:`ConfigError` for values that cannot work."""
-        positive = ("epochs", "batch_size", "hidden", "layers", "latent", "max_len", "checkpoint_every", "plot_every", "cache_mib")
+        positive = ("epochs", "batch_size", "hidden", "layers", "latent", "max_len", "checkpoint_every", "plot_every",
+                    "cache_mib", "log_every")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
+        if not 0 <= self.dropout < 1:  # False for NaN too
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.lr <= 0 or self.kld_coef < 0:
-            raise ConfigError("lr must be > 0 and kld_coef >= 0")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.kld_coef) and self.kld_coef >= 0):
+            raise ConfigError(f"kld_coef must be a finite number >= 0, got {self.kld_coef}")
         if self.target not in ("rates", "all"):
             raise ConfigError(f"target must be 'rates' or 'all', got {self.target!r}")
         if self.loss not in ("mse", "chi2"):
@@ -82,6 +96,7 @@ class TrainConfig:
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+FIELD_HELP = {f.name: f.metadata["help"] for f in fields(TrainConfig)}
 
 
 def _suggest(key: str) -> str:
@@ -90,7 +105,7 @@ def _suggest(key: str) -> str:
 
 
 def coerce(key: str, value) -> object:
-    """Convert ``value`` (a string from the command line, or a TOML value) to the key's type."""
+    """Convert ``value`` (a string from the command line, or a TOML/JSON value) to the key's type."""
     if key not in FIELD_TYPES:
         raise ConfigError(f"unknown config key {key!r}{_suggest(key)}")
     kind = FIELD_TYPES[key]
@@ -105,71 +120,118 @@ def coerce(key: str, value) -> object:
                 return False
             raise ValueError(value)
         if kind == "int":
-            if isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+            if isinstance(value, str) and "e" in value.lower():
+                number = float(value)
+                if not number.is_integer():
+                    raise ValueError(value)
+                return int(number)
+            return int(value)
         if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
             return float(value)
-        return str(value)
-    except (TypeError, ValueError):
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return value
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{key} expects {kind}, got {value!r}") from None
 
 
-def load_config(argv: list[str] | None = None, base: dict | None = None) -> TrainConfig:
-    """Build a config from ``base`` values, ``--config FILE`` and ``--key value`` flags.
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises :class:`ConfigError` (the callers turn it into exit code 2)."""
 
-    ``--flag`` with no value sets a boolean key to true; ``--no-flag`` sets it to false.
+    def error(self, message: str):
+        raise ConfigError(message)
+
+
+def build_parser(prog: str = "python -m training.fit") -> argparse.ArgumentParser:
+    """The command-line parser: one flag per :class:`TrainConfig` field, plus ``--config``.
+
+    Flags default to "not given" (``argparse.SUPPRESS``), so a TOML file's values are only
+    overridden by flags the user typed.
     """
-    values: dict = dict(base or {})
-    args = list(argv or [])
-    flags: dict = {}
-    config_file = None
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--"):
-            raise ConfigError(f"unexpected argument {arg!r}: options are --key value")
-        key, value = arg[2:], None
-        if "=" in key:
-            key, value = key.split("=", 1)
-        key = key.replace("-", "_")
-        if key == "config":
-            config_file = value if value is not None else _next(args, i, arg)
-            i += 1 if value is not None else 2
-            continue
-        negated = key.startswith("no_") and FIELD_TYPES.get(key[3:]) == "bool"
-        if negated:
-            key = key[3:]
-        if key not in FIELD_TYPES:
-            raise ConfigError(f"unknown option --{key.replace('_', '-')}{_suggest(key)}")
-        if value is None and FIELD_TYPES[key] == "bool" and (i + 1 >= len(args) or args[i + 1].startswith("--")):
-            value, step = str(not negated), 1
-        elif value is None:
-            value, step = _next(args, i, arg), 2
+    defaults = TrainConfig()
+    parser = _Parser(prog=prog, description="Train the GRU-VAE on a light-curve store. Every flag is also a key "
+                     "of a TOML file given with --config ([train] table); flags win over the file.",
+                     argument_default=argparse.SUPPRESS, allow_abbrev=False,
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", metavar="FILE.toml", help="TOML file with any of the keys below")
+    for name, kind in FIELD_TYPES.items():
+        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+        default = getattr(defaults, name)
+        text = f"{FIELD_HELP[name]} (default: {default!r})"
+        if kind == "bool":
+            parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, help=text)
         else:
-            step = 1
-        flags[key] = coerce(key, value)
-        i += step
+            parser.add_argument(*flags, dest=name, metavar=kind.upper(), type=_typed(name), help=text)
+    parser.formatter_class = argparse.HelpFormatter  # defaults are in the help texts already
+    return parser
+
+
+def _typed(name: str):
+    def convert(text: str):
+        try:
+            return coerce(name, text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = FIELD_TYPES[name]
+    return convert
+
+
+def load_config(argv: list[str] | None = None, base: dict | None = None) -> TrainConfig:
+    """Build a config from ``base`` values, ``--config FILE`` and the command-line flags.
+
+    Raises
+    ------
+    ConfigError
+        Unknown flag or key (with a "did you mean"), a value of the wrong type, a missing value.
+    """
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(list(argv or []))
+    if unknown:
+        first = unknown[0]
+        if not first.startswith("--"):
+            raise ConfigError(f"unexpected argument {first!r}: options are --key value")
+        key = first[2:].split("=", 1)[0].replace("-", "_")
+        key = key[3:] if key.startswith("no_") and key[3:] in FIELD_TYPES else key
+        raise ConfigError(f"unknown option {first.split('=', 1)[0]}{_suggest(key)}")
+    flags = vars(args)
+    values: dict = dict(base or {})
+    config_file = flags.pop("config", None)
     if config_file:
-        path = Path(config_file)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
+        values.update(read_toml(config_file))
+    values.update(flags)
+    return config_from_values(values)
+
+
+def read_toml(path) -> dict:
+    """The keys of a TOML config file (its ``[train]`` table, or the top level), coerced."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
         with path.open("rb") as fh:
             table = tomllib.load(fh)
-        table = table.get("train", table)
-        for key, value in table.items():
-            values[key.replace("-", "_")] = coerce(key.replace("-", "_"), value)
-    values.update(flags)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    table = table.get("train", table)
+    return {key.replace("-", "_"): coerce(key.replace("-", "_"), value) for key, value in table.items()}
+
+
+def config_from_values(values: dict) -> TrainConfig:
+    """A config from a dict of keys (Python values or strings); unknown keys are errors.
+
+    This is how flows and scripts build a config: no argv round trip.
+    """
     unknown = [k for k in values if k not in FIELD_TYPES]
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]!r}{_suggest(unknown[0])}")
-    return TrainConfig(**values)
-
-
-def _next(args: list[str], i: int, flag: str) -> str:
-    if i + 1 >= len(args):
-        raise ConfigError(f"{flag} needs a value")
-    return args[i + 1]
+    return TrainConfig(**{k: coerce(k, v) for k, v in values.items()})
 
 
 def config_from_dict(data: dict) -> TrainConfig:

@@ -1,15 +1,21 @@
 """Length-bucketed streaming of light curves from the store into (B, T, F) tensors.
 
 Shape legend: B = light curves in a batch, T = time steps (the batch's longest, capped at
-``max_len``), F = features per step (9: rate, rate_errm, rate_errp for each of 3 bands).
+``max_len``), K = energy bands of the store, F = features per step (3K: rate, rate_errm,
+rate_errp of each band; 9 for eRASS1's three bands).
 
 Scaling (decided here, documented in the README):
 
 * every light curve is divided by one per-source scale
-  ``s = max(mean_t sum_b rate, mean_t sqrt(sum_b errp^2), 1e-3 ct/s)``: one number for all
-  bands keeps hardness ratios, and the error term keeps sources consistent with zero from
-  blowing up. The model thus sees the *shape* of a light curve, not its brightness (brightness
-  is in the catalog);
+
+      s = max( mean_t sum_k rate[t, k],  sqrt( mean_t sum_k errp[t, k]^2 ),  1e-3 ct/s )
+
+  i.e. the larger of the mean band-summed rate and the RMS over time of the band-summed
+  rate's upper error (errors of independent bands add in quadrature). Both terms are about
+  the same quantity, the band-summed rate, so they compare like with like; the error term
+  keeps sources consistent with zero from blowing up. One number for all bands keeps hardness
+  ratios. The model thus sees the *shape* of a light curve, not its brightness (brightness is
+  in the catalog). Only valid steps with finite values count;
 * inputs are ``asinh(value / s)``: linear near zero (background-subtracted rates may be
   negative), logarithmic for flares tens of times above the mean;
 * the reconstruction target is the linear ``rate / s`` (or all 9 linear features with
@@ -123,24 +129,24 @@ def make_batches(lengths: np.ndarray, batch_size: int, epoch: int, seed: int, sh
 
 
 def source_scale(rate: np.ndarray, errp: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per-source scale s (see module docstring).
+    """Per-source scale ``s = max(mean_t sum_k rate, sqrt(mean_t sum_k errp^2), 1e-3)`` (module docstring).
 
     Parameters
     ----------
-    rate, errp : ndarray, shape (B, T, 3)
+    rate, errp : ndarray, shape (B, T, K)
     mask : ndarray of bool, shape (B, T)
+        Valid steps; the means run over them (non-finite values count as 0).
 
     Returns
     -------
     ndarray, shape (B,)
     """
     valid = mask[..., None] & np.isfinite(rate)
-    total = np.where(valid, rate, 0.0).sum(-1)
-    noise = np.sqrt(np.where(valid & np.isfinite(errp), errp, 0.0) ** 2).sum(-1)
     steps = np.maximum(mask.sum(1), 1)
-    mean_total = total.sum(1) / steps
-    mean_noise = np.sqrt((np.where(mask, noise, 0.0) ** 2).sum(1) / steps)
-    return np.maximum(np.maximum(mean_total, mean_noise), SCALE_FLOOR).astype(np.float32)
+    mean_total = np.where(valid, rate, 0.0).sum(axis=(1, 2)) / steps
+    err = np.where(mask[..., None] & np.isfinite(errp), errp, 0.0)
+    rms_error = np.sqrt((err * err).sum(axis=(1, 2)) / steps)
+    return np.maximum(np.maximum(mean_total, rms_error), SCALE_FLOOR).astype(np.float32)
 
 
 def features_from_batch(batch, max_len: int, target: str = "rates") -> dict[str, np.ndarray]:
@@ -149,22 +155,24 @@ def features_from_batch(batch, max_len: int, target: str = "rates") -> dict[str,
     Returns
     -------
     dict
-        ``x`` (B, T, 9) float32 inputs; ``y`` (B, T, 3 or 9) float32 targets;
-        ``mask`` (B, T) bool valid steps; ``target_mask`` (B, T, 3 or 9) bool valid and finite;
-        ``lengths`` (B,) int64; ``scale`` (B,) float32; ``sigma`` (B, T, 3) float32, the
-        scaled symmetric rate error ``(errm + errp) / 2 / s`` (0 where unusable), for
-        error-weighted scores.
+        ``x`` (B, T, 3K) float32 inputs (rates of the K bands, then their lower errors, then
+        their upper errors); ``y`` (B, T, K or 3K) float32 targets; ``mask`` (B, T) bool valid
+        steps; ``target_mask`` (B, T, K or 3K) bool valid and finite; ``lengths`` (B,) int64;
+        ``scale`` (B,) float32; ``sigma`` (B, T, K) float32, the scaled symmetric rate error
+        ``(errm + errp) / 2 / s`` (0 where unusable), for error-weighted scores.
     """
     cols = [batch.padded(name, length=min(int(batch.lengths.max()), max_len), fill=np.nan)[0] for name in RATE_FEATURES]
+    k = cols[0].shape[-1]
     mask = np.arange(cols[0].shape[1])[None, :] < np.minimum(batch.lengths, max_len)[:, None]
     scale = source_scale(cols[0], cols[2], mask)
-    values = np.concatenate(cols, axis=-1) / scale[:, None, None]  # (B, T, 9) linear, scaled
+    values = np.concatenate(cols, axis=-1) / scale[:, None, None]  # (B, T, 3K) linear, scaled
     finite = np.isfinite(values) & mask[..., None]
     x = np.where(finite, np.arcsinh(np.where(finite, values, 0.0)), 0.0).astype(np.float32)
     y_all = np.where(finite, values, 0.0).astype(np.float32)
-    width = 3 if target == "rates" else 9
-    sigma = 0.5 * (values[..., 3:6] + values[..., 6:9])
-    sigma = np.where(finite[..., 3:6] & finite[..., 6:9] & (sigma > 0), sigma, 0.0).astype(np.float32)
+    width = output_width(k, target)
+    errm, errp = slice(k, 2 * k), slice(2 * k, 3 * k)
+    sigma = 0.5 * (values[..., errm] + values[..., errp])
+    sigma = np.where(finite[..., errm] & finite[..., errp] & (sigma > 0), sigma, 0.0).astype(np.float32)
     return {
         "sigma": sigma,
         "x": x,
@@ -174,6 +182,16 @@ def features_from_batch(batch, max_len: int, target: str = "rates") -> dict[str,
         "lengths": np.minimum(batch.lengths, max_len).astype(np.int64),
         "scale": scale,
     }
+
+
+def input_width(n_bands: int) -> int:
+    """F: rate, lower and upper error of each band."""
+    return len(RATE_FEATURES) * n_bands
+
+
+def output_width(n_bands: int, target: str) -> int:
+    """O: the band rates (``target="rates"``) or all input features (``"all"``)."""
+    return n_bands if target == "rates" else input_width(n_bands)
 
 
 class BucketedLightCurves(IterableDataset):

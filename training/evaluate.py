@@ -29,13 +29,8 @@ from etl.store import open_store
 from training.checkpoint import CheckpointError, load_checkpoint, restore
 from training.config import config_from_dict
 from training.data import RATE_FEATURES, SPLITS, BucketedLightCurves, DataError, features_from_batch, select_splits
-from training.model import RNNVAE, batch_elbo
+from training.model import RNNVAE, architecture_bands, batch_elbo, build_model
 from training import plots
-
-
-def build_model(cfg) -> RNNVAE:
-    """The model a config describes."""
-    return RNNVAE(9, 3 if cfg.target == "rates" else 9, cfg.hidden, cfg.layers, cfg.dropout, cfg.latent)
 
 
 @torch.no_grad()
@@ -52,7 +47,8 @@ def score_dataset(model: RNNVAE, ds: BucketedLightCurves, device: torch.device, 
         loss_sum += float(out["loss"]) * b
         count += b
         sse = out["per_source_mse"].cpu().numpy()
-        chi2 = weighted_chi2(recon.float().cpu()[..., :3], batch["y"][..., :3], batch["target_mask"][..., :3], batch["sigma"])
+        k = batch["sigma"].shape[-1]  # bands: the first K outputs are the band rates
+        chi2 = weighted_chi2(recon.float().cpu()[..., :k], batch["y"][..., :k], batch["target_mask"][..., :k], batch["sigma"])
         n_values = out["per_source_count"].cpu().numpy()
         frame = {
             "source_id": [ds.sources.source_ids[i] for i in batch["rows"].tolist()],
@@ -74,8 +70,8 @@ def weighted_chi2(recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
 
     Parameters
     ----------
-    recon, target, sigma : Tensor, shape (B, T, 3)
-    mask : Tensor of bool, shape (B, T, 3)
+    recon, target, sigma : Tensor, shape (B, T, K)
+    mask : Tensor of bool, shape (B, T, K)
 
     Returns
     -------
@@ -97,7 +93,8 @@ def reconstruct(model: RNNVAE, store, source_ids: list[str], max_len: int, targe
     batch = store.read_many(source_ids, columns=("time",) + RATE_FEATURES)
     arrays = features_from_batch(batch, max_len, target)
     recon, _, _ = model(torch.from_numpy(arrays["x"]).to(device), torch.from_numpy(arrays["lengths"]).to(device))
-    recon = recon.float().cpu().numpy()[..., :3] * arrays["scale"][:, None, None]
+    k = arrays["sigma"].shape[-1]
+    recon = recon.float().cpu().numpy()[..., :k] * arrays["scale"][:, None, None]
     out = []
     for i, sid in enumerate(source_ids):
         n = int(arrays["lengths"][i])
@@ -106,6 +103,15 @@ def reconstruct(model: RNNVAE, store, source_ids: list[str], max_len: int, targe
         out.append({"source_id": sid, "time": (t - t[0]) / 86400.0, "rate": cols["rate"][:n],
                     "errm": cols["rate_errm"][:n], "errp": cols["rate_errp"][:n], "recon": recon[i, :n]})
     return out
+
+
+def check_bands(ckpt, store) -> None:
+    """Refuse a checkpoint trained on another number of energy bands than the store has."""
+    trained = architecture_bands(ckpt.architecture)
+    if trained != len(store.e_min):
+        bands = ", ".join(f"{lo:g}-{hi:g}" for lo, hi in zip(store.e_min, store.e_max))
+        raise CheckpointError(ckpt.path, f"the model was trained on a {trained}-band store; {store.url} has "
+                                         f"{len(store.e_min)} bands ({bands} keV)")
 
 
 def evaluate_checkpoint(checkpoint: str, store_url: str | None = None, split: str = "test", out: str | None = None,
@@ -120,9 +126,10 @@ def evaluate_checkpoint(checkpoint: str, store_url: str | None = None, split: st
     cfg = config_from_dict(ckpt.config)
     store_url = store_url or cfg.store
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    model = build_model(cfg).to(dev)
-    restore(ckpt, model, rng=False)
     store = open_store(store_url, cache_bytes=cfg.cache_mib * 2**20)
+    check_bands(ckpt, store)
+    model = build_model(cfg, len(store.e_min)).to(dev)
+    restore(ckpt, model, rng=False)
     catalog = store.catalog().collect()
     tables = select_splits(catalog, cfg.limit, cfg.seed, cfg.min_len)
     splits = list(SPLITS) if split == "all" else [split]

@@ -34,12 +34,18 @@ from tqdm import tqdm
 from etl.errors import EtlError
 from etl.store import open_store
 from training import plots
-from training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, restore, save_checkpoint
+from training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, read_checkpoint_info, restore, save_checkpoint
 from training.config import ConfigError, TrainConfig, load_config
 from training.data import BucketedLightCurves, DataError, select_splits
-from training.evaluate import build_model, evaluate_checkpoint, reconstruct
-from training.model import batch_elbo, make_optimizer
+from training.evaluate import check_bands, evaluate_checkpoint, reconstruct
+from training.model import batch_elbo, build_model, make_optimizer
 from training.threads import tune_threads
+
+
+#: Thread tuning runs only when the run has at least this many batches to train (all epochs),
+#: and stops after TUNE_BUDGET_S seconds; a short run keeps torch's default thread count.
+TUNE_MIN_BATCHES = 2000
+TUNE_BUDGET_S = 3.0
 
 
 class TrainingError(RuntimeError):
@@ -108,11 +114,13 @@ class Trainer:
         self.val_ds = (BucketedLightCurves(cfg.store, self.val_sources, cfg.batch_size, cfg.max_len, shuffle=False, **common)
                        if len(self.val_sources) >= self.world else None)
 
-        self.model = build_model(cfg).to(self.device)
+        self.model = build_model(cfg, len(store.e_min)).to(self.device)
         self.optimizer = make_optimizer(self.model, cfg.lr)
         self.start_epoch, self.step, self.best_val, self.wandb_id = 1, 0, math.inf, ""
+        self.test_sources = tables["test"]
         if resume_from:
             ckpt = load_checkpoint(resume_from)
+            check_bands(ckpt, store)
             restore(ckpt, self.model, self.optimizer)
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr  # the value logged is the value used
@@ -144,7 +152,13 @@ class Trainer:
             return
         if self.device.type != "cpu" or self.world > 1:  # torchrun gives each rank its OMP_NUM_THREADS
             return
-        self.cfg.threads, timings = tune_threads(self.model, self.train_ds, self.cfg.kld_coef, self.cfg.loss)
+        batches = len(self.train_ds) * (self.cfg.epochs - self.start_epoch + 1)
+        if batches < TUNE_MIN_BATCHES:
+            # Timing costs a few seconds; a short run cannot win them back. Keep torch's count.
+            self.cfg.threads = torch.get_num_threads()
+            return
+        self.cfg.threads, timings = tune_threads(self.model, self.train_ds, self.cfg.kld_coef, self.cfg.loss,
+                                                 budget_s=TUNE_BUDGET_S)
         if timings and self.main:
             timed = ", ".join(f"{n}: {t * 1e3:.1f}" for n, t in timings.items())
             print(f"CPU threads: {self.cfg.threads} (ms per batch at {timed}; --threads N to choose)", flush=True)
@@ -191,40 +205,52 @@ class Trainer:
         return t.tolist()
 
     def train_epoch(self, epoch: int) -> dict:
+        """One pass over this rank's batches.
+
+        The loss stays on the device: sums and a non-finite flag are accumulated there and
+        read back every ``log_every`` steps and at the end (as nanoGPT does), not after every
+        step, which on a GPU would be a sync point per step. A NaN found at a read-back stops
+        the run before anything is checkpointed, so ``last.h5`` holds the last good epoch.
+        """
         self.net.train()
         self.train_ds.set_epoch(epoch)
-        loss_sum = mse_sum = kl_sum = 0.0
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss * B, mse, kl, non-finite steps
         n_curves = n_steps = 0
         started = time.perf_counter()
         bar = tqdm(self._loader(self.train_ds), total=len(self.train_ds), desc=f"epoch {epoch}/{self.cfg.epochs}",
                    disable=not (self.cfg.progress and self.main), leave=False, unit="batch")
-        for batch in bar:
+        for i, batch in enumerate(bar, start=1):
             x = batch["x"].to(self.device, non_blocking=True)
             lengths = batch["lengths"].to(self.device)
             ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
             with ctx:
                 recon, mu, logvar = self.net(x, lengths)
             out = batch_elbo(recon, mu, logvar, batch, self.device, self.cfg.kld_coef, self.cfg.loss)
-            bad = self._all_sum(0.0 if torch.isfinite(out["loss"]) else 1.0)[0]
-            if bad:
-                raise TrainingError(f"loss became NaN/inf at epoch {epoch}, step {self.step + 1}; "
-                                    f"the last good checkpoint is {self.ckpt_dir / 'last.h5'}")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(out["loss"]).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.step += 1
             b = x.shape[0]
-            loss_sum += float(out["loss"].detach()) * b
-            mse_sum += float(out["mse"].detach())
-            kl_sum += float(out["kl"].detach())
+            loss = out["loss"].detach()
+            sums += torch.stack([loss * b, out["mse"].detach(), out["kl"].detach(), (~torch.isfinite(loss)).double()])
             n_curves += b
-            n_steps += int(batch["mask"].sum())
-            bar.set_postfix(loss=f"{loss_sum / n_curves:.4g}")
+            n_steps += int(batch["lengths"].sum())
+            if i % self.cfg.log_every == 0 or i == len(self.train_ds):
+                totals = sums.tolist()  # the one read-back
+                self._check_finite(totals[3], epoch)
+                bar.set_postfix(loss=f"{totals[0] / n_curves:.4g}")
         seconds = time.perf_counter() - started
-        loss_sum, mse_sum, kl_sum, n_curves, n_steps = self._all_sum(loss_sum, mse_sum, kl_sum, n_curves, n_steps)
+        loss_sum, mse_sum, kl_sum, bad, n_curves, n_steps = self._all_sum(*sums.tolist(), n_curves, n_steps)
+        self._check_finite(bad, epoch)
         return {"train_loss": loss_sum / n_curves, "train_mse": mse_sum / n_curves, "train_kl": kl_sum / n_curves,
                 "steps_per_s": n_steps / seconds, "curves": int(n_curves), "seconds": seconds}
+
+    def _check_finite(self, bad: float, epoch: int) -> None:
+        bad = self._all_sum(bad)[0]
+        if bad or not math.isfinite(bad):
+            raise TrainingError(f"loss became NaN/inf in epoch {epoch} (by step {self.step}); "
+                                f"the last good checkpoint is {self.ckpt_dir / 'last.h5'}")
 
     @torch.no_grad()
     def validate(self) -> float | None:
@@ -296,7 +322,9 @@ class Trainer:
         if self.main:
             if self.history:
                 plots.save(plots.loss_figure(self.history), self.plot_dir / "loss_curves.png")
-            if self.cfg.evaluate and (self.ckpt_dir / "best.h5").exists():
+            if self.cfg.evaluate and not len(self.test_sources):
+                print("no sources in the test split: skipping the evaluation (score the store with training.evaluate --split all)")
+            elif self.cfg.evaluate and (self.ckpt_dir / "best.h5").exists():
                 path, scores, loss = evaluate_checkpoint(str(self.ckpt_dir / "best.h5"), self.cfg.store, "test",
                                                          device=str(self.device), progress=False)
                 summary.update(test_loss=loss, scores=str(path), test_sources=len(scores))
@@ -313,15 +341,26 @@ class Trainer:
 
 def resolve(argv: list[str]) -> tuple[TrainConfig, str | None]:
     """Config from the flags; with ``--resume``, the checkpoint's config overridden by the flags."""
-    cfg = load_config(argv)
+    return resolve_config(load_config(argv), lambda saved: load_config(argv, base=saved))
+
+
+def resolve_config(cfg: TrainConfig, with_saved) -> tuple[TrainConfig, str | None]:
+    """Complete a config: with ``resume``, ``with_saved(saved_config)`` rebuilds it on the
+    checkpoint's config; the run directory defaults to the one the user pointed at.
+
+    A resumed run writes where ``--resume`` points (``runs/B`` or ``runs/B/checkpoints/x.h5``),
+    never into the directory recorded in the checkpoint: after ``cp -r runs/A runs/B``, resuming
+    ``runs/B`` must leave ``runs/A`` alone.
+    """
     resume_from = None
     if cfg.resume:
         resume_from = str(find_checkpoint(cfg.resume))
-        saved = load_checkpoint(resume_from).config
-        saved.pop("resume", None)
-        cfg = load_config(argv, base=saved)
+        saved = read_checkpoint_info(resume_from)["config"]
+        for key in ("resume", "run_dir"):
+            saved.pop(key, None)
+        cfg = with_saved(saved)
         if not cfg.run_dir:
-            cfg.run_dir = str(Path(resume_from).resolve().parent.parent)
+            cfg.run_dir = str(Path(resume_from).parent.parent)
     if not cfg.run_dir:
         cfg.run_dir = str(Path("runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     return cfg.validate(), resume_from

@@ -1,7 +1,8 @@
 """The seed's recurrent VAE, with a masked ELBO.
 
-Shape legend: B = batch, T = time steps, F = input features (9), O = reconstructed features
-(3 band rates, or 9), H = GRU hidden size, L = latent size.
+Shape legend: B = batch, T = time steps, K = energy bands, F = input features (3K: 9 for
+eRASS1's three bands), O = reconstructed features (K band rates, or 3K), H = GRU hidden size,
+L = latent size.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ class RNNVAE(nn.Module):
     Parameters
     ----------
     input_size : int
-        F, features per step (9).
+        F, features per step (3K).
     output_size : int
-        O, reconstructed features per step (3 or 9).
+        O, reconstructed features per step (K or 3K).
     hidden, layers, dropout : int, int, float
         GRU size, depth and inter-layer dropout (seed: 64, 2, 0.2).
     latent : int
@@ -81,6 +82,18 @@ class RNNVAE(nn.Module):
             "layers": self.layers,
             "latent": self.latent,
         }
+
+
+def build_model(cfg, n_bands: int) -> RNNVAE:
+    """The model a training config describes, for a store of ``n_bands`` energy bands."""
+    from training.data import input_width, output_width
+
+    return RNNVAE(input_width(n_bands), output_width(n_bands, cfg.target), cfg.hidden, cfg.layers, cfg.dropout, cfg.latent)
+
+
+def architecture_bands(architecture: dict) -> int:
+    """Energy bands of the store a model of this architecture was built for."""
+    return int(architecture["input_size"]) // 3
 
 
 def masked_elbo(recon: torch.Tensor, target: torch.Tensor, target_mask: torch.Tensor, mu: torch.Tensor,

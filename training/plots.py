@@ -12,7 +12,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-BAND_COLOURS = ("tab:red", "tab:green", "tab:blue")
+BAND_COLOURS = ("tab:red", "tab:green", "tab:blue", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive")
+
+
+def band_colour(b: int) -> str:
+    """Colour of band ``b`` (soft to hard: red, green, blue, then more)."""
+    return BAND_COLOURS[b % len(BAND_COLOURS)]
 
 
 def band_labels(e_min, e_max) -> list[str]:
@@ -25,17 +30,20 @@ def reconstruction_figure(records: list[dict], bands: list[str], title: str = ""
     Parameters
     ----------
     records : list of dict
-        ``source_id``, ``time`` (T,) in days, ``rate``/``errm``/``errp`` (T, 3) and
-        ``recon`` (T, 3) in ct/s, optional ``score``.
+        ``source_id``, ``time`` (T,) in days, ``rate``/``errm``/``errp`` (T, K) and
+        ``recon`` (T, K) in ct/s, optional ``score``.
+    bands : list of str
+        K labels, one column each.
     """
     n = max(len(records), 1)
+    k = max(len(bands), 1)
     height = 2.2 * n + 0.6
-    fig, axes = plt.subplots(n, 3, figsize=(11, height), squeeze=False, sharex="row")
+    fig, axes = plt.subplots(n, k, figsize=(3.7 * k + 0.5, height), squeeze=False, sharex="row")
     for row, rec in zip(axes, records):
         t = rec["time"]
         for b, ax in enumerate(row):
             ax.errorbar(t, rec["rate"][:, b], yerr=[rec["errm"][:, b], rec["errp"][:, b]], fmt="o", ms=3,
-                        color=BAND_COLOURS[b], alpha=0.8, lw=1, label="data")
+                        color=band_colour(b), alpha=0.8, lw=1, label="data")
             ax.plot(t, rec["recon"][:, b], "-", color="k", lw=1.5, label="VAE")
             ax.axhline(0, color="0.8", lw=0.5)
             if b == 0:

@@ -34,7 +34,7 @@ def thread_candidates(available: int) -> list[int]:
 
 
 def tune_threads(model: nn.Module, ds: BucketedLightCurves, kld_coef: float, loss: str = "mse", n_batches: int = 8,
-                 rounds: int = 2) -> tuple[int, dict[int, float]]:
+                 rounds: int = 2, budget_s: float = math.inf) -> tuple[int, dict[int, float]]:
     """Time a training pass (forward, loss, backward) over a few batches at each thread count.
 
     Parameters
@@ -49,6 +49,9 @@ def tune_threads(model: nn.Module, ds: BucketedLightCurves, kld_coef: float, los
         As in training, so the timed work is the trained work.
     rounds : int
         Passes over the candidates; each candidate keeps its fastest pass (the machine may be shared).
+    budget_s : float
+        Stop timing once this many seconds have gone (reading the batches included); the
+        candidates timed so far decide, and those never timed are left out of ``timings``.
 
     Returns
     -------
@@ -60,6 +63,7 @@ def tune_threads(model: nn.Module, ds: BucketedLightCurves, kld_coef: float, los
     candidates = thread_candidates(available)
     if len(candidates) == 1:
         return available, {}
+    started = time.perf_counter()
     order = ds.rank_batches()
     picks = sorted({int(i) for i in np.linspace(0, len(order) - 1, min(n_batches, len(order)))})
     batches = [ds.load(order[i]) for i in picks]
@@ -75,6 +79,8 @@ def tune_threads(model: nn.Module, ds: BucketedLightCurves, kld_coef: float, los
     try:
         for _ in range(rounds):
             for n in candidates:
+                if time.perf_counter() - started > budget_s and math.isfinite(timings[candidates[0]]):
+                    break
                 torch.set_num_threads(n)
                 train_pass(batches[0])  # warm-up: thread pool start, allocator
                 started = time.perf_counter()
@@ -85,6 +91,7 @@ def tune_threads(model: nn.Module, ds: BucketedLightCurves, kld_coef: float, los
         torch.set_rng_state(rng)
         model.zero_grad(set_to_none=True)
         model.train(was_training)
+    timings = {n: t for n, t in timings.items() if math.isfinite(t)}
     best = min(timings, key=timings.get)
     torch.set_num_threads(best)
     return best, timings

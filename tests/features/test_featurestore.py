@@ -105,3 +105,37 @@ def test_join_of_three_sets_on_many_sources_is_fast(tmp_path):
     df = get_features(store, ["one", "two", "three"]).collect()
     assert time.perf_counter() - start < 5  # generous for CI; the benchmark prints the figure
     assert df.height == 5
+
+
+def test_sets_read_from_another_working_directory(tmp_path, monkeypatch):
+    """Issue 9.1: a set built with a relative --store was unreadable from another folder."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    work = tmp_path / "a"
+    make_archive(work / "archive", n=30, seed=3, progress=False)
+    ingest(work / "archive", work / "store", progress=False)
+    env = {**__import__("os").environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-m", "features.build", "--store", "store"], cwd=work, capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    other = tmp_path / "b"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    frame = get_features("../a/store", ["variability"]).collect()
+    assert frame.height == 30 and frame["reduced_chi2_b2"].null_count() < 30
+    shutil.copytree(work / "store", tmp_path / "moved")  # a copied store keeps working too
+    assert get_features(str(tmp_path / "moved"), ["variability"]).collect().height == 30
+    meta = json.loads(next((work / "store" / "features" / "variability").glob("v*/meta.json")).read_text())
+    assert meta["path"] == "data.parquet"
+
+
+def test_features_package_never_imports_torch(tmp_path):
+    import subprocess
+    import sys
+
+    code = "import sys, features, features.build, features.variability; assert 'torch' not in sys.modules, 'torch imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -66,7 +66,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "none.h5")
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
-    with pytest.raises(CheckpointError, match="not a readable HDF5"):
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.h5")
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["x"] = np.zeros(3)
@@ -74,3 +74,36 @@ def test_bad_files(tmp_path):
         load_checkpoint(tmp_path / "other.h5")
     with pytest.raises(CheckpointError, match="no checkpoint to resume"):
         find_checkpoint(tmp_path)
+
+
+def _flip_bit(path, dataset: str, byte: int = 1, bit: int = 6):
+    with h5py.File(path, "r") as f:
+        offset = f[dataset].id.get_offset()
+    with open(path, "r+b") as fh:
+        fh.seek(offset + byte)
+        value = fh.read(1)[0]
+        fh.seek(offset + byte)
+        fh.write(bytes([value ^ (1 << bit)]))
+
+
+@pytest.mark.parametrize("dataset", ["model/head.weight", "optimizer/state/0/exp_avg", "rng/torch_cpu"])
+def test_a_flipped_bit_is_refused(tmp_path, dataset):
+    """Issue 9.18: one flipped bit turned a weight into 3.85e37 and the checkpoint was used."""
+    model, opt = trained()
+    path = save_checkpoint(tmp_path / "c.h5", model, opt, {"lr": 1e-3}, epoch=1, step=3, best_val=1.0)
+    load_checkpoint(path)
+    _flip_bit(path, dataset)
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_checkpoint(path)
+
+
+def test_damaged_config_is_refused_and_info_needs_no_torch(tmp_path):
+    from training.checkpoint import read_checkpoint_info
+
+    model, opt = trained()
+    path = save_checkpoint(tmp_path / "c.h5", model, opt, {"lr": 1e-3}, epoch=1, step=3, best_val=1.0)
+    assert read_checkpoint_info(path)["config"] == {"lr": 1e-3}
+    with h5py.File(path, "r+") as f:
+        f.attrs["config"] = '{"lr": 1.0}'
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        read_checkpoint_info(path)

@@ -26,7 +26,7 @@ def test_toml_then_flags(tmp_path):
     (["--store", "x", "--epoch", "3"], "did you mean 'epochs'"),
     (["--store", "x", "--batchsize", "3"], "did you mean 'batch_size'"),
     (["--store", "x", "--epochs", "many"], "epochs expects int"),
-    (["--store", "x", "--lr"], "--lr needs a value"),
+    (["--store", "x", "--lr"], "--lr: expected one argument"),
     (["store"], "unexpected argument"),
 ])
 def test_errors(argv, message):
@@ -56,3 +56,53 @@ def test_chi2_loss_needs_rate_targets():
         TrainConfig(store="s", loss="chi2", target="all").validate()
     with pytest.raises(ConfigError, match="loss must be"):
         TrainConfig(store="s", loss="l1").validate()
+
+
+def test_help_lists_every_field_with_its_doc():
+    """Issue 9.4: --help printed "unknown option --help" and exited 2."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from training.config import FIELD_HELP
+
+    proc = subprocess.run([sys.executable, "-m", "training.fit", "--help"], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    for name, doc in FIELD_HELP.items():
+        assert f"--{name.replace('_', '-')}" in text
+        assert " ".join(doc.split())[:30] in text, name
+    assert "--no-amp" in text and "--config" in text
+
+
+def test_flag_spellings_and_precedence(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('[train]\nstore = "a"\nbatch-size = 8\namp = true\n')
+    cfg = load_config(["--config", str(toml), "--batch_size", "4", "--no-amp"])
+    assert (cfg.batch_size, cfg.amp) == (4, False)
+    assert load_config(["--config", str(toml)]).batch_size == 8
+    assert load_config(["--store=s", "--epochs=1e3"]).epochs == 1000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--store", "x", "--lr", "nan"], "lr must be a finite number"),
+    (["--store", "x", "--lr", "inf"], "lr must be a finite number"),
+    (["--store", "x", "--kld-coef", "nan"], "kld_coef must be"),
+    (["--store", "x", "--dropout", "nan"], "dropout must be"),
+])
+def test_nan_values_are_refused(argv, message):
+    """Issue 9.16: --lr nan ended in a torch traceback."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(argv).validate()
+
+
+def test_config_from_values_checks_keys_and_types():
+    from training.config import config_from_values
+
+    cfg = config_from_values({"store": "s", "epochs": "3", "lr": 0.01, "amp": "false"})
+    assert (cfg.epochs, cfg.lr, cfg.amp) == (3, 0.01, False)
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        config_from_values({"store": "s", "epoch": 3})
+    with pytest.raises(ConfigError, match="epochs expects int"):
+        config_from_values({"store": "s", "epochs": 2.5})

@@ -116,3 +116,21 @@ def test_max_len_caps(train_store):
 def test_empty_split_is_an_error():
     with pytest.raises(DataError, match="no sources"):
         BucketedLightCurves("x", SourceTable([], np.zeros(0, np.int64), np.zeros(0, np.int64)), 8, 8)
+
+
+def test_source_scale_hand_computed():
+    """Issue 9.3: s = max(mean_t sum_k rate, sqrt(mean_t sum_k errp^2), 1e-3), over valid steps only."""
+    from training.data import source_scale
+
+    rate = np.array([[[1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [99.0, 99.0, 99.0]],      # bright: 6 ct/s in all bands
+                     [[0.1, -0.1, 0.0], [0.0, 0.0, np.nan], [99.0, 99.0, 99.0]],   # consistent with zero
+                     [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])         # nothing at all
+    errp = np.array([[[0.1, 0.1, 0.1], [0.1, 0.1, 0.1], [99.0, 99.0, 99.0]],
+                     [[3.0, 4.0, 0.0], [0.0, 0.0, np.nan], [99.0, 99.0, 99.0]],
+                     [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    mask = np.array([[True, True, False], [True, True, False], [True, True, True]])  # step 3 is padding
+    s = source_scale(rate, errp, mask)
+    # bright: mean of (6, 6) = 6; error sqrt((0.03 + 0.03) / 2) = 0.17 -> 6
+    # faint: mean of (0, 0) = 0; error sqrt((9 + 16 + 0) / 2) = sqrt(12.5) = 3.5355
+    # empty: the floor
+    np.testing.assert_allclose(s, [6.0, np.sqrt(12.5), 1e-3], rtol=1e-6)

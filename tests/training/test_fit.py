@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -21,7 +22,7 @@ import training.fit as fit
 from training.evaluate import main as evaluate_main
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICK = ["--lr", "1e-3", "--no-progress", "--batch-size", "16"]
+QUICK = ["--lr", "1e-3", "--no-progress", "--batch-size", "16", "--threads", "1"]
 
 
 def metrics(run_dir) -> list[dict]:
@@ -179,3 +180,46 @@ def select_train_count(store):
     from training.data import select_sources
 
     return len(select_sources(open_store(store).catalog().collect(), "train"))
+
+
+def test_resume_writes_where_it_points(train_store, tmp_path):
+    """Issue 9.17: after cp -r runs/A runs/B, --resume runs/B continued in runs/A."""
+    a, b = tmp_path / "A", tmp_path / "B"
+    assert fit.main(["--store", train_store, "--epochs", "1", "--run-dir", str(a), "--wandb-mode", "disabled", "--no-evaluate", *QUICK]) == 0
+    shutil.copytree(a, b)
+    before = {p: p.stat().st_mtime_ns for p in a.rglob("*") if p.is_file()}
+    assert fit.main(["--resume", str(b), "--epochs", "2"]) == 0
+    assert [r["epoch"] for r in metrics(b)] == [1, 2]
+    assert [r["epoch"] for r in metrics(a)] == [1]
+    assert {p: p.stat().st_mtime_ns for p in a.rglob("*") if p.is_file()} == before
+    assert 'run_dir = "' + str(b) in (b / "config.toml").read_text()
+
+
+def test_damaged_checkpoint_is_refused_by_evaluate_and_resume(train_store, tmp_path, capsys):
+    """Issue 9.18: a flipped bit in a weight went unnoticed by training.evaluate and --resume."""
+    from tests.training.test_checkpoint import _flip_bit
+
+    run = tmp_path / "run"
+    assert fit.main(["--store", train_store, "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled", "--no-evaluate", *QUICK]) == 0
+    _flip_bit(run / "checkpoints" / "last.h5", "model/head.weight")
+    _flip_bit(run / "checkpoints" / "best.h5", "model/head.weight")
+    assert evaluate_main(["--checkpoint", str(run / "checkpoints" / "best.h5"), "--out", str(tmp_path / "x.parquet")]) == 2
+    assert "checksum mismatch" in capsys.readouterr().err
+    assert fit.main(["--resume", str(run), "--epochs", "2"]) == 2
+    assert "checksum mismatch" in capsys.readouterr().err
+
+
+def test_one_source_store_trains_and_ends_cleanly(tmp_path, capsys):
+    """Minor (issue 9): a one-source store trained an epoch, then exited 2 on an empty test split."""
+    from etl.fitswriter import bintable_fits_bytes
+    from etl.ingest import ingest
+    from etl.synth import lightcurve_header, simulate_source
+    from training.data import split_of
+
+    sid = next(f"solo{i}" for i in range(100) if split_of([f"solo{i}"])[0] == "train")
+    cols, _ = simulate_source(np.random.default_rng(0), "rebinned", 10.0, 10.0, 8, "flare")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "solo.fits").write_bytes(bintable_fits_bytes(cols, header=lightcurve_header(sid, 10.0, 10.0, cols)))
+    ingest(tmp_path / "a", tmp_path / "s", progress=False)
+    assert fit.main(["--store", str(tmp_path / "s"), "--epochs", "1", "--run-dir", str(tmp_path / "r"), "--wandb-mode", "disabled", *QUICK]) == 0
+    assert "no sources in the test split" in capsys.readouterr().out

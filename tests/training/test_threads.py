@@ -47,3 +47,16 @@ def test_one_thread_is_not_timed(train_store):
         assert tune_threads(RNNVAE(), ds, 0.001) == (1, {})
     finally:
         torch.set_num_threads(threads)
+
+
+def test_budget_stops_timing(train_store):
+    """Issue 9.5: the tuner cost more than it saved on short runs; it now has a time budget."""
+    sources = select_sources(open_store(train_store).catalog().collect(), "train")
+    ds = BucketedLightCurves(train_store, sources, 16, 64, seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        best, timings = tune_threads(RNNVAE(), ds, 0.001, n_batches=2, rounds=3, budget_s=0.0)
+        assert list(timings) == [1] and best == 1  # the first candidate only
+    finally:
+        torch.set_num_threads(threads)
