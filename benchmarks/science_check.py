@@ -24,6 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, ensure_store  # noqa: E402
@@ -33,35 +38,15 @@ from features.build import build_model_features, build_variability  # noqa: E402
 
 
 def roc_auc(score: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
-    ranks = pl.Series(score).rank("average").to_numpy()
-    n_pos, n_neg = positive.sum(), (~positive).sum()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, iters: int = 50) -> np.ndarray:
-    """Newton-Raphson logistic regression with an intercept; returns the weights."""
-    X = np.column_stack([np.ones(len(x)), x])
-    w = np.zeros(X.shape[1])
-    for _ in range(iters):
-        p = 1 / (1 + np.exp(-X @ w))
-        grad = X.T @ (y - p)
-        hess = (X * (p * (1 - p))[:, None]).T @ X + 1e-6 * np.eye(X.shape[1])
-        w += np.linalg.solve(hess, grad)
-    return w
+    """Area under the ROC curve (scikit-learn; ties count half)."""
+    return float(roc_auc_score(positive, score))
 
 
 def cv_auc(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
-    """2-fold cross-validated AUC of a logistic regression on standardised ``x``."""
-    rng = np.random.default_rng(seed)
-    fold = rng.permutation(len(y)) % 2
-    aucs = []
-    for k in (0, 1):
-        train, test = fold != k, fold == k
-        mu, sd = x[train].mean(0), x[train].std(0) + 1e-12
-        w = fit_logistic((x[train] - mu) / sd, y[train].astype(float))
-        score = np.column_stack([np.ones(test.sum()), (x[test] - mu) / sd]) @ w
-        aucs.append(roc_auc(score, y[test]))
+    """2-fold cross-validated AUC of a logistic regression on standardised ``x`` (scikit-learn)."""
+    model = make_pipeline(StandardScaler(), LogisticRegression())
+    folds = StratifiedKFold(n_splits=2, shuffle=True, random_state=seed)
+    aucs = [roc_auc_score(y[test], model.fit(x[train], y[train]).decision_function(x[test])) for train, test in folds.split(x, y)]
     return float(np.mean(aucs))
 
 
@@ -132,16 +117,17 @@ def main() -> None:
     from training import plots
     from training.checkpoint import load_checkpoint, restore
     from training.config import config_from_dict
-    from training.evaluate import build_model, reconstruct
+    from training.evaluate import reconstruct
+    from training.model import build_model
 
     mu = df.select(pl.col("^mu_\\d+$")).to_numpy()
     plots.save(plots.latent_figure(mu, df["class"].to_numpy(), "class", categorical=True), run / "latent_pca_by_class.png")
     top = df.sort("anomaly_chi2", descending=True, nulls_last=True).head(16)
     ck = load_checkpoint(ckpt)
     cfg = config_from_dict(ck.config)
-    model = build_model(cfg)
-    restore(ck, model, rng=False)
     store = open_store(test_store)
+    model = build_model(cfg, len(store.e_min))
+    restore(ck, model, rng=False)
     records = reconstruct(model, store, top["source_id"].to_list(), cfg.max_len, cfg.target, torch.device("cpu"))
     for rec, s, c in zip(records, top["anomaly_chi2"], top["class"]):
         rec["score"], rec["source_id"] = float(s), f"{rec['source_id']}\n[{c}]"

@@ -12,10 +12,12 @@ import io
 import os
 import uuid
 
-import fsspec
+import numpy as np
 import polars as pl
 
 from etl.errors import StoreError
+from etl.lightcurve import STATUS_OK, STATUS_REJECTED, mean_rate_columns  # noqa: F401 - re-exported
+from etl.location import filesystem, join
 
 CATALOG_FILE = "catalog.parquet"
 
@@ -45,13 +47,6 @@ CATALOG_SCHEMA: dict[str, pl.DataType] = {
     "ingested_at": pl.Datetime("us", "UTC"),
 }
 
-STATUS_OK = "ok"
-STATUS_REJECTED = "rejected"
-
-
-def mean_rate_columns(n_bands: int) -> list[str]:
-    """Names of the per-band mean-rate columns: ``mean_rate_b1`` ... ``mean_rate_b{n}``."""
-    return [f"mean_rate_b{i}" for i in range(1, n_bands + 1)]
 
 
 def empty_catalog(n_bands: int = 0) -> pl.DataFrame:
@@ -61,14 +56,34 @@ def empty_catalog(n_bands: int = 0) -> pl.DataFrame:
 
 
 def catalog_frame(rows: list[dict], n_bands: int) -> pl.DataFrame:
-    """Build catalog rows with the catalog's schema (missing keys become nulls)."""
+    """Build catalog rows with the catalog's schema (missing keys become nulls).
+
+    Built column by column (polars builds a column from one list much faster than a frame
+    from many dicts; this runs once per batch of files in the ingest's main process).
+    """
     schema = empty_catalog(n_bands).schema
-    return pl.DataFrame(rows, schema=schema)
+    lists = [name for name, dtype in schema.items() if isinstance(dtype, pl.List)]
+    frame = pl.DataFrame({name: [row.get(name) for row in rows] for name in schema if name not in lists},
+                         schema={k: v for k, v in schema.items() if k not in lists})
+    return frame.with_columns(_list_column(name, [row.get(name) for row in rows]) for name in lists).select(list(schema))
+
+
+def _list_column(name: str, values: list) -> pl.Series:
+    """A List(Float64) column from per-row lists (band edges): one 2-D array when all rows have
+    the same length, which polars takes ~20x faster than a list of lists."""
+    present = [v for v in values if v is not None]
+    if present and len({len(v) for v in present}) == 1 and len(present[0]):
+        width = len(present[0])
+        dense = np.array([v if v is not None else [np.nan] * width for v in values], dtype="f8")
+        series = pl.Series(name, dense).cast(pl.List(pl.Float64))
+        missing = pl.Series([v is None for v in values])
+        return series.zip_with(~missing, pl.Series(name, [None] * len(values), dtype=pl.List(pl.Float64)))
+    return pl.Series(name, values, dtype=pl.List(pl.Float64))
 
 
 def catalog_url(store_url: str) -> str:
     """Where a store's catalog lives."""
-    return store_url.rstrip("/") + "/" + CATALOG_FILE
+    return join(store_url, CATALOG_FILE)
 
 
 def read_catalog(store_url: str, storage_options: dict | None = None) -> pl.DataFrame | None:
@@ -77,7 +92,7 @@ def read_catalog(store_url: str, storage_options: dict | None = None) -> pl.Data
     Columns added by later schema versions are added as nulls to older catalogs, so every
     catalog reads with the current columns.
     """
-    fs, path = fsspec.core.url_to_fs(catalog_url(store_url), **(storage_options or {}))
+    fs, path, _ = filesystem(catalog_url(store_url), storage_options)
     if not fs.exists(path):
         return None
     with fs.open(path, "rb") as fh:
@@ -107,8 +122,8 @@ def _write_catalog(store_url: str, catalog: pl.DataFrame, storage_options: dict 
     buffer = io.BytesIO()
     catalog.write_parquet(buffer, compression="zstd", statistics=True)
     data = buffer.getvalue()
-    fs, path = fsspec.core.url_to_fs(catalog_url(store_url), **(storage_options or {}))
-    if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
+    fs, path, local = filesystem(catalog_url(store_url), storage_options)
+    if local:
         tmp = f"{path}.{uuid.uuid4().hex}.partial"
         try:
             with open(tmp, "wb") as fh:

@@ -25,7 +25,6 @@ Earlier rows keep their ids, so ids stay stable when an archive grows.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import itertools
 import multiprocessing
 import os
@@ -34,83 +33,29 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import fsspec
 import numpy as np
-import polars as pl
-import xxhash
-from tqdm import tqdm
 
-from etl.catalog import STATUS_OK, STATUS_REJECTED, catalog_frame, empty_catalog, mean_rate_columns, read_catalog, write_catalog
-from etl.errors import EtlError, InvalidLightCurveError, OptionError, StoreError
-from etl.lightcurve import FRACEXP_MIN, POINT_COLUMNS, SECONDS_PER_DAY
+from etl.errors import EtlError, OptionError, StoreError
 from etl.lifeline import die_with_parent
-from etl.lock import StoreLock
-from etl.reader import FALLBACKS, MAX_FILE_BYTES, read_lightcurve, read_regular_file, source_id_from_name
-from etl.store import is_url
-from etl.writer import CHUNK_POINTS, SHARD_POINTS, StoreWriter
+from etl.lightcurve import CHUNK_POINTS, FRACEXP_MIN, SHARD_POINTS
+from etl.location import filesystem, is_url
+from etl.parse import FileResult, ParsedBatch, catalog_path, hash_bytes, parse_batch, parse_file  # noqa: F401 - public API
+
+if TYPE_CHECKING:
+    from etl.ingestor import IngestSummary
+
+# Spawned parse workers import this module as their __main__ when ingest runs as
+# ``python -m etl.ingest``: its top level imports only what parsing needs. The store side
+# (polars, zarr, fsspec, tqdm) is imported inside ingest(), once, in the main process.
 
 #: Files per parsing task (a worker's batch or a Prefect task); the one definition of the default.
 BATCH_SIZE = 500
 
 #: File name endings that ingest discovers (case-insensitive).
 FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fts", ".fts.gz", ".lc", ".lc.gz")
-
-
-@dataclass
-class FileResult:
-    """What parsing one file gave: unchanged, ok (with points) or rejected (with a reason)."""
-
-    file: str
-    content_hash: str | None
-    file_size: int
-    status: str  # "unchanged", "ok" or "rejected"
-    row: dict = field(default_factory=dict)
-    columns: dict[str, np.ndarray] | None = None
-    span: tuple[int, int] | None = None  # (start, n) in ParsedBatch.columns once packed
-
-
-@dataclass
-class ParsedBatch:
-    """Parse results of a batch with the ok files' points packed into one array per column.
-
-    Packing in the worker makes a batch cross the process boundary as nine arrays instead of
-    nine per file, and keeps the ingest buffer's memory close to the points' own size.
-    """
-
-    results: list[FileResult]
-    columns: dict[str, np.ndarray]
-    fallbacks: int = 0  # files read through cfitsio's general path (see etl.reader.FALLBACKS)
-
-    def points(self, res: FileResult) -> dict[str, np.ndarray]:
-        """The points of one ok result (views)."""
-        start, n = res.span
-        return {name: arr[start : start + n] for name, arr in self.columns.items()}
-
-
-@dataclass
-class IngestSummary:
-    """Counts of one ingest run; ``discovered == ingested + unchanged + rejected``."""
-
-    store: str
-    discovered: int = 0
-    ingested: int = 0
-    unchanged: int = 0
-    rejected: int = 0
-    points: int = 0
-    seconds: float = 0.0
-    fallbacks: int = 0  # files the in-memory FITS parser left to cfitsio
-    rejected_files: list[tuple[str, str]] = field(default_factory=list)
-
-    def line(self) -> str:
-        """The one-line summary the CLI prints."""
-        general = f" | {self.fallbacks} read by cfitsio" if self.fallbacks else ""
-        return (
-            f"discovered {self.discovered} | ingested {self.ingested} | unchanged {self.unchanged} | "
-            f"rejected {self.rejected} | {self.points} points in {self.seconds:.1f} s{general} -> {self.store}"
-        )
 
 
 def discover(archive: str, storage_options: dict | None = None) -> list[str]:
@@ -121,235 +66,21 @@ def discover(archive: str, storage_options: dict | None = None) -> list[str]:
     StoreError
         When the archive does not exist or is not a directory.
     """
-    fs, root = fsspec.core.url_to_fs(archive, **(storage_options or {}))
+    if not is_url(archive):
+        if not os.path.isdir(archive):
+            raise StoreError(archive, "archive directory does not exist")
+        return sorted(_walk_local(os.path.abspath(archive)))
+    fs, root, local = filesystem(archive, storage_options)
     if not fs.isdir(root):
         raise StoreError(archive, "archive directory does not exist")
     files = [p for p in fs.find(root) if p.lower().endswith(FITS_SUFFIXES)]
-    if "file" in fs.protocol:
+    if local:
         return sorted(files)
     return sorted(fs.unstrip_protocol(p) for p in files)
 
 
-def hash_bytes(data: bytes) -> str:
-    """Content hash used by the catalog (xxh3, 128 bit, hex)."""
-    return xxhash.xxh3_128_hexdigest(data)
-
-
-def catalog_path(file: str) -> str:
-    """The path as the catalog records it: the path itself, or with undecodable bytes escaped.
-
-    File names are bytes on POSIX; Python keeps undecodable ones as surrogates, which Parquet
-    (UTF-8) cannot hold. Such a name is written with ``\\xNN`` escapes, so the row still
-    says which file it is and re-runs recognise it.
-    """
-    try:
-        file.encode("utf-8")
-        return file
-    except UnicodeEncodeError:
-        return os.fsencode(file).decode("utf-8", errors="backslashreplace")
-
-
-def read_file_bytes(file: str) -> bytes:
-    """A file's bytes: local regular files only (checked before opening), or an fsspec URL."""
-    if not is_url(file):
-        return read_regular_file(file)
-    with fsspec.open(file, "rb") as fh:
-        return fh.read(MAX_FILE_BYTES + 1)
-
-
-def parse_file(file: str, known_hash: str | None, fracexp_min: float) -> FileResult:
-    """Hash one file and, unless its hash is ``known_hash``, read and validate it.
-
-    Never raises for bad content or odd file-system entries: they become ``rejected``
-    results with the path as found.
-    """
-    shown = catalog_path(file)
-    try:
-        raw = read_file_bytes(file)
-    except InvalidLightCurveError as exc:
-        row = {"file": shown, "source_id": catalog_path(source_id_from_name(file)), "reason": exc.reason}
-        return FileResult(shown, None, 0, STATUS_REJECTED, row)
-    except Exception as exc:  # noqa: BLE001 - network or permission errors of one file never stop the run
-        row = {"file": shown, "source_id": catalog_path(source_id_from_name(file)), "reason": f"unreadable: {type(exc).__name__}: {exc}"}
-        return FileResult(shown, None, 0, STATUS_REJECTED, row)
-    digest = hash_bytes(raw)
-    if digest == known_hash:
-        return FileResult(shown, digest, len(raw), "unchanged")
-    base = {"file": shown, "content_hash": digest, "file_size": len(raw)}
-    try:
-        lc = read_lightcurve(file, fracexp_min=fracexp_min, raw=raw)
-    except InvalidLightCurveError as exc:
-        row = base | {"source_id": catalog_path(exc.source_id or source_id_from_name(file)), "reason": exc.reason.replace(file, shown)}
-        return FileResult(shown, digest, len(raw), STATUS_REJECTED, row)
-    cols = lc.columns
-    time_ = cols["time"]
-    finite = np.isfinite(cols["rate"])
-    sums = np.where(finite, cols["rate"], 0.0).sum(axis=0, dtype="f8")
-    n_finite = finite.sum(axis=0)
-    means = np.where(n_finite > 0, sums / np.maximum(n_finite, 1), np.nan)  # an all-NaN band: NaN, no warning
-    t_stop = float(time_[-1] + cols["timedel"][-1])
-    row = base | {
-        "source_id": catalog_path(lc.source_id),
-        "object": catalog_path(lc.source_id),
-        "flavour": lc.flavour,
-        "n_rows_file": lc.n_rows_file,
-        "n_points": lc.n_points,
-        "e_min": lc.e_min.tolist(),
-        "e_max": lc.e_max.tolist(),
-        "ra": lc.ra,
-        "dec": lc.dec,
-        "t_start": float(time_[0]),
-        "t_stop": t_stop,
-        "mjdref": lc.mjdref,
-        "timesys": lc.timesys or None,
-        "mjd_start": lc.mjdref + float(time_[0]) / SECONDS_PER_DAY,
-        "mjd_stop": lc.mjdref + t_stop / SECONDS_PER_DAY,
-        **{name: float(v) for name, v in zip(mean_rate_columns(lc.n_bands), means)},
-    }
-    return FileResult(shown, digest, len(raw), STATUS_OK, row, cols)
-
-
-def parse_batch(files: list[str], known_hashes: list[str | None], fracexp_min: float) -> ParsedBatch:
-    """Parse a batch of files (the unit of work of a worker process or a Prefect task)."""
-    before = sum(FALLBACKS.values())
-    results = [parse_file(f, h, fracexp_min) for f, h in zip(files, known_hashes)]
-    ok = [r for r in results if r.columns is not None]
-    start = 0
-    for r in ok:
-        r.span = (start, len(r.columns["time"]))
-        start += r.span[1]
-    columns = {name: np.concatenate([r.columns[name] for r in ok]) for name in POINT_COLUMNS} if ok else {}
-    for r in ok:
-        r.columns = None
-    return ParsedBatch(results, columns, sum(FALLBACKS.values()) - before)
-
-
 #: Where parse_batch runs: (batches, known_hashes, fracexp_min) -> ParsedBatch per batch, in order.
 BatchRunner = Callable[[list[list[str]], Callable[[list[str]], list], float], Iterator[ParsedBatch]]
-
-
-class Ingestor:
-    """Applies parsed batches to a store: source ids, band checks, buffering and commits.
-
-    Split from the parsing so that a Prefect flow can run :func:`parse_batch` as tasks and
-    feed the results here. Use :meth:`known_hashes` to skip unchanged files, :meth:`add`
-    for each batch result and :meth:`commit` at the end (it also commits when the buffer
-    holds ``flush_points`` points or ``flush_seconds`` have passed).
-    """
-
-    def __init__(self, store: str, fracexp_min: float = FRACEXP_MIN, storage_options: dict | None = None,
-                 flush_points: int = SHARD_POINTS, flush_seconds: float = 30.0, chunk_points: int = CHUNK_POINTS):
-        self.store = str(store)
-        self.storage_options = storage_options or {}
-        self.writer = StoreWriter(self.store, fracexp_min, self.storage_options, chunk_points)
-        bands = self.writer.bands
-        self.n_bands = 0 if bands is None else len(bands[0])
-        catalog = read_catalog(self.store, self.storage_options)
-        self.catalog = catalog if catalog is not None else empty_catalog(self.n_bands)
-        ok = self.catalog.filter(pl.col("status") == STATUS_OK)
-        self.end = int((ok["offset"] + ok["n_points"]).max() or 0) if ok.height else 0
-        self.start = self.writer.append_start(self.end)
-        self.hash_of = dict(zip(self.catalog["file"].to_list(), self.catalog["content_hash"].to_list()))
-        # source id -> (file, content hash) of every ok row, committed or pending
-        self.ids = {s: (f, h) for s, f, h in ok.select("source_id", "file", "content_hash").iter_rows()}
-        self.id_of_file = dict(zip(ok["file"].to_list(), ok["source_id"].to_list()))
-        self.pending: list[pl.DataFrame] = []  # catalog rows of committed-to-be files, per batch
-        self.pending_files: set[str] = set()
-        self.buffer: list[dict[str, np.ndarray]] = []
-        self.buffered = 0
-        self.flush_points = flush_points
-        self.flush_seconds = flush_seconds
-        self.last_commit = time.monotonic()
-        self.summary = IngestSummary(self.store)
-
-    def known_hashes(self, files: Iterable[str]) -> list[str | None]:
-        """Catalog content hash of each file (None for files never seen)."""
-        return [self.hash_of.get(catalog_path(f)) for f in files]
-
-    def add(self, batch: ParsedBatch) -> None:
-        """Apply one batch of parse results; commits when the buffer is full or old."""
-        now = dt.datetime.now(dt.timezone.utc)
-        rows = []
-        self.summary.fallbacks += batch.fallbacks
-        for res in batch.results:
-            self.summary.discovered += 1
-            if res.status == "unchanged":
-                self.summary.unchanged += 1
-                continue
-            self._release(res.file)
-            row = res.row | {"ingested_at": now}
-            if res.status == STATUS_OK:
-                reason = self._admit(res, row)
-                if reason is None:
-                    row |= {"status": STATUS_OK, "reason": None, "offset": self.start + self.buffered}
-                    self.buffer.append(batch.points(res))
-                    self.buffered += row["n_points"]
-                    self.ids[row["source_id"]] = (res.file, res.content_hash)
-                    self.id_of_file[res.file] = row["source_id"]
-                    self.summary.ingested += 1
-                    self.summary.points += row["n_points"]
-                else:
-                    row = {k: row.get(k) for k in ("file", "content_hash", "file_size", "source_id", "ingested_at")}
-                    row["reason"] = reason
-                    res.status = STATUS_REJECTED
-            if res.status == STATUS_REJECTED:
-                row |= {"status": STATUS_REJECTED, "offset": None, "n_points": None}
-                self.summary.rejected += 1
-                self.summary.rejected_files.append((res.file, row["reason"]))
-            rows.append(row)
-            self.pending_files.add(res.file)
-            self.hash_of[res.file] = res.content_hash
-        if rows:
-            self.pending.append(catalog_frame(rows, self.n_bands))
-        if self.buffered >= self.flush_points or time.monotonic() - self.last_commit >= self.flush_seconds:
-            self.commit()
-
-    def _release(self, file: str) -> None:
-        """A changed file gives up its old id (its old points become dead space)."""
-        old = self.id_of_file.pop(file, None)
-        if old is not None and self.ids.get(old, (None,))[0] == file:
-            del self.ids[old]
-
-    def _admit(self, res: FileResult, row: dict) -> str | None:
-        """Fix the band system / check it, and choose the source id; a reason when rejected."""
-        bands = self.writer.bands
-        if bands is None:
-            self.writer.set_bands(np.asarray(row["e_min"]), np.asarray(row["e_max"]))
-            self.n_bands = len(row["e_min"])
-        else:
-            if len(bands[0]) != len(row["e_min"]) or not (np.allclose(bands[0], row["e_min"]) and np.allclose(bands[1], row["e_max"])):
-                store_bands = ", ".join(f"{a:g}-{b:g}" for a, b in zip(*bands))
-                file_bands = ", ".join(f"{a:g}-{b:g}" for a, b in zip(row["e_min"], row["e_max"]))
-                return f"band_mismatch: file bands [{file_bands}] keV differ from the store's [{store_bands}] keV"
-        wanted = row["source_id"]
-        holder = self.ids.get(wanted)
-        if holder is None:
-            return None
-        if holder[1] == res.content_hash:
-            return f"duplicate_source: identical content to {holder[0]} (source {wanted})"
-        stem = source_id_from_name(res.file)
-        candidate = f"{wanted}@{stem}"
-        if candidate in self.ids:
-            candidate = f"{candidate}@{res.content_hash[:8]}"
-        row["source_id"] = candidate
-        return None
-
-    def commit(self) -> None:
-        """Write buffered points, then atomically replace the catalog."""
-        if self.buffer:
-            columns = {name: np.concatenate([b[name] for b in self.buffer]) for name in POINT_COLUMNS}
-            self.end = self.writer.write(self.start, columns)
-            self.start = self.writer.append_start(self.end)
-            self.buffer, self.buffered = [], 0
-        if self.pending:
-            keep = self.catalog.filter(~pl.col("file").is_in(list(self.pending_files)))
-            merged = pl.concat([keep, *self.pending], how="diagonal_relaxed")
-            self.catalog = merged.select(empty_catalog(self.n_bands).columns)
-            write_catalog(self.store, self.catalog, self.storage_options)
-            self.pending, self.pending_files = [], set()
-        elif read_catalog(self.store, self.storage_options) is None:
-            write_catalog(self.store, self.catalog, self.storage_options)
-        self.last_commit = time.monotonic()
 
 
 def ingest(
@@ -365,7 +96,7 @@ def ingest(
     on_batch: Callable[[IngestSummary], None] | None = None,
     chunk_points: int = CHUNK_POINTS,
     batch_runner: BatchRunner | None = None,
-) -> IngestSummary:
+) -> "IngestSummary":
     """Ingest every light-curve file under ``archive`` into ``store``.
 
     Parameters
@@ -404,6 +135,11 @@ def ingest(
         Missing archive, unusable store; :class:`~etl.errors.StoreLockedError` when another
         ingest holds the store.
     """
+    from tqdm import tqdm
+
+    from etl.ingestor import Ingestor
+    from etl.lock import StoreLock
+
     started = time.perf_counter()
     archive, store = os.fspath(archive), os.fspath(store)
     check_options(workers=workers, batch_size=batch_size, fracexp_min=fracexp_min, flush_points=flush_points,
@@ -432,6 +168,28 @@ def ingest(
             bar.close()
     ing.summary.seconds = time.perf_counter() - started
     return ing.summary
+
+
+def _walk_local(root: str) -> Iterator[str]:
+    """Every entry below ``root`` whose name ends like a light curve, whatever its kind.
+
+    ``os.scandir`` (a tenth of fsspec's per-file cost). Entries of any kind are listed, links
+    to folders and FIFOs included, so that each becomes a catalog row (the reader rejects what
+    is not a regular file); folders are descended without following links, so a link loop
+    cannot recurse.
+    """
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif entry.name.lower().endswith(FITS_SUFFIXES):
+                yield entry.path
 
 
 def check_options(workers: int = 1, batch_size: int = BATCH_SIZE, fracexp_min: float = FRACEXP_MIN,

@@ -54,6 +54,20 @@ POINT_DESCRIPTIONS: dict[str, str] = {
 
 SECONDS_PER_DAY = 86400.0
 
+#: Points per chunk (the unit of reading and decoding) and per shard (the unit of writing: one
+#: file or object) of a new store. 16384 points of a banded float32 column decode to 192 KiB.
+CHUNK_POINTS = 16_384
+SHARD_POINTS = 16 * CHUNK_POINTS
+
+#: Catalog row states (owned here, not in etl.catalog, so that parse workers need no polars).
+STATUS_OK = "ok"
+STATUS_REJECTED = "rejected"
+
+
+def mean_rate_columns(n_bands: int) -> list[str]:
+    """Names of the catalog's per-band mean-rate columns: ``mean_rate_b1`` ... ``mean_rate_b{n}``."""
+    return [f"mean_rate_b{i}" for i in range(1, n_bands + 1)]
+
 
 @dataclass
 class LightCurve:

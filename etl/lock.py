@@ -15,9 +15,8 @@ import socket
 import time
 from pathlib import Path
 
-import fsspec
-
 from etl.errors import StoreLockedError
+from etl.location import filesystem, join
 
 LOCK_FILE = ".ingest.lock"
 
@@ -42,8 +41,8 @@ class StoreLock:
         return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
 
     def acquire(self) -> "StoreLock":
-        fs, path = fsspec.core.url_to_fs(f"{self.store_url}/{LOCK_FILE}", **self.storage_options)
-        if "file" in fs.protocol:
+        fs, path, local = filesystem(join(self.store_url, LOCK_FILE), self.storage_options)
+        if local:
             import fcntl  # POSIX only; imported here so that object-store users on Windows work
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ numpy slicing once a chunk is warm and memory does not grow with the store.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import zarr
 from etl.catalog import STATUS_OK, catalog_url, read_catalog
 from etl.errors import SchemaVersionError, SourceNotFoundError, StoreError
 from etl.lightcurve import POINT_COLUMNS, LightCurve
+from etl.location import is_url  # noqa: F401 - part of this module's API
 
 #: 2: time reference columns in the catalog (mjdref, timesys, mjd_start, mjd_stop), units on
 #: the arrays, band edges as coordinate arrays, append-only shards. Version 1 stores are read
@@ -34,11 +36,6 @@ POINTS_GROUP = "points"
 #: Coordinate arrays of the band dimension in the points group (keV).
 BAND_ARRAYS = ("e_min", "e_max")
 DEFAULT_CACHE_BYTES = 256 * 2**20
-
-
-def is_url(path: str) -> bool:
-    """True for fsspec URLs (``s3://...``), False for local paths and ``file://``."""
-    return "://" in path and not path.startswith("file://")
 
 
 @dataclass
@@ -100,12 +97,18 @@ class LightCurveBatch:
 
 
 class ChunkCache:
-    """LRU cache of decoded chunks, bounded in bytes.
+    """LRU cache of decoded chunks, bounded in bytes; safe to share between threads.
 
     Parameters
     ----------
     max_bytes : int
         Evict least-recently-used chunks beyond this many bytes.
+
+    Notes
+    -----
+    A lock guards the bookkeeping (as zarr's own LRU store cache does); a chunk is decoded
+    outside it, so two threads missing the same chunk at once may both decode it, and one
+    copy is kept.
     """
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES):
@@ -114,26 +117,32 @@ class ChunkCache:
         self.hits = 0
         self.misses = 0
         self._items: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: tuple[str, int], load) -> np.ndarray:
         """The cached array for ``key``, calling ``load()`` on a miss."""
-        arr = self._items.get(key)
-        if arr is not None:
-            self._items.move_to_end(key)
-            self.hits += 1
-            return arr
-        self.misses += 1
+        with self._lock:
+            arr = self._items.get(key)
+            if arr is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return arr
+            self.misses += 1
         arr = load()
-        self._items[key] = arr
-        self.nbytes += arr.nbytes
-        while self.nbytes > self.max_bytes and len(self._items) > 1:
-            _, old = self._items.popitem(last=False)
-            self.nbytes -= old.nbytes
+        with self._lock:
+            if key in self._items:  # another thread loaded it meanwhile
+                return self._items[key]
+            self._items[key] = arr
+            self.nbytes += arr.nbytes
+            while self.nbytes > self.max_bytes and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self.nbytes -= old.nbytes
         return arr
 
     def clear(self) -> None:
-        self._items.clear()
-        self.nbytes = 0
+        with self._lock:
+            self._items.clear()
+            self.nbytes = 0
 
 
 class LightCurveStore:

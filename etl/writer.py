@@ -25,13 +25,10 @@ from zarr.codecs import BloscCodec
 
 from etl import __version__
 from etl.errors import StoreError
-from etl.lightcurve import POINT_COLUMNS, POINT_DESCRIPTIONS, POINT_UNITS
-from etl.store import BAND_ARRAYS, POINTS_GROUP, READABLE_VERSIONS, SCHEMA_VERSION, is_url
+from etl.lightcurve import CHUNK_POINTS, POINT_COLUMNS, POINT_DESCRIPTIONS, POINT_UNITS, SHARD_POINTS  # noqa: F401
+from etl.location import is_url
+from etl.store import BAND_ARRAYS, POINTS_GROUP, READABLE_VERSIONS, SCHEMA_VERSION
 
-#: Points per chunk (the unit of reading and decoding) and per shard (the unit of writing: one
-#: file or object). 16384 points of a banded float32 column decode to 192 KiB.
-CHUNK_POINTS = 16_384
-SHARD_POINTS = 16 * CHUNK_POINTS
 
 
 class StoreWriter:

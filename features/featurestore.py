@@ -26,6 +26,7 @@ import fsspec
 import polars as pl
 import xxhash
 
+from etl.location import filesystem
 from etl.store import LightCurveStore, open_store
 
 FEATURES_DIR = "features"
@@ -41,7 +42,8 @@ def _root(store: LightCurveStore) -> str:
 
 
 def _fs(store: LightCurveStore, path: str):
-    return fsspec.core.url_to_fs(path, **store.storage_options)
+    fs, local_path, _ = filesystem(path, store.storage_options)
+    return fs, local_path
 
 
 def as_store(store: LightCurveStore | str | os.PathLike) -> LightCurveStore:

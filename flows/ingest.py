@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import fsspec
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from etl.ingest import BATCH_SIZE, IngestSummary, ParsedBatch, check_options, in_order, ingest, parse_batch
+from etl.ingest import BATCH_SIZE, check_options, in_order, ingest
+from etl.ingestor import IngestSummary
+from etl.parse import ParsedBatch, parse_batch
 from etl.lightcurve import FRACEXP_MIN
+from etl.location import filesystem
 from flows.runners import RunnerKind, make_task_runner
 
 MAX_REJECTED_IN_ARTIFACT = 200
@@ -43,7 +45,7 @@ def prefect_batch_runner(runner, in_flight: int):
 
 def check_paths(archive: str, store: str, storage_options: dict | None) -> None:
     """Fail the run at once, with a clear message, when the archive is missing."""
-    fs, path = fsspec.core.url_to_fs(archive, **(storage_options or {}))
+    fs, path, _ = filesystem(archive, storage_options)
     if not fs.isdir(path):
         raise ValueError(f"archive {archive!r} does not exist or is not a directory")
     if not store:

@@ -1,11 +1,13 @@
 """Serve every deployment against a Prefect server, starting a local one when none answers.
 
-    python -m flows.serve [--port 4200]
+    python -m flows.serve [--port PORT] [--home DIR]
 
-Uses the server that ``PREFECT_API_URL`` (or the committed ``prefect.toml``) names. When it
-does not answer and points at this machine, a ``prefect server start`` child is started on
-127.0.0.1 with a project-local ``PREFECT_HOME`` (SQLite) and analytics off, and stopped again
-on exit (Ctrl-C or SIGTERM). From a second terminal in the repository::
+Uses the server that ``PREFECT_API_URL`` (or the committed ``prefect.toml``) names;
+``--port`` names ``http://127.0.0.1:PORT/api`` instead. When it does not answer and points at
+this machine, a ``prefect server start`` child is started on 127.0.0.1 with ``PREFECT_HOME``
+(``--home``, else the environment's ``PREFECT_HOME``, else ``./.prefect`` as ``prefect.toml``
+says: SQLite) and analytics off, and stopped again on exit (Ctrl-C or SIGTERM) and when this
+process dies, even by ``kill -9``. From a second terminal in the repository::
 
     prefect deployment run ingest-fits/ingest-fits --param archive=demo/archive \
         --param store=demo/store.zarr --watch --watch-timeout 600
@@ -124,10 +126,15 @@ def install_crash_automation() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--home", type=Path, default=ROOT / ".prefect", help="PREFECT_HOME of a server started here")
+    parser.add_argument("--home", type=Path, default=Path(os.environ.get("PREFECT_HOME") or ".prefect"),
+                        help="PREFECT_HOME of a server started here (default: $PREFECT_HOME, else ./.prefect)")
+    parser.add_argument("--port", type=int, help="serve against http://127.0.0.1:PORT/api (starting a server there if none answers)")
     args = parser.parse_args(argv)
 
-    api_url = os.environ.get("PREFECT_API_URL") or _toml_api_url() or DEFAULT_API
+    if args.port is not None:
+        api_url = f"http://127.0.0.1:{args.port}/api"
+    else:
+        api_url = os.environ.get("PREFECT_API_URL") or _toml_api_url() or DEFAULT_API
     server = None
     if not api_healthy(api_url):
         print(f"starting a Prefect server at {api_url} (PREFECT_HOME={args.home}) ...", flush=True)

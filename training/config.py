@@ -209,7 +209,6 @@ def load_config(argv: list[str] | None = None, base: dict | None = None) -> Trai
 
 def read_toml(path) -> dict:
     """The keys of a TOML config file (its ``[train]`` table, or the top level), coerced."""
-    from pathlib import Path
 
     path = Path(path)
     if not path.is_file():

@@ -32,7 +32,7 @@ def number_after(text: str, label: str) -> float:
 
 
 def test_ingest(tmp_path):
-    out = run_script("ingest.py", "--n", "200", "--seed-files", "50", "--dir", str(tmp_path))
+    out = run_script("ingest.py", "--n", "200", "--seed-files", "50", "--repeat", "1", "--dir", str(tmp_path))
     assert number_after(out, "(a)/(b)") > 0 and number_after(out, "per-worker cost (b)/(c)") > 0
 
 

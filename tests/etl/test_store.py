@@ -154,3 +154,25 @@ def test_times_carry_their_reference(real_files, tmp_path):
     np.testing.assert_array_equal(ds["e_min"].values, [0.2, 0.2, 2.3])
     assert "e_min" in ds["rate"].coords and "e_max" in ds["counts"].coords
     np.testing.assert_array_equal(ds["rate"].values[: lc.n_points], lc.rate)
+
+
+def test_store_shared_between_threads(store):
+    """Review (issue 9): ChunkCache had no lock; eight threads reading through one store agree with one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = store.source_ids
+    expected = {sid: store.read(sid).rate.copy() for sid in ids}
+    store.cache.clear()
+
+    def work(k):
+        rng = np.random.default_rng(k)
+        for _ in range(60):
+            pick = [ids[i] for i in rng.integers(0, len(ids), 16)]
+            batch = store.read_many(pick, columns=["rate"])
+            for i, sid in enumerate(pick):
+                np.testing.assert_array_equal(batch[i]["rate"], expected[sid])
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(work, range(8)))
+    assert store.cache.nbytes <= store.cache.max_bytes + max(a.nbytes for a in store.cache._items.values())

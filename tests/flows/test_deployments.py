@@ -109,3 +109,23 @@ def test_serve_starts_and_stops_its_own_server(tmp_path):
     assert serve.wait(timeout=60) == 0
     assert not api_healthy(api)
     assert "stopping the Prefect server" in (tmp_path / "serve.log").read_text()
+
+
+def test_killed_serve_takes_its_server_along(tmp_path):
+    """Issue 9.13: kill -9 of flows.serve left the Prefect server it started on the port."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = dict(os.environ)
+    env.pop("PREFECT_API_URL", None)
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.serve", "--port", str(port), "--home", str(tmp_path / "home")],
+                            cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: "serving ingest-fits/ingest-fits" in log.read_text() or proc.poll() is not None, 180, "flows.serve")
+        assert api_healthy(api), log.read_text()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        wait_for(lambda: not api_healthy(api, timeout=1.0), 60, "the orphaned server to stop")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

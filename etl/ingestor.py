@@ -1,0 +1,173 @@
+"""The store side of ingest: apply parsed batches to a store (ids, bands, buffering, commits).
+
+Split from the parsing (:mod:`etl.parse`) so that a Prefect flow can run
+:func:`etl.parse.parse_batch` as tasks and feed the results here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from etl.catalog import STATUS_OK, STATUS_REJECTED, catalog_frame, empty_catalog, read_catalog, write_catalog
+from etl.lightcurve import CHUNK_POINTS, FRACEXP_MIN, POINT_COLUMNS, SHARD_POINTS
+from etl.parse import FileResult, ParsedBatch, catalog_path
+from etl.reader import source_id_from_name
+from etl.writer import StoreWriter
+
+
+@dataclass
+class IngestSummary:
+    """Counts of one ingest run; ``discovered == ingested + unchanged + rejected``."""
+
+    store: str
+    discovered: int = 0
+    ingested: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    points: int = 0
+    seconds: float = 0.0
+    fallbacks: int = 0  # files the in-memory FITS parser left to cfitsio
+    rejected_files: list[tuple[str, str]] = field(default_factory=list)
+
+    def line(self) -> str:
+        """The one-line summary the CLI prints."""
+        general = f" | {self.fallbacks} read by cfitsio" if self.fallbacks else ""
+        return (
+            f"discovered {self.discovered} | ingested {self.ingested} | unchanged {self.unchanged} | "
+            f"rejected {self.rejected} | {self.points} points in {self.seconds:.1f} s{general} -> {self.store}"
+        )
+
+
+class Ingestor:
+    """Applies parsed batches to a store: source ids, band checks, buffering and commits.
+
+    Split from the parsing so that a Prefect flow can run :func:`parse_batch` as tasks and
+    feed the results here. Use :meth:`known_hashes` to skip unchanged files, :meth:`add`
+    for each batch result and :meth:`commit` at the end (it also commits when the buffer
+    holds ``flush_points`` points or ``flush_seconds`` have passed).
+    """
+
+    def __init__(self, store: str, fracexp_min: float = FRACEXP_MIN, storage_options: dict | None = None,
+                 flush_points: int = SHARD_POINTS, flush_seconds: float = 30.0, chunk_points: int = CHUNK_POINTS):
+        self.store = str(store)
+        self.storage_options = storage_options or {}
+        self.writer = StoreWriter(self.store, fracexp_min, self.storage_options, chunk_points)
+        bands = self.writer.bands
+        self.n_bands = 0 if bands is None else len(bands[0])
+        catalog = read_catalog(self.store, self.storage_options)
+        self.catalog = catalog if catalog is not None else empty_catalog(self.n_bands)
+        ok = self.catalog.filter(pl.col("status") == STATUS_OK)
+        self.end = int((ok["offset"] + ok["n_points"]).max() or 0) if ok.height else 0
+        self.start = self.writer.append_start(self.end)
+        self.hash_of = dict(zip(self.catalog["file"].to_list(), self.catalog["content_hash"].to_list()))
+        # source id -> (file, content hash) of every ok row, committed or pending
+        self.ids = {s: (f, h) for s, f, h in ok.select("source_id", "file", "content_hash").iter_rows()}
+        self.id_of_file = dict(zip(ok["file"].to_list(), ok["source_id"].to_list()))
+        self.pending: list[pl.DataFrame] = []  # catalog rows of committed-to-be files, per batch
+        self.pending_files: set[str] = set()
+        self.buffer: list[dict[str, np.ndarray]] = []
+        self.buffered = 0
+        self.flush_points = flush_points
+        self.flush_seconds = flush_seconds
+        self.last_commit = time.monotonic()
+        self.summary = IngestSummary(self.store)
+
+    def known_hashes(self, files: Iterable[str]) -> list[str | None]:
+        """Catalog content hash of each file (None for files never seen)."""
+        return [self.hash_of.get(catalog_path(f)) for f in files]
+
+    def add(self, batch: ParsedBatch) -> None:
+        """Apply one batch of parse results; commits when the buffer is full or old."""
+        now = dt.datetime.now(dt.timezone.utc)
+        rows = []
+        self.summary.fallbacks += batch.fallbacks
+        for res in batch.results:
+            self.summary.discovered += 1
+            if res.status == "unchanged":
+                self.summary.unchanged += 1
+                continue
+            self._release(res.file)
+            row = res.row | {"ingested_at": now}
+            if res.status == STATUS_OK:
+                reason = self._admit(res, row)
+                if reason is None:
+                    row |= {"status": STATUS_OK, "reason": None, "offset": self.start + self.buffered}
+                    self.buffer.append(batch.points(res))
+                    self.buffered += row["n_points"]
+                    self.ids[row["source_id"]] = (res.file, res.content_hash)
+                    self.id_of_file[res.file] = row["source_id"]
+                    self.summary.ingested += 1
+                    self.summary.points += row["n_points"]
+                else:
+                    row = {k: row.get(k) for k in ("file", "content_hash", "file_size", "source_id", "ingested_at")}
+                    row["reason"] = reason
+                    res.status = STATUS_REJECTED
+            if res.status == STATUS_REJECTED:
+                row |= {"status": STATUS_REJECTED, "offset": None, "n_points": None}
+                self.summary.rejected += 1
+                self.summary.rejected_files.append((res.file, row["reason"]))
+            rows.append(row)
+            self.pending_files.add(res.file)
+            self.hash_of[res.file] = res.content_hash
+        if rows:
+            self.pending.append(catalog_frame(rows, self.n_bands))
+        if self.buffered >= self.flush_points or time.monotonic() - self.last_commit >= self.flush_seconds:
+            self.commit()
+
+    def _release(self, file: str) -> None:
+        """A changed file gives up its old id (its old points become dead space)."""
+        old = self.id_of_file.pop(file, None)
+        if old is not None and self.ids.get(old, (None,))[0] == file:
+            del self.ids[old]
+
+    @property
+    def _band_lists(self) -> tuple[list[float], list[float]] | None:
+        bands = self.writer.attrs.get("bands")
+        return (bands["e_min"], bands["e_max"]) if bands else None
+
+    def _admit(self, res: FileResult, row: dict) -> str | None:
+        """Fix the band system / check it, and choose the source id; a reason when rejected."""
+        bands = self.writer.bands
+        if bands is None:
+            self.writer.set_bands(np.asarray(row["e_min"]), np.asarray(row["e_max"]))
+            self.n_bands = len(row["e_min"])
+        elif (row["e_min"], row["e_max"]) != self._band_lists:  # the exact test first: np.allclose per file cost ~0.15 ms
+            if len(bands[0]) != len(row["e_min"]) or not (np.allclose(bands[0], row["e_min"]) and np.allclose(bands[1], row["e_max"])):
+                store_bands = ", ".join(f"{a:g}-{b:g}" for a, b in zip(*bands))
+                file_bands = ", ".join(f"{a:g}-{b:g}" for a, b in zip(row["e_min"], row["e_max"]))
+                return f"band_mismatch: file bands [{file_bands}] keV differ from the store's [{store_bands}] keV"
+        wanted = row["source_id"]
+        holder = self.ids.get(wanted)
+        if holder is None:
+            return None
+        if holder[1] == res.content_hash:
+            return f"duplicate_source: identical content to {holder[0]} (source {wanted})"
+        stem = source_id_from_name(res.file)
+        candidate = f"{wanted}@{stem}"
+        if candidate in self.ids:
+            candidate = f"{candidate}@{res.content_hash[:8]}"
+        row["source_id"] = candidate
+        return None
+
+    def commit(self) -> None:
+        """Write buffered points, then atomically replace the catalog."""
+        if self.buffer:
+            columns = {name: np.concatenate([b[name] for b in self.buffer]) for name in POINT_COLUMNS}
+            self.end = self.writer.write(self.start, columns)
+            self.start = self.writer.append_start(self.end)
+            self.buffer, self.buffered = [], 0
+        if self.pending:
+            keep = self.catalog.filter(~pl.col("file").is_in(list(self.pending_files)))
+            merged = pl.concat([keep, *self.pending], how="diagonal_relaxed")
+            self.catalog = merged.select(empty_catalog(self.n_bands).columns)
+            write_catalog(self.store, self.catalog, self.storage_options)
+            self.pending, self.pending_files = [], set()
+        elif read_catalog(self.store, self.storage_options) is None:
+            write_catalog(self.store, self.catalog, self.storage_options)
+        self.last_commit = time.monotonic()
