@@ -380,3 +380,22 @@ def test_reader_beside_a_running_ingest(tmp_path):
         proc.wait(timeout=300)
     assert proc.returncode == 0, proc.stderr.read()
     assert reads > 20 and errors == 0, f"{errors} failed reads of {reads + errors}"
+
+
+def test_all_nan_band_is_quiet(tmp_path):
+    """Minor (issue 9): an all-NaN band printed a numpy RuntimeWarning; its mean rate is null now."""
+    import warnings
+
+    from etl.fitswriter import bintable_fits_bytes
+    from etl.synth import lightcurve_header, simulate_source
+
+    cols, _ = simulate_source(np.random.default_rng(2), "rebinned", 10.0, 10.0, 8, "constant")
+    cols["RATE"][:, 2] = np.nan
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "nanband.fits").write_bytes(bintable_fits_bytes(cols, header=lightcurve_header("nb", 10.0, 10.0, cols)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        summary = ingest(tmp_path / "a", tmp_path / "s", progress=False)
+    assert summary.ingested == 1
+    row = read_catalog(str(tmp_path / "s")).row(0, named=True)
+    assert row["mean_rate_b1"] is not None and (row["mean_rate_b3"] is None or np.isnan(row["mean_rate_b3"]))

@@ -38,9 +38,12 @@ def test_tuning_leaves_weights_gradients_and_rng_alone(train_store):
     assert model.training
 
 
+def _stream(store: str) -> BucketedLightCurves:
+    return BucketedLightCurves(store, select_sources(open_store(store).catalog().collect(), "train"), 16, 64, seed=0)
+
+
 def test_one_thread_is_not_timed(train_store):
-    sources = select_sources(open_store(train_store).catalog().collect(), "train")
-    ds = BucketedLightCurves(train_store, sources, 16, 64, seed=0)
+    ds = _stream(train_store)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -51,8 +54,7 @@ def test_one_thread_is_not_timed(train_store):
 
 def test_budget_stops_timing(train_store):
     """Issue 9.5: the tuner cost more than it saved on short runs; it now has a time budget."""
-    sources = select_sources(open_store(train_store).catalog().collect(), "train")
-    ds = BucketedLightCurves(train_store, sources, 16, 64, seed=0)
+    ds = _stream(train_store)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
