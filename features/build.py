@@ -2,7 +2,8 @@
 
     python -m features.build --store STORE [--checkpoint RUN/checkpoints/best.h5] [--min-points 3]
 
-Always builds (or reuses) the classical ``variability`` set. With ``--checkpoint`` it also
+Always builds (or reuses) the classical ``variability`` set and ``poisson_variability``
+(AMPL_MAX/AMPL_SIG and the normalised excess variance with its error, per band). With ``--checkpoint`` it also
 registers the model-derived sets ``vae_latent`` (latent means mu_0..mu_{L-1}) and
 ``vae_anomaly`` (anomaly_score = masked squared reconstruction error per valid value, so
 comparable across lengths; anomaly_chi2, the same residuals weighted by the errors; recon_sse,
@@ -24,6 +25,7 @@ import polars as pl
 
 from etl.errors import EtlError
 from features.featurestore import as_store, catalog_hash, file_hash, find_version, write_feature_set
+from features.poisson_variability import POISSON_FEATURES_VERSION, extract_poisson_variability
 from features.variability import MIN_POINTS, extract_variability
 from training.checkpoint import CheckpointError, read_checkpoint_info  # the format owner; imports no torch
 
@@ -39,6 +41,16 @@ def build_variability(store, min_points: int = MIN_POINTS, n_jobs: int = 2, prog
     if existing is not None:
         return existing, False
     return write_feature_set(store, "variability", extract_variability(store, min_points=min_points, n_jobs=n_jobs, progress=progress), lineage)
+
+
+def build_poisson_variability(store, progress: bool = False) -> tuple[dict, bool]:
+    """Build the ``poisson_variability`` set (AMPL_MAX/AMPL_SIG, NEV), or reuse the version of this catalog and code."""
+    store = as_store(store)
+    lineage = {"catalog_hash": catalog_hash(store), "features_version": POISSON_FEATURES_VERSION}
+    existing = find_version(store, "poisson_variability", lineage)
+    if existing is not None:
+        return existing, False
+    return write_feature_set(store, "poisson_variability", extract_poisson_variability(store, progress=progress), lineage)
 
 
 def checkpoint_config(checkpoint: str) -> dict:
@@ -77,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         store = as_store(args.store)
-        results = [build_variability(store, args.min_points, args.jobs, progress=True)]
+        results = [build_variability(store, args.min_points, args.jobs, progress=True), build_poisson_variability(store, progress=True)]
         if args.checkpoint:
             if not Path(args.checkpoint).is_file():
                 raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")

@@ -9,12 +9,18 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from features.build import build_model_features, build_variability
+from features.build import build_model_features, build_poisson_variability, build_variability
 
 
 @task(name="variability-features", retries=1)
 def variability_task(store: str, min_points: int) -> dict:
     meta, created = build_variability(store, min_points)
+    return {**meta, "created": created}
+
+
+@task(name="poisson-variability-features", retries=1)
+def poisson_variability_task(store: str) -> dict:
+    meta, created = build_poisson_variability(store)
     return {**meta, "created": created}
 
 
@@ -27,7 +33,7 @@ def model_features_task(store: str, checkpoint: str) -> list[dict]:
 def build_features(store: str, checkpoint: str | None = None, min_points: int = 3) -> list[dict]:
     """Build (or reuse) the store's feature sets; returns their name, version and whether built."""
     logger = get_run_logger()
-    results = [variability_task(store, min_points)]
+    results = [variability_task(store, min_points), poisson_variability_task(store)]
     if checkpoint:
         results += model_features_task(store, checkpoint)
     rows = ["| set | version | sources | columns | |", "|---|---:|---:|---:|---|"]

@@ -78,7 +78,7 @@ def test_model_derived_sets_via_cli(store, tmp_path, capsys):
     assert data.collect().height == 120 and set(data.collect()["split"]) == {"train", "val", "test"}
     assert len(get_feature_set(store, "vae_latent")[0]["columns"]) == 40
     assert main(["--store", str(store), "--checkpoint", str(ckpt)]) == 0
-    assert capsys.readouterr().out.count("unchanged, reused") == 3
+    assert capsys.readouterr().out.count("unchanged, reused") == 4
     shutil.copy(ckpt, tmp_path / "other.h5")  # another model file: new lineage, new version
     with open(tmp_path / "other.h5", "ab") as fh:
         fh.write(b"\0")
