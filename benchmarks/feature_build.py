@@ -1,9 +1,13 @@
-"""Feature-store speed: variability features for N sources, and a three-set join.
+"""Feature-store speed: variability and poisson_variability features for N sources, and a three-set join.
 
-    python benchmarks/feature_build.py [--n 100000] [--dir /tmp/bench-read]
+    python benchmarks/feature_build.py [--n 100000] [--dir /tmp/bench-read] [--bexvar-reference 3]
 
 Builds (once) a synthetic store of ``--n`` rebinned sources, times the ``variability``
-extraction from the store (targets: 100,000 sources in under a minute on 2 cores) and
+extraction from the store (targets: 100,000 sources in under a minute on 2 cores), the
+``poisson_variability`` extraction (AMPL_SIG, NEV and the Bayesian excess variance of three
+bands; target: all of issue 10's set for 100,000 sources in under 10 minutes) with its peak
+memory, the reference ``bexvar`` package's time per light curve and band for comparison (on
+``--bexvar-reference`` light curves, when the package is installed), and
 ``get_features`` joining three feature sets with the catalog (target: well under a second).
 The two extra sets hold random numbers shaped like the VAE sets (40 latents, 6 score columns).
 """
@@ -11,6 +15,7 @@ The two extra sets hold random numbers shaped like the VAE sets (40 latents, 6 s
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import sys
 import time
@@ -24,6 +29,7 @@ from common import ensure_store  # noqa: E402
 from etl.store import open_store  # noqa: E402
 from features import get_features  # noqa: E402
 from features.featurestore import write_feature_set  # noqa: E402
+from features.poisson_variability import extract_poisson_variability  # noqa: E402
 from features.variability import extract_variability  # noqa: E402
 
 
@@ -31,6 +37,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--dir", type=Path, default=Path("/tmp/bench-read"))
+    p.add_argument("--bexvar-reference", type=int, default=3, help="light curves timed with the reference package (0: skip)")
     args = p.parse_args()
     store_path = ensure_store(args.dir, args.n, seed=3)
     shutil.rmtree(store_path / "features", ignore_errors=True)
@@ -39,6 +46,11 @@ def main() -> None:
     variability = extract_variability(store)
     extract_s = time.perf_counter() - t
     ids = variability["source_id"]
+    t = time.perf_counter()
+    poisson = extract_poisson_variability(store)
+    poisson_s = time.perf_counter() - t
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    reference_s = reference_seconds(store, args.bexvar_reference)
     rng = np.random.default_rng(0)
     write_feature_set(store, "variability", variability, {"bench": 1})
     write_feature_set(store, "vae_latent", pl.DataFrame({"source_id": ids, **{f"mu_{j}": rng.normal(size=len(ids)) for j in range(40)}}), {"bench": 1})
@@ -52,9 +64,35 @@ def main() -> None:
     picked = get_features(store, ["variability", "vae_anomaly"]).filter(pl.col("reduced_chi2_b2") > 3).select("source_id", "s0").collect()
     query_s = time.perf_counter() - t
     print(f"variability features: {len(ids)} sources in {extract_s:.1f} s ({len(ids) / extract_s:,.0f} sources/s; target < 60 s for 100k)")
+    print(f"poisson_variability (AMPL, NEV, bexvar x {len(store.e_min)} bands): {poisson.height} sources in {poisson_s:.1f} s "
+          f"({poisson.height / poisson_s:,.0f} sources/s, {poisson_s / max(poisson.height, 1) / len(store.e_min) * 1e3:.3f} ms per "
+          f"light curve and band; peak RSS {peak_mib:.0f} MiB)")
+    if reference_s is not None:
+        print(f"reference bexvar package (UltraNest): {reference_s:.2f} s per light curve and band "
+              f"({reference_s / (poisson_s / max(poisson.height, 1) / len(store.e_min)):,.0f}x slower)")
     print(f"get_features, 3 sets joined with the catalog: {df.height} rows x {df.width} columns in "
           f"{min(timings) * 1e3:.0f} ms (best of 3; target well under 1 s)")
     print(f"filtered query (chi2_b2 > 3, 2 sets): {picked.height} rows in {query_s * 1e3:.0f} ms")
+
+
+def reference_seconds(store, n: int) -> float | None:
+    """Seconds per light curve and band of the reference bexvar package (test-only dependency)."""
+    if n <= 0:
+        return None
+    try:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "data"))
+        from make_bexvar_reference import load_oracle, reference
+        oracle = load_oracle()
+    except (ImportError, FileNotFoundError, OSError):
+        print("reference bexvar package not installed: pip install bexvar (test-only, AGPL)")
+        return None
+    ids = store.source_ids[:n]
+    t = time.perf_counter()
+    for sid in ids:
+        lc = store.read(sid)
+        reference(oracle, lc.counts[:, 1].astype("f8"), lc.back_counts[:, 1].astype("f8"), lc.backratio,
+                  lc.fracexp[:, 1].astype("f8"), lc.timedel)
+    return (time.perf_counter() - t) / len(ids)
 
 
 if __name__ == "__main__":

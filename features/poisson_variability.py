@@ -23,9 +23,14 @@ and positive errors (``n_var_b{k}`` of them):
   with ``e = (e- + e+) / 2`` and ``F_var = sqrt(max(NEV, 0))``. NEV is null when ``<x> <= 0``
   (background-dominated light curves: the normalisation has no meaning there).
 
-A band with fewer than 2 usable bins gets nulls. Still to come in this set (issue 10): the
-Bayesian excess variance (Buchner et al. 2022) and false-positive probabilities calibrated on
-simulated constant sources.
+* ``bexvar_log_rate_b{k}``, ``bexvar_scatt_b{k}``, ``bexvar_scatt_lo_b{k}``,
+  ``bexvar_scatt_hi_b{k}``, ``bexvar_pvar_p1_b{k}``: the Bayesian excess variance from the
+  counts, background counts, BACKRATIO, FRACEXP and TIMEDEL of the bins with FRACEXP > 0.1
+  (Buchner et al. 2022, Sect. 2.4; :mod:`features.bexvar`), ``n_bexvar_b{k}`` such bins.
+
+A band with fewer than 2 usable bins gets nulls for AMPL/NEV, and without bins for bexvar.
+Still to come in this set (issue 10): false-positive probabilities calibrated on simulated
+constant sources and the ``variable_3sigma`` flags.
 
 Shape legend: N = light curves in a batch, T = the longest of them, K = bands.
 """
@@ -36,11 +41,13 @@ import numpy as np
 import polars as pl
 
 from etl.store import LightCurveBatch, LightCurveStore
+from features.bexvar import bexvar
 
 #: Bump when a definition here changes (part of the feature set's lineage).
-POISSON_FEATURES_VERSION = 1
-PER_BAND = ("ampl_max", "ampl_sig", "nev", "nev_err", "n_var")
-COLUMNS = ("rate", "rate_errm", "rate_errp")
+POISSON_FEATURES_VERSION = 2
+BEXVAR = ("bexvar_log_rate", "bexvar_scatt", "bexvar_scatt_lo", "bexvar_scatt_hi", "bexvar_pvar_p1")
+PER_BAND = ("ampl_max", "ampl_sig", "nev", "nev_err", "n_var", *BEXVAR, "n_bexvar")
+COLUMNS = ("rate", "rate_errm", "rate_errp", "counts", "back_counts", "backratio", "fracexp", "timedel")
 
 
 def feature_columns(n_bands: int) -> list[str]:
@@ -109,6 +116,8 @@ def extract_batch(batch: LightCurveBatch, source_ids: list[str]) -> pl.DataFrame
     upper = batch.padded("rate_errp", length, fill=np.nan)[0].astype("f8")
     x = x.astype("f8")
     out: dict[str, object] = {"source_id": source_ids}
+    source = np.repeat(np.arange(len(batch)), batch.lengths)
+    cols = batch.columns
     for k in range(x.shape[2]):
         xk, lo, hi = x[..., k], lower[..., k], upper[..., k]
         usable = mask & np.isfinite(xk) & np.isfinite(lo) & np.isfinite(hi) & (lo > 0) & (hi > 0)
@@ -116,12 +125,16 @@ def extract_batch(batch: LightCurveBatch, source_ids: list[str]) -> pl.DataFrame
         nev, nev_err = excess_variance(xk, 0.5 * (lo + hi), usable)
         out |= {f"ampl_max_b{k + 1}": ampl_max, f"ampl_sig_b{k + 1}": ampl_sig, f"nev_b{k + 1}": nev,
                 f"nev_err_b{k + 1}": nev_err, f"n_var_b{k + 1}": usable.sum(axis=1).astype(np.int64)}
+        result = bexvar(cols["counts"][:, k], cols["back_counts"][:, k], cols["backratio"], cols["fracexp"][:, k],
+                        cols["timedel"], source, len(batch))
+        out |= {f"{name}_b{k + 1}": result[name] for name in BEXVAR}
+        out[f"n_bexvar_b{k + 1}"] = result["n_bins"].astype(np.int64)
     frame = pl.DataFrame(out)
     floats = [c for c, t in frame.schema.items() if t == pl.Float64]
     return frame.with_columns(pl.col(floats).fill_nan(None))
 
 
-def extract_poisson_variability(store: LightCurveStore, batch_size: int = 4096, progress: bool = False) -> pl.DataFrame:
+def extract_poisson_variability(store: LightCurveStore, batch_size: int = 2048, progress: bool = False) -> pl.DataFrame:
     """The set for every ok source of ``store`` (memory: one batch at a time)."""
     from tqdm import tqdm
 
@@ -133,7 +146,7 @@ def extract_poisson_variability(store: LightCurveStore, batch_size: int = 4096, 
         batch = store.read_spans(offsets[i : i + batch_size], lengths[i : i + batch_size], COLUMNS)
         parts.append(extract_batch(batch, ids[i : i + batch_size]))
     if not parts:
-        schema = {"source_id": pl.String} | {c: (pl.Int64 if c.startswith("n_var") else pl.Float64)
+        schema = {"source_id": pl.String} | {c: (pl.Int64 if c.startswith("n_") else pl.Float64)
                                              for c in feature_columns(len(store.e_min))}
         return pl.DataFrame(schema=schema)
     return pl.concat(parts)

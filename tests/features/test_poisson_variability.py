@@ -54,9 +54,13 @@ def test_batch_columns_and_bands():
     offsets = np.array([0, 3, 5])
     rate = np.array([[1.0, 2.0], [5.0, 2.0], [2.0, 2.0], [1.0, 1.0], [1.0, np.nan]], dtype="f4")
     err = np.full_like(rate, 0.5)
-    batch = LightCurveBatch(["a", "b"], lengths, offsets, {"rate": rate, "rate_errm": err, "rate_errp": err})
-    frame = extract_batch(batch, ["a", "b"])
+    counts = np.array([[10, 20], [50, 20], [20, 20], [10, 10], [10, 0]], dtype="f4")
+    columns = {"rate": rate, "rate_errm": err, "rate_errp": err, "counts": counts, "back_counts": np.ones_like(counts),
+               "backratio": np.full(5, 0.01), "fracexp": np.full((5, 2), 0.9, "f4"), "timedel": np.full(5, 10.0)}
+    frame = extract_batch(LightCurveBatch(["a", "b"], lengths, offsets, columns), ["a", "b"])
     assert frame.columns[:6] == ["source_id", "ampl_max_b1", "ampl_sig_b1", "nev_b1", "nev_err_b1", "n_var_b1"]
+    assert {f"{c}_b2" for c in ("bexvar_log_rate", "bexvar_scatt_lo", "bexvar_pvar_p1", "n_bexvar")} <= set(frame.columns)
+    assert frame["n_bexvar_b1"].to_list() == [3, 2]
     row = frame.row(0, named=True)
     assert row["ampl_max_b1"] == pytest.approx(4.5 - 1.5)
     assert row["ampl_max_b2"] == pytest.approx(-1.0)  # a flat curve: the error bars overlap by 1
