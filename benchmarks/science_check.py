@@ -55,7 +55,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=20_000)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--loss", choices=["mse", "chi2"], default="mse", help="training loss (training.fit --loss)")
+    p.add_argument("--loss", choices=["mse", "chi2", "poisson"], default="mse", help="training loss (training.fit --loss)")
     p.add_argument("--out", type=Path, default=Path("/tmp/science-check"))
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +128,7 @@ def main() -> None:
     store = open_store(test_store)
     model = build_model(cfg, len(store.e_min))
     restore(ck, model, rng=False)
-    records = reconstruct(model, store, top["source_id"].to_list(), cfg.max_len, cfg.target, torch.device("cpu"))
+    records = reconstruct(model, store, top["source_id"].to_list(), cfg.max_len, cfg.target, torch.device("cpu"), cfg.time_inputs)
     for rec, s, c in zip(records, top["anomaly_chi2"], top["class"]):
         rec["score"], rec["source_id"] = float(s), f"{rec['source_id']}\n[{c}]"
     plots.save(plots.reconstruction_figure(records, plots.band_labels(store.e_min, store.e_max), "16 highest VAE anomaly chi2 (test archive)"),

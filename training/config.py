@@ -45,7 +45,9 @@ class TrainConfig:
     latent: int = _knob(40, "latent dimensions")
     kld_coef: float = _knob(0.001, "weight of the KL term (the seed logged 0.0035 but applied 0.001)")
     target: str = _knob("rates", "'rates': reconstruct the band rates; 'all': rates and both errors of every band")
-    loss: str = _knob("mse", "'mse': the seed's squared error; 'chi2': residuals divided by the rate errors")
+    loss: str = _knob("mse", "'mse': the seed's squared error; 'chi2': residuals divided by the rate errors; "
+                      "'poisson': Poisson likelihood of the counts (rate x exposure + background)")
+    time_inputs: bool = _knob(False, "give the encoder the gap since the previous bin and the exposure as inputs")
     max_len: int = _knob(512, "cap on time steps per light curve (the seed cut at 20); longer ones are cut")
     min_len: int = _knob(2, "sources with fewer points are left out")
     limit: int = _knob(0, "train on a seeded random sample of this many sources (0: all; the seed used 16384)")
@@ -82,10 +84,10 @@ class TrainConfig:
             raise ConfigError(f"kld_coef must be a finite number >= 0, got {self.kld_coef}")
         if self.target not in ("rates", "all"):
             raise ConfigError(f"target must be 'rates' or 'all', got {self.target!r}")
-        if self.loss not in ("mse", "chi2"):
-            raise ConfigError(f"loss must be 'mse' or 'chi2', got {self.loss!r}")
-        if self.loss == "chi2" and self.target != "rates":
-            raise ConfigError("loss 'chi2' weights the band rates by their errors: it needs target 'rates'")
+        if self.loss not in ("mse", "chi2", "poisson"):
+            raise ConfigError(f"loss must be 'mse', 'chi2' or 'poisson', got {self.loss!r}")
+        if self.loss in ("chi2", "poisson") and self.target != "rates":
+            raise ConfigError(f"loss {self.loss!r} models the band rates: it needs target 'rates'")
         if self.wandb_mode not in ("", "online", "offline", "disabled"):
             raise ConfigError(f"wandb_mode must be online, offline or disabled, got {self.wandb_mode!r}")
         if self.limit < 0 or self.num_workers < 0 or self.threads < 0 or self.min_len < 1:

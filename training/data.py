@@ -40,7 +40,12 @@ from etl.store import LightCurveStore, open_store
 #: Hash buckets of 10,000 per split: a source's split depends on its id only.
 SPLITS = {"train": (0, 8500), "val": (8500, 9000), "test": (9000, 10000)}
 RATE_FEATURES = ("rate", "rate_errm", "rate_errp")
+#: What the Poisson loss needs besides the rates: counts and what turns a rate into counts.
+COUNT_COLUMNS = ("counts", "back_counts", "backratio", "fracexp", "timedel")
+#: Extra input features with ``time_inputs``: the gap since the previous bin and the exposure.
+N_TIME_INPUTS = 2
 SCALE_FLOOR = 1e-3
+ERODAY_S = 14400.0
 
 
 class DataError(ValueError):
@@ -149,19 +154,41 @@ def source_scale(rate: np.ndarray, errp: np.ndarray, mask: np.ndarray) -> np.nda
     return np.maximum(np.maximum(mean_total, rms_error), SCALE_FLOOR).astype(np.float32)
 
 
-def features_from_batch(batch, max_len: int, target: str = "rates") -> dict[str, np.ndarray]:
+def read_columns(poisson: bool = False, time_inputs: bool = False) -> tuple[str, ...]:
+    """Store columns :func:`features_from_batch` needs for these options."""
+    return RATE_FEATURES + (COUNT_COLUMNS if poisson or time_inputs else ()) + (("time",) if time_inputs else ())
+
+
+def features_from_batch(batch, max_len: int, target: str = "rates", poisson: bool = False,
+                        time_inputs: bool = False) -> dict[str, np.ndarray]:
     """Turn a :class:`~etl.store.LightCurveBatch` into model arrays.
+
+    Parameters
+    ----------
+    batch : LightCurveBatch
+        Read with :func:`read_columns` of the same options.
+    poisson : bool
+        Add what the Poisson loss needs (``counts``, ``background``, ``exposure``).
+    time_inputs : bool
+        Append two inputs per step: ``asinh`` of the gap since the previous bin's start, in
+        erodays (0 for the first bin), and ``asinh`` of the best band's exposure
+        (FRACEXP x TIMEDEL) in units of 10 s. eRASS bins are not evenly spaced: this tells the
+        encoder how far apart two measurements are and how much each is worth.
 
     Returns
     -------
     dict
-        ``x`` (B, T, 3K) float32 inputs (rates of the K bands, then their lower errors, then
-        their upper errors); ``y`` (B, T, K or 3K) float32 targets; ``mask`` (B, T) bool valid
-        steps; ``target_mask`` (B, T, K or 3K) bool valid and finite; ``lengths`` (B,) int64;
-        ``scale`` (B,) float32; ``sigma`` (B, T, K) float32, the scaled symmetric rate error
-        ``(errm + errp) / 2 / s`` (0 where unusable), for error-weighted scores.
+        ``x`` (B, T, 3K [+2]) float32 inputs (rates of the K bands, then their lower errors,
+        then their upper errors, then the time inputs); ``y`` (B, T, K or 3K) float32 targets;
+        ``mask`` (B, T) bool valid steps; ``target_mask`` (B, T, K or 3K) bool valid and finite;
+        ``lengths`` (B,) int64; ``scale`` (B,) float32; ``sigma`` (B, T, K) float32, the scaled
+        symmetric rate error ``(errm + errp) / 2 / s`` (0 where unusable). With ``poisson``:
+        ``counts`` (B, T, K) observed source-aperture counts, ``background`` (B, T, K) expected
+        background counts in the aperture (BACK_COUNTS x BACKRATIO), ``exposure`` (B, T, K)
+        seconds (TIMEDEL x FRACEXP) and ``count_mask`` (B, T, K) where all three are usable.
     """
-    cols = [batch.padded(name, length=min(int(batch.lengths.max()), max_len), fill=np.nan)[0] for name in RATE_FEATURES]
+    length = min(int(batch.lengths.max()), max_len)
+    cols = [batch.padded(name, length=length, fill=np.nan)[0] for name in RATE_FEATURES]
     k = cols[0].shape[-1]
     mask = np.arange(cols[0].shape[1])[None, :] < np.minimum(batch.lengths, max_len)[:, None]
     scale = source_scale(cols[0], cols[2], mask)
@@ -173,20 +200,40 @@ def features_from_batch(batch, max_len: int, target: str = "rates") -> dict[str,
     errm, errp = slice(k, 2 * k), slice(2 * k, 3 * k)
     sigma = 0.5 * (values[..., errm] + values[..., errp])
     sigma = np.where(finite[..., errm] & finite[..., errp] & (sigma > 0), sigma, 0.0).astype(np.float32)
-    return {
+    out = {
         "sigma": sigma,
-        "x": x,
         "y": y_all[..., :width],
         "mask": mask,
         "target_mask": finite[..., :width],
         "lengths": np.minimum(batch.lengths, max_len).astype(np.int64),
         "scale": scale,
     }
+    if poisson or time_inputs:
+        fracexp = batch.padded("fracexp", length=length, fill=np.nan)[0].astype("f8")
+        timedel = batch.padded("timedel", length=length, fill=np.nan)[0]
+        exposure = fracexp * timedel[..., None]  # (B, T, K) s
+    if poisson:
+        counts = batch.padded("counts", length=length, fill=np.nan)[0].astype("f8")
+        back = batch.padded("back_counts", length=length, fill=np.nan)[0] * batch.padded("backratio", length=length, fill=np.nan)[0][..., None]
+        usable = mask[..., None] & np.isfinite(counts) & np.isfinite(back) & np.isfinite(exposure) & (exposure > 0) & (counts >= 0)
+        out |= {"counts": np.where(usable, counts, 0.0).astype(np.float32),
+                "background": np.where(usable, np.maximum(back, 0.0), 0.0).astype(np.float32),
+                "exposure": np.where(usable, exposure, 0.0).astype(np.float32), "count_mask": usable}
+    if time_inputs:
+        time = batch.padded("time", length=length, fill=np.nan)[0]
+        gap = np.zeros_like(time)
+        gap[:, 1:] = np.diff(time, axis=1) / ERODAY_S
+        best = np.nanmax(np.where(np.isfinite(exposure), exposure, 0.0), axis=2) / 10.0
+        extra = np.stack([np.arcsinh(np.where(mask & np.isfinite(gap), gap, 0.0)),
+                          np.arcsinh(np.where(mask, best, 0.0))], axis=-1).astype(np.float32)
+        x = np.concatenate([x, extra], axis=-1)
+    out["x"] = x
+    return out
 
 
-def input_width(n_bands: int) -> int:
-    """F: rate, lower and upper error of each band."""
-    return len(RATE_FEATURES) * n_bands
+def input_width(n_bands: int, time_inputs: bool = False) -> int:
+    """F: rate, lower and upper error of each band (and the two time inputs)."""
+    return len(RATE_FEATURES) * n_bands + (N_TIME_INPUTS if time_inputs else 0)
 
 
 def output_width(n_bands: int, target: str) -> int:
@@ -207,7 +254,7 @@ class BucketedLightCurves(IterableDataset):
 
     def __init__(self, store_url: str, sources: SourceTable, batch_size: int, max_len: int, target: str = "rates",
                  seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1, cache_mib: int = 256,
-                 storage_options: dict | None = None):
+                 storage_options: dict | None = None, poisson: bool = False, time_inputs: bool = False):
         super().__init__()
         if len(sources) == 0:
             raise DataError(f"{store_url}: no sources in this split")
@@ -219,6 +266,7 @@ class BucketedLightCurves(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.cache_mib = cache_mib
         self.storage_options = storage_options
+        self.poisson, self.time_inputs = poisson, time_inputs
         self.epoch = 0
         self._store: LightCurveStore | None = None
 
@@ -254,8 +302,9 @@ class BucketedLightCurves(IterableDataset):
 
     def load(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         """Read and featurise the sources at ``rows``."""
-        batch = self.store.read_spans(self.sources.offsets[rows], self.sources.lengths[rows], RATE_FEATURES)
-        arrays = features_from_batch(batch, self.max_len, self.target)
+        batch = self.store.read_spans(self.sources.offsets[rows], self.sources.lengths[rows],
+                                      read_columns(self.poisson, self.time_inputs))
+        arrays = features_from_batch(batch, self.max_len, self.target, self.poisson, self.time_inputs)
         out = {k: torch.from_numpy(v) for k, v in arrays.items()}
         out["rows"] = torch.from_numpy(np.asarray(rows, dtype=np.int64))
         return out

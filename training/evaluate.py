@@ -5,7 +5,8 @@
 Writes Parquet keyed by ``source_id``: ``split``, ``n_steps``, ``recon_sse`` (masked squared
 error, scaled units; with ``--loss chi2`` the error-weighted residuals the model was trained
 on), ``n_values`` (valid elements), ``anomaly_score`` = recon_sse / n_values (per valid
-element, comparable across lengths), ``anomaly_chi2`` (the
+element, comparable across lengths; with ``--loss poisson`` the Poisson deviance per usable
+bin, recon_sse then holding the negative log-likelihood), ``anomaly_chi2`` (the
 reduced chi2 of the band rates against the reconstruction, residuals divided by the mean of
 the lower and upper errors: the same score weighted by the measurement errors, so that faint,
 noisy sources do not dominate it) and ``mu_0`` ...
@@ -28,7 +29,7 @@ from etl.errors import EtlError
 from etl.store import open_store
 from training.checkpoint import CheckpointError, load_checkpoint, restore
 from training.config import config_from_dict
-from training.data import RATE_FEATURES, SPLITS, BucketedLightCurves, DataError, features_from_batch, select_splits
+from training.data import SPLITS, BucketedLightCurves, DataError, features_from_batch, read_columns, select_splits
 from training.model import RNNVAE, architecture_bands, batch_elbo, build_model
 from training import plots
 
@@ -50,12 +51,15 @@ def score_dataset(model: RNNVAE, ds: BucketedLightCurves, device: torch.device, 
         k = batch["sigma"].shape[-1]  # bands: the first K outputs are the band rates
         chi2 = weighted_chi2(recon.float().cpu()[..., :k], batch["y"][..., :k], batch["target_mask"][..., :k], batch["sigma"])
         n_values = out["per_source_count"].cpu().numpy()
+        # the anomaly score is the training loss's reconstruction term per valid value; for the
+        # Poisson loss its deviance per bin (comparable across lengths and brightness)
+        per_value = out["per_source_deviance"].cpu().numpy() if loss == "poisson" else sse
         frame = {
             "source_id": [ds.sources.source_ids[i] for i in batch["rows"].tolist()],
             "n_steps": batch["lengths"].numpy(),
             "recon_sse": sse,
             "n_values": n_values,
-            "anomaly_score": sse / np.maximum(n_values, 1),
+            "anomaly_score": per_value / np.maximum(n_values, 1),
             "anomaly_chi2": chi2,
         }
         mu_np = mu.float().cpu().numpy()
@@ -87,11 +91,12 @@ def weighted_chi2(recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
 
 
 @torch.no_grad()
-def reconstruct(model: RNNVAE, store, source_ids: list[str], max_len: int, target: str, device: torch.device) -> list[dict]:
+def reconstruct(model: RNNVAE, store, source_ids: list[str], max_len: int, target: str, device: torch.device,
+                time_inputs: bool = False) -> list[dict]:
     """Inputs and reconstructions in ct/s for plotting (time in days since the first bin)."""
     model.eval()
-    batch = store.read_many(source_ids, columns=("time",) + RATE_FEATURES)
-    arrays = features_from_batch(batch, max_len, target)
+    batch = store.read_many(source_ids, columns=tuple(dict.fromkeys(("time",) + read_columns(time_inputs=time_inputs))))
+    arrays = features_from_batch(batch, max_len, target, time_inputs=time_inputs)
     recon, _, _ = model(torch.from_numpy(arrays["x"]).to(device), torch.from_numpy(arrays["lengths"]).to(device))
     k = arrays["sigma"].shape[-1]
     recon = recon.float().cpu().numpy()[..., :k] * arrays["scale"][:, None, None]
@@ -138,7 +143,8 @@ def evaluate_checkpoint(checkpoint: str, store_url: str | None = None, split: st
         sources = tables[name]
         if len(sources) == 0:
             continue
-        ds = BucketedLightCurves(store_url, sources, cfg.batch_size, cfg.max_len, cfg.target, shuffle=False, cache_mib=cfg.cache_mib)
+        ds = BucketedLightCurves(store_url, sources, cfg.batch_size, cfg.max_len, cfg.target, shuffle=False, cache_mib=cfg.cache_mib,
+                                 poisson=cfg.loss == "poisson", time_inputs=cfg.time_inputs)
         df, loss = score_dataset(model, ds, dev, cfg.kld_coef, name, progress, cfg.loss)
         frames.append(df)
         losses.append(loss * len(sources))
@@ -153,7 +159,7 @@ def evaluate_checkpoint(checkpoint: str, store_url: str | None = None, split: st
     if len(scores) >= 3:
         plots.save(plots.latent_figure(mu, scores["anomaly_score"].to_numpy(), "anomaly score"), path.with_name(f"{path.stem}_latent_pca.png"))
     worst = scores["source_id"][: min(top, len(scores))].to_list()
-    records = reconstruct(model, store, worst, cfg.max_len, cfg.target, dev)
+    records = reconstruct(model, store, worst, cfg.max_len, cfg.target, dev, cfg.time_inputs)
     for rec, score in zip(records, scores["anomaly_score"][: len(worst)]):
         rec["score"] = float(score)
     bands = plots.band_labels(store.e_min, store.e_max)

@@ -109,7 +109,8 @@ class Trainer:
         if len(self.train_sources) == 0:
             raise DataError(f"{cfg.store}: no training sources left after filtering (min_len={cfg.min_len}, limit={cfg.limit})")
         self.val_sources = tables["val"]
-        common = dict(target=cfg.target, seed=cfg.seed, rank=self.rank, world_size=self.world, cache_mib=cfg.cache_mib)
+        common = dict(target=cfg.target, seed=cfg.seed, rank=self.rank, world_size=self.world, cache_mib=cfg.cache_mib,
+                      poisson=cfg.loss == "poisson", time_inputs=cfg.time_inputs)
         self.train_ds = BucketedLightCurves(cfg.store, self.train_sources, cfg.batch_size, cfg.max_len, shuffle=True, **common)
         self.val_ds = (BucketedLightCurves(cfg.store, self.val_sources, cfg.batch_size, cfg.max_len, shuffle=False, **common)
                        if len(self.val_sources) >= self.world else None)
@@ -277,7 +278,8 @@ class Trainer:
             save_checkpoint(self.ckpt_dir / f"epoch_{epoch:06d}.h5", *args)
 
     def plot(self, epoch: int) -> None:
-        records = reconstruct(self.model, self.store, self.benchmark_ids, self.cfg.max_len, self.cfg.target, self.device)
+        records = reconstruct(self.model, self.store, self.benchmark_ids, self.cfg.max_len, self.cfg.target, self.device,
+                              self.cfg.time_inputs)
         fig = plots.reconstruction_figure(records, plots.band_labels(self.store.e_min, self.store.e_max), f"epoch {epoch}")
         path = self.plot_dir / f"reconstruction_epoch_{epoch:06d}.png"
         if self.wandb_run is not None:

@@ -88,11 +88,12 @@ def build_model(cfg, n_bands: int) -> RNNVAE:
     """The model a training config describes, for a store of ``n_bands`` energy bands."""
     from training.data import input_width, output_width
 
-    return RNNVAE(input_width(n_bands), output_width(n_bands, cfg.target), cfg.hidden, cfg.layers, cfg.dropout, cfg.latent)
+    return RNNVAE(input_width(n_bands, cfg.time_inputs), output_width(n_bands, cfg.target), cfg.hidden, cfg.layers,
+                  cfg.dropout, cfg.latent)
 
 
 def architecture_bands(architecture: dict) -> int:
-    """Energy bands of the store a model of this architecture was built for."""
+    """Energy bands of the store a model of this architecture was built for (3 inputs a band, plus 0 or 2 time inputs)."""
     return int(architecture["input_size"]) // 3
 
 
@@ -137,13 +138,72 @@ def masked_elbo(recon: torch.Tensor, target: torch.Tensor, target_mask: torch.Te
     }
 
 
+def poisson_elbo(recon: torch.Tensor, scale: torch.Tensor, counts: torch.Tensor, background: torch.Tensor,
+                 exposure: torch.Tensor, count_mask: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                 kld_coef: float) -> dict[str, torch.Tensor]:
+    """ELBO with the Poisson likelihood of the observed counts (``--loss poisson``).
+
+    The decoder's positive output is the source rate of each band in units of the source's
+    scale ``s``; the expected source-aperture counts are (Cash 1979; the eSASS rate model)
+
+        m = recon x s x exposure + background,   exposure = TIMEDEL x FRACEXP,
+                                                 background = BACK_COUNTS x BACKRATIO
+
+    and the reconstruction term is the Poisson negative log-likelihood
+    ``sum (m - C log m + log C!)`` over usable bins only (``torch.where``: padding and unusable
+    bins never reach the sum).
+
+    Parameters
+    ----------
+    recon : Tensor, shape (B, T, K)
+    scale : Tensor, shape (B,)
+    counts, background, exposure : Tensor, shape (B, T, K)
+    count_mask : Tensor of bool, shape (B, T, K)
+    mu, logvar : Tensor, shape (B, L)
+
+    Returns
+    -------
+    dict
+        As :func:`masked_elbo` (``mse`` holds the negative log-likelihood), plus
+        ``per_source_deviance`` (B,): the Poisson deviance ``2 sum (C log(C / m) - (C - m))``,
+        whose mean per bin is the anomaly score (about 1 per bin for a good fit, whatever the
+        brightness and length).
+    """
+    k = counts.shape[-1]
+    rate = recon[..., :k].float() * scale.float()[:, None, None]
+    expected = rate * exposure.float() + background.float()
+    one = torch.ones((), device=recon.device)
+    zero = torch.zeros((), device=recon.device)
+    m = torch.where(count_mask, expected.clamp(min=1e-8), one)
+    c = torch.where(count_mask, counts.float(), zero)
+    nll = torch.where(count_mask, m - c * torch.log(m) + torch.lgamma(c + 1), zero)
+    per_source = nll.sum(dim=(1, 2))
+    with torch.no_grad():
+        c_log = torch.where(c > 0, c * torch.log(torch.where(c > 0, c, one) / m), zero)
+        deviance = torch.where(count_mask, 2 * (c_log - (c - m)), zero).sum(dim=(1, 2))
+    kl = -0.5 * (1 + logvar.float() - mu.float().pow(2) - logvar.float().exp()).sum(dim=1)
+    batch = max(recon.shape[0], 1)
+    return {
+        "loss": (per_source.sum() + kld_coef * kl.sum()) / batch,
+        "mse": per_source.sum(),
+        "kl": kl.sum(),
+        "per_source_mse": per_source.detach(),
+        "per_source_count": count_mask.sum(dim=(1, 2)).detach(),
+        "per_source_deviance": deviance,
+    }
+
+
 def batch_elbo(recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, batch: dict, device: torch.device,
                kld_coef: float, loss: str = "mse") -> dict[str, torch.Tensor]:
-    """:func:`masked_elbo` of a batch from :class:`training.data.BucketedLightCurves`.
+    """The ELBO of a batch from :class:`training.data.BucketedLightCurves`.
 
     ``loss="chi2"`` weights the residuals by the rate errors (``batch["sigma"]``, target
-    ``rates`` only); ``"mse"`` is the seed's loss.
+    ``rates`` only); ``"poisson"`` is :func:`poisson_elbo` on the counts; ``"mse"`` is the
+    seed's loss.
     """
+    if loss == "poisson":
+        return poisson_elbo(recon, batch["scale"].to(device), batch["counts"].to(device), batch["background"].to(device),
+                            batch["exposure"].to(device), batch["count_mask"].to(device), mu, logvar, kld_coef)
     sigma = batch["sigma"].to(device) if loss == "chi2" else None
     return masked_elbo(recon, batch["y"].to(device), batch["target_mask"].to(device), mu, logvar, kld_coef, sigma)
 
