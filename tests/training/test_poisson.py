@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -13,7 +12,7 @@ import torch
 
 import training.fit as fit
 from etl.store import open_store
-from training.data import BucketedLightCurves, features_from_batch, read_columns, select_sources
+from training.data import features_from_batch, read_columns
 from training.model import poisson_elbo
 
 QUICK = ["--lr", "1e-3", "--no-progress", "--batch-size", "16", "--threads", "1", "--wandb-mode", "disabled"]
