@@ -34,12 +34,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, ensure_store  # noqa: E402
 from etl.store import open_store  # noqa: E402
 from features import get_features  # noqa: E402
-from features.build import build_model_features, build_variability  # noqa: E402
+from features.build import build_model_features, build_poisson_variability, build_variability  # noqa: E402
 
 
 def roc_auc(score: np.ndarray, positive: np.ndarray) -> float:
     """Area under the ROC curve (scikit-learn; ties count half)."""
     return float(roc_auc_score(positive, score))
+
+
+def tpr_at_fpr(score: np.ndarray, positive: np.ndarray, fpr: float) -> float:
+    """Fraction of positives above the threshold that a fraction ``fpr`` of the negatives exceed."""
+    threshold = np.quantile(score[~positive], 1.0 - fpr, method="higher")
+    return float(np.mean(score[positive] > threshold))
 
 
 def cv_auc(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
@@ -71,11 +77,12 @@ def main() -> None:
                         "--plot-every", str(max(args.epochs // 3, 1))], check=True, cwd=ROOT)
         print(f"training: {args.epochs} epochs in {time.perf_counter() - t:.0f} s")
     build_variability(test_store)
+    build_poisson_variability(test_store)
     # the versions built from this checkpoint (an earlier run's may be newer)
     versions = {meta["name"]: meta["version"] for meta, _ in build_model_features(test_store, str(ckpt), progress=False)}
 
     truth = pl.read_parquet(args.out / "test-archive" / "truth.parquet").select("source_id", "class")
-    sets = ["variability", f"vae_anomaly@{versions['vae_anomaly']}", f"vae_latent@{versions['vae_latent']}"]
+    sets = ["variability", "poisson_variability", f"vae_anomaly@{versions['vae_anomaly']}", f"vae_latent@{versions['vae_latent']}"]
     df = get_features(test_store, sets).collect().join(truth, on="source_id")
     unscored = df.filter(pl.col("anomaly_score").is_null()).height  # fewer points than training's min_len
     df = df.filter(pl.col("anomaly_score").is_not_null())
@@ -88,7 +95,17 @@ def main() -> None:
     vchi2 = df["anomaly_chi2"].fill_null(1.0).fill_nan(1.0).to_numpy()
     both = np.column_stack([np.log10(np.maximum(chi2, 1e-3)), np.log10(np.maximum(score, 1e-9)),
                             np.log10(np.maximum(vchi2, 1e-3))])
+    def band_max(name: str) -> np.ndarray:
+        return df.select(pl.max_horizontal([f"{name}_b{b}" for b in (1, 2, 3)]).fill_null(-1e9)).to_series().to_numpy()
+
+    classical = {"AMPL_SIG (max over bands)": band_max("ampl_sig"), "NEV (max over bands)": band_max("nev"),
+                 "bexvar SCATT_LO (max over bands)": band_max("bexvar_scatt_lo"), "reduced chi2 (max over bands)": chi2,
+                 f"VAE anomaly score ({args.loss})": score, "VAE anomaly chi2": vchi2}
+    at_fpr = {name: {f"{fpr:.2%}": tpr_at_fpr(values, y, fpr) for fpr in (0.0013, 0.01)} for name, values in classical.items()}
     table = {
+        "AMPL_SIG (max over bands)": roc_auc(classical["AMPL_SIG (max over bands)"], y),
+        "NEV (max over bands)": roc_auc(classical["NEV (max over bands)"], y),
+        "bexvar SCATT_LO (max over bands)": roc_auc(classical["bexvar SCATT_LO (max over bands)"], y),
         "reduced chi2 (max over bands)": roc_auc(chi2, y),
         "reduced chi2 (0.6-2.3 keV)": roc_auc(df["chi2_b2"].to_numpy(), y),
         f"VAE anomaly score ({args.loss}, the training loss)": roc_auc(score, y),
@@ -107,8 +124,12 @@ def main() -> None:
     print(f"{'ROC AUC, variable vs constant':40s}")
     for k, v in table.items():
         print(f"  {k:44s} {v:.3f}")
+    print("true-positive rate at a fixed false-positive rate (thresholds from this archive's constants):")
+    for k, v in at_fpr.items():
+        print(f"  {k:44s} " + "  ".join(f"TPR@{fpr} {rate:.3f}" for fpr, rate in v.items()))
     print("  per class (VAE chi2 / chi2 max): " + ", ".join(f"{c} {per_class[c]:.3f} / {per_class_chi2[c]:.3f}" for c in per_class))
-    (run / "science_check.json").write_text(json.dumps({"auc": table, "per_class_vae": per_class, "per_class_chi2": per_class_chi2,
+    (run / "science_check.json").write_text(json.dumps({"auc": table, "tpr_at_fpr": at_fpr, "per_class_vae": per_class,
+                                                            "per_class_chi2": per_class_chi2,
                                                             "epochs": args.epochs, "n_test": df.height}, indent=2))
 
     # figures (torch is fine here: this is a script, not the features package)

@@ -28,6 +28,8 @@ from etl.fitswriter import bintable_fits_bytes
 CLASSES = ("constant", "flare", "dip", "red_noise")
 CLASS_WEIGHTS = (0.55, 0.15, 0.15, 0.15)
 ERASS1_BANDS = ((0.2, 0.6), (0.6, 2.3), (2.3, 5.0))
+#: Lower end of the eRASS1-like brightness distribution (ct/s, all bands; see draw_mean_rate).
+ERASS1_RATE_MIN = 0.035
 MJDREF = 51543.875  # eROSITA's reference: 2000-01-01T21:00 TT
 ERASS1_START_S = (58829.0 - MJDREF) * 86400.0
 ERASS1_DAYS = 182.0
@@ -120,7 +122,25 @@ def variability(rng: np.random.Generator, klass: str, t_erodays: np.ndarray) -> 
     raise ValueError(f"unknown variability class {klass!r}")
 
 
-def simulate_source(rng: np.random.Generator, flavour: str, ra: float, dec: float, n_erodays: int, klass: str):
+def draw_mean_rate(rng: np.random.Generator, brightness: str = "erass1") -> float:
+    """A source's mean count rate (ct/s, all bands).
+
+    ``erass1``: a Euclidean log N - log S, N(>S) proportional to S^-1.5, above
+    :data:`ERASS1_RATE_MIN` (capped at 300 ct/s): with the survey's ~20 s of exposure per eroday
+    and 4-12 erodays, most sources get 5-10 counts in all, as eRASS1's sources near the detection
+    limit do, and a minority hundreds or more. ``uniform``: log-uniform in 0.03-5 ct/s (the
+    generator's earlier, bright-heavy default).
+    """
+    u = rng.uniform()
+    if brightness == "uniform":
+        return float(np.exp(np.log(0.03) + (np.log(5.0) - np.log(0.03)) * u))
+    if brightness != "erass1":
+        raise ValueError(f"brightness must be 'erass1' or 'uniform', not {brightness!r}")
+    return float(min(ERASS1_RATE_MIN * (1.0 - u) ** (-1.0 / 1.5), 300.0))
+
+
+def simulate_source(rng: np.random.Generator, flavour: str, ra: float, dec: float, n_erodays: int, klass: str,
+                    brightness: str = "erass1"):
     """Simulate one source's FITS columns and truth parameters.
 
     Returns
@@ -128,9 +148,10 @@ def simulate_source(rng: np.random.Generator, flavour: str, ra: float, dec: floa
     columns : dict of str to ndarray
         FITS columns (upper-case names), shapes (N,) or (N, 3).
     truth : dict
-        Class parameters, mean rate and band fractions.
+        Class parameters (``amplitude``: flare peak factor, dip depth or red-noise sigma), mean
+        rate, hardness and ``net_counts``, the expected source counts over all bins and bands.
     """
-    mean_rate = float(np.exp(rng.uniform(np.log(0.03), np.log(5.0))))
+    mean_rate = draw_mean_rate(rng, brightness)
     soft = rng.uniform(0.15, 0.5)
     hard = rng.uniform(0.02, 0.15)
     fractions = np.array([soft, 1.0 - soft - hard, hard])
@@ -190,7 +211,8 @@ def simulate_source(rng: np.random.Generator, flavour: str, ra: float, dec: floa
         cols["FRACEXP"] = fracexp.astype("f4")
         cols["OFFAXIS"] = rng.uniform(0, 0.5, time.shape).astype("f4")
         cols["BACKRATIO"] = np.where(exposed[:, 0] | exposed[:, 2], backratio, np.nan)
-    truth = {"mean_rate": mean_rate, "hardness": float(hard), **{k: params.get(k, np.nan) for k in ("amplitude", "tau", "t0")}}
+    truth = {"mean_rate": mean_rate, "hardness": float(hard), "net_counts": float((src_rate * exposure).sum()),
+             **{k: params.get(k, np.nan) for k in ("amplitude", "tau", "t0")}}
     return cols, truth
 
 
@@ -226,6 +248,7 @@ def make_archive(
     bad: int = 0,
     gzip: bool = False,
     progress: bool = True,
+    brightness: str = "erass1",
 ) -> pl.DataFrame:
     """Write ``n`` good and ``bad`` malformed light-curve files; return (and save) the truth table.
 
@@ -243,6 +266,9 @@ def make_archive(
         Malformed files, cycling through :data:`BAD_KINDS`.
     gzip : bool
         Write ``.fits.gz``.
+    brightness : {"erass1", "uniform"}
+        Mean-rate distribution (:func:`draw_mean_rate`): eRASS1's log N - log S (default) or
+        log-uniform 0.03-5 ct/s.
     """
     if flavour not in ("rebinned", "srctool", "mixed"):
         raise ValueError(f"flavour must be rebinned, srctool or mixed, not {flavour!r}")
@@ -264,7 +290,7 @@ def make_archive(
         number = per_tile[tiles[i]] = per_tile.get(tiles[i], 0) + 1
         name = file_name(flavours[i], int(tiles[i]), number, gzip)
         klass = CLASSES[classes[i]]
-        cols, truth = simulate_source(rng, flavours[i], ra[i], dec[i], int(n_erodays[i]), klass)
+        cols, truth = simulate_source(rng, flavours[i], ra[i], dec[i], int(n_erodays[i]), klass, brightness)
         _write(out / name, bintable_fits_bytes(cols, _UNITS, header=lightcurve_header(source_id, ra[i], dec[i], cols)), gzip)
         rows.append({"file": name, "source_id": source_id, "class": klass, "flavour": flavours[i], "ra": ra[i],
                      "dec": dec[i], "n_erodays": int(n_erodays[i]), "expected": "ok", **truth})
@@ -337,11 +363,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flavour", choices=["rebinned", "srctool", "mixed"], default="rebinned")
     parser.add_argument("--bad", type=int, default=0, help="malformed files to add (default 0)")
     parser.add_argument("--gzip", action="store_true", help="write .fits.gz")
+    parser.add_argument("--brightness", choices=["erass1", "uniform"], default="erass1",
+                        help="mean rates: eRASS1 log N - log S above 0.035 ct/s (default) or log-uniform 0.03-5 ct/s")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.n < 0 or args.bad < 0:
         parser.error("--n and --bad must be >= 0")
-    truth = make_archive(args.out_dir, args.n, args.seed, args.flavour, args.bad, args.gzip, progress=not args.quiet)
+    truth = make_archive(args.out_dir, args.n, args.seed, args.flavour, args.bad, args.gzip, progress=not args.quiet,
+                         brightness=args.brightness)
     counts = truth.group_by("class").len().sort("class")
     summary = ", ".join(f"{c or 'bad'}: {k}" for c, k in counts.iter_rows())
     print(f"wrote {truth.height} files to {args.out_dir} ({summary})")

@@ -126,15 +126,19 @@ def masked_elbo(recon: torch.Tensor, target: torch.Tensor, target_mask: torch.Te
     diff = torch.where(target_mask, recon.float() - target.float(), zero)
     if sigma is not None:
         diff = diff / torch.where(target_mask, sigma.float(), torch.ones((), device=recon.device))
-    per_source = (diff * diff).sum(dim=(1, 2))
+    return _elbo((diff * diff).sum(dim=(1, 2)), target_mask, mu, logvar, kld_coef)
+
+
+def _elbo(per_source: torch.Tensor, valid: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, kld_coef: float) -> dict:
+    """Batch ELBO from per-source reconstruction terms (B,), the valid-element mask and the latents."""
     kl = -0.5 * (1 + logvar.float() - mu.float().pow(2) - logvar.float().exp()).sum(dim=1)
-    batch = max(recon.shape[0], 1)
+    batch = max(per_source.shape[0], 1)
     return {
         "loss": (per_source.sum() + kld_coef * kl.sum()) / batch,
         "mse": per_source.sum(),
         "kl": kl.sum(),
         "per_source_mse": per_source.detach(),
-        "per_source_count": target_mask.sum(dim=(1, 2)).detach(),
+        "per_source_count": valid.sum(dim=(1, 2)).detach(),
     }
 
 
@@ -177,20 +181,10 @@ def poisson_elbo(recon: torch.Tensor, scale: torch.Tensor, counts: torch.Tensor,
     m = torch.where(count_mask, expected.clamp(min=1e-8), one)
     c = torch.where(count_mask, counts.float(), zero)
     nll = torch.where(count_mask, m - c * torch.log(m) + torch.lgamma(c + 1), zero)
-    per_source = nll.sum(dim=(1, 2))
     with torch.no_grad():
         c_log = torch.where(c > 0, c * torch.log(torch.where(c > 0, c, one) / m), zero)
         deviance = torch.where(count_mask, 2 * (c_log - (c - m)), zero).sum(dim=(1, 2))
-    kl = -0.5 * (1 + logvar.float() - mu.float().pow(2) - logvar.float().exp()).sum(dim=1)
-    batch = max(recon.shape[0], 1)
-    return {
-        "loss": (per_source.sum() + kld_coef * kl.sum()) / batch,
-        "mse": per_source.sum(),
-        "kl": kl.sum(),
-        "per_source_mse": per_source.detach(),
-        "per_source_count": count_mask.sum(dim=(1, 2)).detach(),
-        "per_source_deviance": deviance,
-    }
+    return _elbo(nll.sum(dim=(1, 2)), count_mask, mu, logvar, kld_coef) | {"per_source_deviance": deviance}
 
 
 def batch_elbo(recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, batch: dict, device: torch.device,

@@ -223,6 +223,7 @@ def _fuzz_files(real_files, out: Path, n_flips: int, n_headers: int, seed: int =
     return count
 
 
+@pytest.mark.filterwarnings("ignore::astropy.io.fits.verify.VerifyWarning", "ignore::astropy.utils.exceptions.AstropyUserWarning")
 def test_fuzzed_real_files_each_become_one_row(real_files, tmp_path):
     """9.9: a few hundred mutated copies of the real files; every one a row, ok rows equal astropy."""
     archive = tmp_path / "fuzz"

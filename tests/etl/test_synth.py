@@ -88,3 +88,21 @@ def test_srctool_errors_behave_like_the_real_files(tmp_path):
     ratio, counts = map(np.concatenate, zip(*(_error_over_gehrels(tmp_path / f) for f in truth["file"])))
     assert (counts == 0).sum() > 10
     np.testing.assert_allclose(ratio, 1.0, rtol=1e-5)  # Gehrels' upper error, empty bins included
+
+
+def test_brightness_follows_euclidean_lognlogs(tmp_path):
+    """Issue 10.3: most sources near the detection limit (5-10 counts in all), a minority with hundreds."""
+    from etl.synth import ERASS1_RATE_MIN, draw_mean_rate
+
+    rng = np.random.default_rng(0)
+    rates = np.array([draw_mean_rate(rng) for _ in range(40_000)])
+    assert rates.min() >= ERASS1_RATE_MIN
+    for factor in (2.0, 4.0, 10.0):  # N(>S) = (S / S_min)^-1.5
+        expected = factor**-1.5
+        assert abs((rates > factor * ERASS1_RATE_MIN).mean() - expected) < 4 * np.sqrt(expected / 40_000) + 1e-3
+    truth = make_archive(tmp_path, n=600, seed=5, flavour="mixed", progress=False)
+    counts = truth["net_counts"].to_numpy()
+    assert 5 <= np.median(counts) <= 15
+    assert 0.01 <= (counts > 100).mean() <= 0.1
+    uniform = make_archive(tmp_path / "u", n=200, seed=5, progress=False, brightness="uniform")
+    assert np.median(uniform["net_counts"].to_numpy()) > 3 * np.median(counts)

@@ -99,5 +99,6 @@ def test_build_features_flow(prefect_server, rebinned_archive, tmp_path):
 
     ingest(rebinned_archive, tmp_path / "s", progress=False)
     first = build_features(str(tmp_path / "s"))
-    assert first == [{"name": "variability", "version": 1, "rows": 200, "created": True}]
-    assert build_features(str(tmp_path / "s"))[0]["created"] is False
+    assert first == [{"name": "variability", "version": 1, "rows": 200, "created": True},
+                     {"name": "poisson_variability", "version": 1, "rows": 200, "created": True}]
+    assert [r["created"] for r in build_features(str(tmp_path / "s"))] == [False, False]
