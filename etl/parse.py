@@ -18,7 +18,7 @@ import xxhash
 from etl.errors import InvalidLightCurveError
 from etl.lightcurve import POINT_COLUMNS, SECONDS_PER_DAY, STATUS_OK, STATUS_REJECTED, mean_rate_columns
 from etl.location import is_url
-from etl.reader import FALLBACKS, MAX_FILE_BYTES, read_lightcurve, read_regular_file, source_id_from_name
+from etl.reader import FALLBACKS, MAX_FILE_BYTES, check_size, read_lightcurve, read_regular_file, source_id_from_name
 
 
 @dataclass
@@ -78,7 +78,7 @@ def read_file_bytes(file: str) -> bytes:
     import fsspec  # only for URLs; local reads need no fsspec
 
     with fsspec.open(file, "rb") as fh:
-        return fh.read(MAX_FILE_BYTES + 1)
+        return check_size(fh.read(MAX_FILE_BYTES + 1), file)
 
 
 def parse_file(file: str, known_hash: str | None, fracexp_min: float) -> FileResult:

@@ -177,9 +177,16 @@ def read_regular_file(file: str) -> bytes:
         raise InvalidLightCurveError(file, "too_large", f"{info.st_size} bytes (limit {MAX_FILE_BYTES})")
     try:
         with open(file, "rb") as fh:
-            return fh.read(MAX_FILE_BYTES + 1)
+            return check_size(fh.read(MAX_FILE_BYTES + 1), file)
     except OSError as exc:
         raise InvalidLightCurveError(file, "unreadable", exc.strerror or str(exc)) from None
+
+
+def check_size(raw: bytes, file: str) -> bytes:
+    """``raw`` unless it is longer than :data:`MAX_FILE_BYTES` (read with one byte to spare)."""
+    if len(raw) > MAX_FILE_BYTES:
+        raise InvalidLightCurveError(file, "too_large", f"more than {MAX_FILE_BYTES} bytes")
+    return raw
 
 
 def _file_kind(mode: int) -> str:

@@ -400,3 +400,18 @@ def test_all_nan_band_is_quiet(tmp_path):
     assert summary.ingested == 1
     row = read_catalog(str(tmp_path / "s")).row(0, named=True)
     assert row["mean_rate_b1"] is not None and (row["mean_rate_b3"] is None or np.isnan(row["mean_rate_b3"]))
+
+
+def test_oversized_file_is_refused_before_and_after_reading(tmp_path, monkeypatch):
+    """A file larger than any light curve is refused from its size, and also if it grew while being read."""
+    import etl.reader as reader
+
+    monkeypatch.setattr(reader, "MAX_FILE_BYTES", 1000)
+    big = tmp_path / "big.fits"
+    big.write_bytes(b"SIMPLE  =" + b" " * 2000)
+    with pytest.raises(Exception) as info:
+        reader.read_regular_file(str(big))
+    assert info.value.code == "too_large"
+    with pytest.raises(Exception) as info:
+        reader.check_size(b"x" * 1001, "grown.fits")
+    assert info.value.code == "too_large"
