@@ -90,11 +90,9 @@ def parse_file(file: str, known_hash: str | None, fracexp_min: float) -> FileRes
     shown = catalog_path(file)
     try:
         raw = read_file_bytes(file)
-    except InvalidLightCurveError as exc:
-        row = {"file": shown, "source_id": catalog_path(source_id_from_name(file)), "reason": exc.reason}
-        return FileResult(shown, None, 0, STATUS_REJECTED, row)
     except Exception as exc:  # noqa: BLE001 - network or permission errors of one file never stop the run
-        row = {"file": shown, "source_id": catalog_path(source_id_from_name(file)), "reason": f"unreadable: {type(exc).__name__}: {exc}"}
+        reason = exc.reason if isinstance(exc, InvalidLightCurveError) else f"unreadable: {type(exc).__name__}: {exc}"
+        row = {"file": shown, "source_id": catalog_path(source_id_from_name(file)), "reason": reason}
         return FileResult(shown, None, 0, STATUS_REJECTED, row)
     digest = hash_bytes(raw)
     if digest == known_hash:

@@ -254,7 +254,8 @@ def _read_with_fitsio(file: str, data: bytes, fracexp_min: float, why: str = "re
     """The general path for FITS layouts the in-memory parser leaves to cfitsio (heaps, odd TFORMs)."""
     import fitsio  # the rare general path: importing cfitsio costs every parse worker 0.15 s
 
-    FALLBACKS[why.split(" ")[0]] = FALLBACKS.get(why.split(" ")[0], 0) + 1
+    kind = why.split(" ")[0]
+    FALLBACKS[kind] = FALLBACKS.get(kind, 0) + 1
     with tempfile.NamedTemporaryFile(suffix=".fits") as tmp:
         tmp.write(data)
         tmp.flush()
