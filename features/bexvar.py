@@ -37,14 +37,18 @@ grid points, J = ``sigma`` grid points, Q = background quantiles.
 from __future__ import annotations
 
 import numpy as np
-from scipy import special
+from scipy import sparse, special
 
 #: Log-rate grid points per source (the reference uses 100 per dex over its range).
 GRID = 96
 #: Background quadrature points (Gamma quantiles at (q + 0.5) / Q).
 N_BACKGROUND = 24
+#: ``mu`` takes every MU_STRIDE-th grid point; ``sigma`` N_NU values (the (mu, sigma) grid's cost is
+#: linear in their product: 32 x 32 kept the reference agreement of 48 x 44 at half the time).
+MU_STRIDE = 2
+N_NU = 32
 #: ``sigma_j = step x 10**NU[j]``: from below the prior's 0.01 dex to well past any grid's span.
-NU = np.linspace(-1.0, np.log10(40.0 * (GRID - 1)), 44)
+NU = np.linspace(-1.0, np.log10(40.0 * (GRID - 1)), N_NU)
 SIGMA_PRIOR = (1e-2, 1e2)
 #: Bins with FRACEXP at or below this are left out (as the reference does per band).
 MIN_FRACEXP = 0.1
@@ -96,9 +100,24 @@ def bin_likelihoods(counts, back_counts, backratio, conversion, log_rates) -> np
     -------
     ndarray, shape (R, G), float32; rows sum to 1.
     """
+    source_counts = ((10.0 ** log_rates) * conversion[:, None]).astype(np.float32)  # (R, G)
+    # An empty bin needs no quadrature: E_b[exp(-s - b r)] = exp(-s) (1 + r)^-(B + 1), and the
+    # factor in r and B drops out of the normalisation. Most eRASS bins are empty.
+    empty = counts == 0
+    out = np.empty(source_counts.shape, np.float32)
+    if empty.any():
+        zero = np.exp(-(source_counts[empty] - source_counts[empty, :1]), dtype=np.float64)
+        out[empty] = zero / zero.sum(axis=1, keepdims=True)
+    full = ~empty
+    if full.any():
+        out[full] = _counted_likelihoods(counts[full], back_counts[full], backratio[full], source_counts[full])
+    return out
+
+
+def _counted_likelihoods(counts, back_counts, backratio, source_counts) -> np.ndarray:
+    """:func:`bin_likelihoods` of bins with counts, by Gamma-quantile quadrature over the background."""
     u = (np.arange(N_BACKGROUND) + 0.5) / N_BACKGROUND
     background = (special.gammaincinv(back_counts[:, None] + 1.0, u[None, :]) * backratio[:, None]).astype(np.float32)  # (R, Q)
-    source_counts = ((10.0 ** log_rates) * conversion[:, None]).astype(np.float32)  # (R, G)
     expected = source_counts[:, :, None] + background[:, None, :]  # (R, G, Q)
     c = counts.astype(np.float32)[:, None, None]
     # log C! and the row's peak drop out of the normalisation below; subtracting the peak of
@@ -115,14 +134,14 @@ def _kernels() -> np.ndarray:
     """Gaussian kernels integrated over each grid cell, between the mu points and the grid, (G, J*M).
 
     ``K[g, j, m] = Phi((g - m' + 1/2) / w_j) - Phi((g - m' - 1/2) / w_j)`` with ``w_j = 10**NU[j]``
-    (sigma in grid steps) and ``m' = 2m``: the probability that a log rate drawn from
+    (sigma in grid steps) and ``m' = MU_STRIDE m``: the probability that a log rate drawn from
     N(mu, sigma) falls in cell ``g``. Integrating over the cell, rather than sampling the
     density at its centre, keeps the kernel normalised when sigma is narrower than a cell
     (sampled densities overweighted small sigma there and pulled the scatter of constant
     sources below the reference's).
     """
     g = np.arange(GRID)[:, None, None]
-    m = np.arange(0, GRID, 2)[None, None, :]
+    m = np.arange(0, GRID, MU_STRIDE)[None, None, :]
     width = 10.0 ** NU[None, :, None]
     upper = special.ndtr((g - m + 0.5) / width)
     lower = special.ndtr((g - m - 0.5) / width)
@@ -130,7 +149,7 @@ def _kernels() -> np.ndarray:
 
 
 _KERNELS = _kernels()
-N_MU = len(range(0, GRID, 2))
+N_MU = len(range(0, GRID, MU_STRIDE))
 
 
 def scatter_posterior(like: np.ndarray, source: np.ndarray, n_sources: int, step: np.ndarray,
@@ -154,10 +173,13 @@ def scatter_posterior(like: np.ndarray, source: np.ndarray, n_sources: int, step
         ``bexvar_pvar_p1``.
     """
     n_nu = len(NU)
-    mixed = like @ _KERNELS  # (R, J*M): P(log rate of bin t in its cell | mu, sigma), summed over cells
-    log_terms = np.log(mixed + np.float32(1e-30))
-    starts = np.flatnonzero(np.r_[True, source[1:] != source[:-1]])  # bins arrive grouped by source
-    loglike = np.add.reduceat(log_terms, starts, axis=0).astype(np.float64).reshape(-1, n_nu, N_MU)
+    log_terms = like @ _KERNELS  # (R, J*M): P(log rate of bin t in its cell | mu, sigma), summed over cells
+    log_terms += np.float32(1e-30)
+    np.log(log_terms, out=log_terms)  # in place: this array is the largest of the computation
+    # Sum each source's bins: a sparse (S, R) indicator product is ~10x faster than reduceat here.
+    members = sparse.csr_matrix((np.ones(len(source), np.float32), (source, np.arange(len(source)))),
+                                shape=(n_sources, len(source)))
+    loglike = np.asarray(members @ log_terms, dtype=np.float64).reshape(-1, n_nu, N_MU)
     sigma = step[:, None] * 10.0 ** NU[None, :]  # (S, J) dex
     # The log-uniform prior on [0.01, 100] dex: each sigma cell (uniform in log sigma) weighs the
     # fraction of it inside the prior's support, so the posterior's edge at 0.01 dex (where a
@@ -226,7 +248,7 @@ def bexvar(counts: np.ndarray, back_counts: np.ndarray, backratio: np.ndarray, f
     for lo in range(0, len(counts), chunk_bins):
         hi = min(lo + chunk_bins, len(counts))
         like[lo:hi] = bin_likelihoods(counts[lo:hi], back_counts[lo:hi], backratio[lo:hi], conversion[lo:hi], grids[local[lo:hi]])
-    summary = scatter_posterior(like, local, len(has), (stop - start) / (GRID - 1), grids[:, ::2])
+    summary = scatter_posterior(like, local, len(has), (stop - start) / (GRID - 1), grids[:, ::MU_STRIDE])
     for name, values in summary.items():
         out[name][has] = values
     return out
