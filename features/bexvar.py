@@ -221,7 +221,8 @@ def bexvar(counts: np.ndarray, back_counts: np.ndarray, backratio: np.ndarray, f
     Returns
     -------
     dict of ndarray, shape (S,)
-        The bexvar columns (module docstring) and ``n_bins``; NaN for sources without bins.
+        The bexvar columns (module docstring), NaN for sources without bins; ``n_bins`` and
+        ``net_counts`` (sum of ``C - B x BACKRATIO`` over the bins used).
     """
     counts = np.asarray(counts, "f8")
     back_counts = np.asarray(back_counts, "f8")
@@ -232,10 +233,12 @@ def bexvar(counts: np.ndarray, back_counts: np.ndarray, backratio: np.ndarray, f
     counts, back_counts, backratio, conversion = counts[keep], back_counts[keep], backratio[keep], conversion[keep]
     source = np.asarray(source)[keep]
     n_bins = np.bincount(source, minlength=n_sources)
+    net_counts = np.bincount(source, weights=counts - back_counts * backratio, minlength=n_sources)
     has = np.flatnonzero(n_bins > 0)
     out = {name: np.full(n_sources, np.nan) for name in
            ("bexvar_log_rate", "bexvar_scatt", "bexvar_scatt_lo", "bexvar_scatt_hi", "bexvar_pvar_p1")}
     out["n_bins"] = n_bins
+    out["net_counts"] = net_counts
     if not len(has):
         return out
     dense = np.full(n_sources, -1)

@@ -14,6 +14,7 @@ n_values, n_steps, split), scoring every source with
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -21,11 +22,15 @@ import tempfile
 from pathlib import Path
 
 import light_curve
+import numpy as np
 import polars as pl
+import xxhash
 
 from etl.errors import EtlError
-from features.featurestore import as_store, catalog_hash, file_hash, find_version, write_feature_set
-from features.poisson_variability import POISSON_FEATURES_VERSION, extract_poisson_variability
+from features.featurestore import as_store, catalog_hash, file_hash, find_version, get_feature_set, write_feature_set
+from features.calibration import CALIBRATION_VERSION, MIN_CELL
+from features.null_model import N_NULL, NULL_MODEL_VERSION, build_null_store
+from features.poisson_variability import POISSON_FEATURES_VERSION, calibrate, extract_poisson_variability
 from features.variability import MIN_POINTS, extract_variability
 from training.checkpoint import CheckpointError, read_checkpoint_info  # the format owner; imports no torch
 
@@ -43,14 +48,55 @@ def build_variability(store, min_points: int = MIN_POINTS, n_jobs: int = 2, prog
     return write_feature_set(store, "variability", extract_variability(store, min_points=min_points, n_jobs=n_jobs, progress=progress), lineage)
 
 
-def build_poisson_variability(store, progress: bool = False) -> tuple[dict, bool]:
-    """Build the ``poisson_variability`` set (AMPL_MAX/AMPL_SIG, NEV), or reuse the version of this catalog and code."""
+def null_size(store) -> int:
+    """Default number of null sources: ten per ok source, between 4,000 and :data:`N_NULL`."""
+    n_ok = store.catalog().filter(pl.col("status") == "ok").select(pl.len()).collect().item()
+    return int(np.clip(10 * n_ok, 4_000, N_NULL))
+
+
+def null_lineage(store, n_null: int | None, seed: int) -> dict:
+    """What a calibration against simulated constants depends on (part of the sets' lineage)."""
+    n = null_size(store) if n_null is None else int(n_null)
+    if n < 2 * MIN_CELL:
+        raise ValueError(f"n_null={n}: calibration needs at least {2 * MIN_CELL} null sources")
+    return {"n": n, "seed": int(seed), "model": NULL_MODEL_VERSION, "calibration": CALIBRATION_VERSION}
+
+
+def null_store(store, null: dict, progress: bool = False):
+    """The store's null store for calibration ``null`` (:func:`null_lineage`), built on first use."""
+    simulation = {k: null[k] for k in ("n", "seed", "model")}  # the tabulation does not change the simulations
+    key = xxhash.xxh3_64_hexdigest(json.dumps([catalog_hash(store), simulation], sort_keys=True).encode())
+    return build_null_store(store, key, null["n"], null["seed"], progress=progress)
+
+
+def _uncalibrated_poisson(store, progress: bool) -> pl.DataFrame:
+    """The set's uncalibrated columns of a (null) store, kept as its own feature set there."""
+    lineage = {"catalog_hash": catalog_hash(store), "features_version": POISSON_FEATURES_VERSION, "calibrated": False}
+    meta = find_version(store, "poisson_variability", lineage)
+    if meta is None:
+        meta, _ = write_feature_set(store, "poisson_variability", extract_poisson_variability(store, progress=progress), lineage)
+    return get_feature_set(store, f"poisson_variability@{meta['version']}")[1].collect()  # rows by source_id
+
+
+def build_poisson_variability(store, progress: bool = False, n_null: int | None = None, seed: int = 0) -> tuple[dict, bool]:
+    """Build the calibrated ``poisson_variability`` set, or reuse the version of this catalog, code and null.
+
+    Parameters
+    ----------
+    n_null : int, optional
+        Simulated constant sources to calibrate on (default :func:`null_size`).
+    seed : int
+        Seed of the simulation.
+    """
     store = as_store(store)
-    lineage = {"catalog_hash": catalog_hash(store), "features_version": POISSON_FEATURES_VERSION}
+    null = null_lineage(store, n_null, seed)
+    lineage = {"catalog_hash": catalog_hash(store), "features_version": POISSON_FEATURES_VERSION, "null": null}
     existing = find_version(store, "poisson_variability", lineage)
     if existing is not None:
         return existing, False
-    return write_feature_set(store, "poisson_variability", extract_poisson_variability(store, progress=progress), lineage)
+    null_frame = _uncalibrated_poisson(null_store(store, null, progress), progress)
+    frame = extract_poisson_variability(store, progress=progress)
+    return write_feature_set(store, "poisson_variability", calibrate(frame, null_frame, len(store.e_min)), lineage)
 
 
 def checkpoint_config(checkpoint: str) -> dict:

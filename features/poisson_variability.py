@@ -28,9 +28,16 @@ and positive errors (``n_var_b{k}`` of them):
   counts, background counts, BACKRATIO, FRACEXP and TIMEDEL of the bins with FRACEXP > 0.1
   (Buchner et al. 2022, Sect. 2.4; :mod:`features.bexvar`), ``n_bexvar_b{k}`` such bins.
 
+* ``net_counts_b{k}``: the sum of ``COUNTS - BACK_COUNTS x BACKRATIO`` over those bins.
+
 A band with fewer than 2 usable bins gets nulls for AMPL/NEV, and without bins for bexvar.
-Still to come in this set (issue 10): false-positive probabilities calibrated on simulated
-constant sources and the ``variable_3sigma`` flags.
+
+Calibrated on simulated constant sources (:func:`calibrate`, :mod:`features.calibration`): for
+each statistic in :data:`STATISTICS` (``ampl_sig``: AMPL_SIG; ``nev``: NEV / NEV_ERR;
+``bexvar``: SCATT_LO, as Buchner et al. 2022 and the eRASS1 catalogue use them) the
+false-positive probability ``<stat>_fpp_b{k}`` per band, ``<stat>_fpp`` over the bands, the flag
+``<stat>_variable_3sigma`` (FPP <= 0.135 %), and over all three ``variable_fpp`` and
+``variable_3sigma``.
 
 Shape legend: N = light curves in a batch, T = the longest of them, K = bands.
 """
@@ -42,17 +49,73 @@ import polars as pl
 
 from etl.store import LightCurveBatch, LightCurveStore
 from features.bexvar import bexvar
+from features.calibration import FPP_3SIGMA, NullTable, empirical_fpp, sidak
 
 #: Bump when a definition here changes (part of the feature set's lineage).
-POISSON_FEATURES_VERSION = 2
+POISSON_FEATURES_VERSION = 3
 BEXVAR = ("bexvar_log_rate", "bexvar_scatt", "bexvar_scatt_lo", "bexvar_scatt_hi", "bexvar_pvar_p1")
-PER_BAND = ("ampl_max", "ampl_sig", "nev", "nev_err", "n_var", *BEXVAR, "n_bexvar")
+PER_BAND = ("ampl_max", "ampl_sig", "nev", "nev_err", "n_var", *BEXVAR, "n_bexvar", "net_counts")
+#: The calibrated statistics: name -> how its score (large = variable) is read from the set's columns.
+STATISTICS = {
+    "ampl_sig": lambda f, k: f[f"ampl_sig_b{k}"],
+    "nev": lambda f, k: f[f"nev_b{k}"] / f[f"nev_err_b{k}"],
+    "bexvar": lambda f, k: f[f"bexvar_scatt_lo_b{k}"],
+}
 COLUMNS = ("rate", "rate_errm", "rate_errp", "counts", "back_counts", "backratio", "fracexp", "timedel")
 
 
 def feature_columns(n_bands: int) -> list[str]:
-    """Column names of the set, in order (after ``source_id``)."""
+    """Column names of the uncalibrated set, in order (after ``source_id``)."""
     return [f"{name}_b{k}" for k in range(1, n_bands + 1) for name in PER_BAND]
+
+
+def calibrate(frame: pl.DataFrame, null: pl.DataFrame, n_bands: int) -> pl.DataFrame:
+    """Add false-positive probabilities and 3-sigma flags from null-source features.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The set's uncalibrated columns for the store's sources.
+    null : DataFrame
+        The same columns for simulated constant sources (:mod:`features.null_model`); even rows
+        build the per-statistic tables, odd rows calibrate the combined flag
+        (:mod:`features.calibration`).
+
+    Returns
+    -------
+    DataFrame
+        ``frame`` with ``<stat>_fpp_b{k}``, ``<stat>_fpp`` (bands Sidak-corrected) and
+        ``<stat>_variable_3sigma`` for each of :data:`STATISTICS`, ``variable_fpp`` and
+        ``variable_3sigma`` (all statistics, trials calibrated on the null).
+    """
+    tables_from = null[0::2]
+    combined_from = null[1::2]
+    out = {}
+    minima = []
+    minima_null = []
+    for stat, score in STATISTICS.items():
+        per_band, per_band_null = [], []
+        for k in range(1, n_bands + 1):
+            net, bins = f"net_counts_b{k}", f"n_bexvar_b{k}"
+            table = NullTable.build(score(tables_from, k).to_numpy(), tables_from[net].to_numpy(), tables_from[bins].to_numpy())
+            p = table.fpp(score(frame, k).to_numpy(), frame[net].to_numpy(), frame[bins].to_numpy())
+            out[f"{stat}_fpp_b{k}"] = p
+            per_band.append(p)
+            per_band_null.append(table.fpp(score(combined_from, k).to_numpy(), combined_from[net].to_numpy(),
+                                           combined_from[bins].to_numpy()))
+        corrected, corrected_null = sidak(np.stack(per_band, axis=1)), sidak(np.stack(per_band_null, axis=1))
+        out[f"{stat}_fpp"] = corrected
+        out[f"{stat}_variable_3sigma"] = np.nan_to_num(corrected, nan=1.0) <= FPP_3SIGMA
+        minima.append(corrected)
+        minima_null.append(corrected_null)
+    with np.errstate(invalid="ignore"):
+        smallest = np.fmin.reduce(np.stack(minima), axis=0)
+        smallest_null = np.fmin.reduce(np.stack(minima_null), axis=0)
+    out["variable_fpp"] = empirical_fpp(smallest_null, smallest)
+    out["variable_3sigma"] = np.nan_to_num(out["variable_fpp"], nan=1.0) <= FPP_3SIGMA
+    result = frame.with_columns(pl.Series(name, values) for name, values in out.items())
+    floats = [c for c, t in result.schema.items() if t == pl.Float64]
+    return result.with_columns(pl.col(floats).fill_nan(None))
 
 
 def amplitude_deviation(x: np.ndarray, lower: np.ndarray, upper: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +192,7 @@ def extract_batch(batch: LightCurveBatch, source_ids: list[str]) -> pl.DataFrame
                         cols["timedel"], source, len(batch))
         out |= {f"{name}_b{k + 1}": result[name] for name in BEXVAR}
         out[f"n_bexvar_b{k + 1}"] = result["n_bins"].astype(np.int64)
+        out[f"net_counts_b{k + 1}"] = result["net_counts"]
     frame = pl.DataFrame(out)
     floats = [c for c, t in frame.schema.items() if t == pl.Float64]
     return frame.with_columns(pl.col(floats).fill_nan(None))

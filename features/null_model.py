@@ -1,0 +1,201 @@
+"""Simulated constant sources that share the store's own exposure, background and error patterns.
+
+The variability statistics of :mod:`features.poisson_variability` and the VAE's anomaly score are
+calibrated against these: a *null store* beside the real one, holding light curves of sources
+whose true rate never changes, each drawn on a real source of the store (its *template*):
+
+* the template's time bins, TIMEDEL, FRACEXP and BACKRATIO are kept as they are;
+* the background expected in the background region is the template's own mean background per
+  unit exposure, spread over its bins in proportion to exposure (``mu_B``); the background counts
+  are drawn ``B ~ Poisson(mu_B)``;
+* the source gets a constant rate per band: a total of ``N`` net counts (the template's own
+  observed net counts moved by a random factor of up to ``10**JITTER_DEX`` either way, so the
+  simulations follow the store's brightness distribution and cover its edges), split over the
+  bands as the template's observed net counts are (plus one count each, so no band is empty);
+  the source-aperture counts are drawn ``C ~ Poisson(rate x TIMEDEL x FRACEXP + mu_B x BACKRATIO)``;
+* RATE is ``(C - B x BACKRATIO) / (TIMEDEL x FRACEXP)`` as eSASS computes it, and the errors
+  follow the template's convention: Gehrels' (1986, ApJ 303, 336, eqs. 7 and 12) approximate
+  upper ``1 + sqrt(C + 0.75)`` and lower ``sqrt(C - 0.25)`` count errors, scaled by the median
+  ratio of the template's own errors to them (eSASS's errors are within a few per cent of
+  Gehrels' but not equal; srctool files carry one symmetric RATE_ERR, kept symmetric).
+
+The null store is a regular light-curve store (``STORE/calibration/null-<key>.zarr``), so every
+statistic, and the VAE, computes on it with exactly the code that runs on the real sources. Its
+catalog's ``object`` column names each simulation's template.
+
+Shape legend: P = points of a batch, K = bands, N = light curves.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from etl.lightcurve import POINT_COLUMNS, STATUS_OK, mean_rate_columns
+from etl.location import is_url
+from etl.store import LightCurveBatch, LightCurveStore, open_store
+
+#: Null light curves of a calibration, by default.
+N_NULL = 50_000
+#: The simulated net counts are the template's times 10**U(-JITTER_DEX, JITTER_DEX).
+JITTER_DEX = 0.5
+#: Bins with FRACEXP at or below this carry no weight in the template's background and net counts
+#: (the bexvar cut: such bins are dominated by the edges of the field of view).
+MIN_FRACEXP = 0.1
+CALIBRATION_DIR = "calibration"
+#: Bump when the simulation changes (part of every calibrated set's lineage).
+NULL_MODEL_VERSION = 1
+_DONE = "complete"
+
+
+def _per_source(values: np.ndarray, source: np.ndarray, n: int) -> np.ndarray:
+    """Sum (P, K) values per source: (N, K)."""
+    out = np.zeros((n, values.shape[1]))
+    np.add.at(out, source, values)
+    return out
+
+
+def _error_scale(errors: np.ndarray, model: np.ndarray, usable: np.ndarray, source: np.ndarray, n: int) -> np.ndarray:
+    """Median ratio of a template's errors to the Gehrels model, per source and band (N, K); 1 where undefined."""
+    ratio = np.where(usable & (model > 0) & np.isfinite(errors) & (errors > 0), errors / np.where(model > 0, model, 1.0), np.nan)
+    out = np.ones((n, errors.shape[1]))
+    order = np.argsort(source, kind="stable")
+    starts = np.searchsorted(source[order], np.arange(n))
+    stops = np.searchsorted(source[order], np.arange(n), side="right")
+    for i in np.flatnonzero(stops > starts):  # a few thousand sources per batch: cheap
+        block = ratio[order[starts[i] : stops[i]]]
+        with warnings.catch_warnings():  # a band without a usable error is expected: it keeps 1
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(block, axis=0)
+        out[i] = np.where(np.isfinite(med), med, 1.0)
+    return out
+
+
+def simulate_constants(batch: LightCurveBatch, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Constant-source light curves on the bins of ``batch`` (module docstring).
+
+    Parameters
+    ----------
+    batch : LightCurveBatch
+        Templates, read with every column of :data:`etl.lightcurve.POINT_COLUMNS`.
+    rng : numpy Generator
+
+    Returns
+    -------
+    dict of str to ndarray
+        The point columns, flat as in ``batch`` (P,) or (P, K), float types as stored.
+    """
+    cols = batch.columns
+    n = len(batch)
+    source = np.repeat(np.arange(n), batch.lengths)
+    timedel = cols["timedel"].astype("f8")
+    fracexp = cols["fracexp"].astype("f8")
+    backratio = np.nan_to_num(cols["backratio"].astype("f8"), nan=0.0)
+    counts = cols["counts"].astype("f8")
+    back = cols["back_counts"].astype("f8")
+    conversion = timedel[:, None] * fracexp  # (P, K) s
+    exposed = np.isfinite(conversion) & (conversion > 0)
+    usable = exposed & (fracexp > MIN_FRACEXP) & np.isfinite(counts) & np.isfinite(back)
+    conv_u = np.where(usable, conversion, 0.0)
+    sum_conv = _per_source(conv_u, source, n)  # (N, K)
+    sum_back = _per_source(np.where(usable, back, 0.0), source, n)
+    net = _per_source(np.where(usable, counts - back * backratio[:, None], 0.0), source, n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        back_per_s = np.where(sum_conv > 0, sum_back / sum_conv, 0.0)  # background-region counts per s of exposure
+    mu_back = back_per_s[source] * np.where(exposed, conversion, 0.0)  # (P, K)
+
+    total = np.clip(net, 0.0, None).sum(axis=1)
+    target = np.maximum(total, 1.0) * 10.0 ** rng.uniform(-JITTER_DEX, JITTER_DEX, n)  # (N,)
+    share = np.clip(net, 0.0, None) + 1.0
+    share = np.where(sum_conv > 0, share, 0.0)
+    share /= np.maximum(share.sum(axis=1, keepdims=True), 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate_true = np.where(sum_conv > 0, target[:, None] * share / sum_conv, 0.0)  # (N, K) ct/s
+
+    sim_back = rng.poisson(mu_back).astype("f8")
+    sim_counts = rng.poisson(rate_true[source] * np.where(exposed, conversion, 0.0) + mu_back * backratio[:, None]).astype("f8")
+    upper = 1.0 + np.sqrt(sim_counts + 0.75)  # Gehrels (1986) eq. 7, in counts
+    lower = np.sqrt(np.clip(sim_counts - 0.25, 0.0, None))  # eq. 12's leading term
+    t_upper = 1.0 + np.sqrt(counts + 0.75)
+    t_lower = np.sqrt(np.clip(counts - 0.25, 0.0, None))
+    errp_t = cols["rate_errp"].astype("f8") * conversion
+    errm_t = cols["rate_errm"].astype("f8") * conversion
+    same = np.where(exposed, np.isclose(cols["rate_errm"], cols["rate_errp"], rtol=1e-6, equal_nan=True), True).all(axis=1)
+    symmetric = np.ones(n, bool)
+    np.logical_and.at(symmetric, source, same)
+    scale_p = _error_scale(errp_t, t_upper, exposed, source, n)
+    scale_m = np.where(symmetric[:, None], scale_p, _error_scale(errm_t, t_lower, exposed & (counts >= 1), source, n))
+    sym_pt = symmetric[source][:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = (sim_counts - sim_back * backratio[:, None]) / conversion
+        errp = scale_p[source] * upper / conversion
+        errm = scale_m[source] * np.where(sym_pt, upper, lower) / conversion
+    keep = exposed & np.isfinite(cols["rate"])  # where the template has no rate, neither does the simulation
+    out = {name: cols[name] for name in ("time", "timedel", "fracexp", "backratio")}
+    out["counts"] = np.where(exposed, sim_counts, cols["counts"]).astype(POINT_COLUMNS["counts"][0])
+    out["back_counts"] = np.where(exposed, sim_back, cols["back_counts"]).astype(POINT_COLUMNS["back_counts"][0])
+    for name, values in (("rate", rate), ("rate_errm", errm), ("rate_errp", errp)):
+        out[name] = np.where(keep, values, np.nan).astype(POINT_COLUMNS[name][0])
+    return out
+
+
+def null_store_url(store: LightCurveStore, key: str) -> str:
+    """Where the null store of calibration ``key`` lives: inside the store's folder."""
+    return f"{store.url.rstrip('/')}/{CALIBRATION_DIR}/null-{key}.zarr"
+
+
+def build_null_store(store: LightCurveStore, key: str, n: int = N_NULL, seed: int = 0, batch_size: int = 2048,
+                     progress: bool = False) -> LightCurveStore:
+    """The null store of ``store`` for calibration ``key``: built once, then reused.
+
+    ``n`` simulated constant sources, templates drawn uniformly with replacement from the ok
+    sources (seeded by ``seed``). A build that was interrupted is removed and redone: the store
+    counts as built only once its ``complete`` marker exists.
+    """
+    from tqdm import tqdm
+
+    from etl.ingestor import Ingestor
+    from etl.parse import FileResult, ParsedBatch
+
+    url = null_store_url(store, key)
+    if is_url(url):
+        raise ValueError(f"{store.url}: calibration needs a local store (null stores are written beside it)")
+    root = Path(url)
+    if (root / _DONE).exists():
+        return open_store(url)
+    if root.exists():
+        shutil.rmtree(root)  # an interrupted build
+    ok = store.catalog().filter(pl.col("status") == STATUS_OK).sort("offset").collect()
+    if ok.height == 0:
+        raise ValueError(f"{store.url}: no ok sources to draw null templates from")
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.integers(0, ok.height, n))  # sorted: templates read in store order
+    ingestor = Ingestor(url, fracexp_min=float(store.attrs.get("fracexp_min", MIN_FRACEXP)), flush_seconds=1e9)
+    templates = ok.select("source_id", "offset", "n_points", "ra", "dec", "e_min", "e_max", "flavour", "t_start",
+                          "t_stop", "mjdref", "timesys", "mjd_start", "mjd_stop")
+    rate_names = mean_rate_columns(len(store.e_min))
+    for lo in tqdm(range(0, n, batch_size), desc="null sources", unit="batch", disable=not progress):
+        chosen = templates[picks[lo : lo + batch_size]]
+        batch = store.read_spans(chosen["offset"].to_numpy(), chosen["n_points"].to_numpy(), tuple(POINT_COLUMNS))
+        columns = simulate_constants(batch, rng)
+        results, start = [], 0
+        for j, row in enumerate(chosen.iter_rows(named=True)):
+            length = int(batch.lengths[j])
+            rate = columns["rate"][start : start + length]
+            finite = np.isfinite(rate)
+            means = np.where(finite.any(axis=0), np.where(finite, rate, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1), np.nan)
+            name = f"null{lo + j:07d}"
+            catalog_row = {k: row[k] for k in templates.columns if k not in ("source_id", "offset")} | {
+                "file": name, "source_id": name, "object": row["source_id"], "content_hash": f"{seed}:{lo + j}",
+                "file_size": 0, "n_rows_file": length, **dict(zip(rate_names, map(float, means)))}
+            res = FileResult(name, f"{seed}:{lo + j}", 0, STATUS_OK, catalog_row, span=(start, length))
+            results.append(res)
+            start += length
+        ingestor.add(ParsedBatch(results, columns))
+    ingestor.commit()
+    (root / _DONE).write_text(f"{n} constant sources, seed {seed}, null model v{NULL_MODEL_VERSION}\n")
+    return open_store(url)
