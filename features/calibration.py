@@ -17,22 +17,22 @@ store's own exposure, background and error patterns (:mod:`features.null_model`)
   A null score that is undefined (NaN, e.g. NEV of a light curve with a non-positive mean) counts
   as not exceeding anything: the FPP is the probability of a null source *flagging*.
 * **Tails.** A cell of ``n`` null values cannot resolve FPPs below ``1 / n``, yet a 3-sigma flag
-  over three bands needs 0.045 % per band and real variables sit far beyond. Above the cell's
-  ``1 - TAIL_FRACTION`` quantile ``u`` the survival function is extrapolated with the
-  peaks-over-threshold model of extreme-value theory with an exponential excess distribution
-  (the generalised Pareto law of shape 0; Coles 2001, *An Introduction to Statistical Modeling
-  of Extreme Values*, Sect. 4.2-4.3): ``sf(t) = TAIL_FRACTION x exp(-(t - u) / beta)`` with
-  ``beta`` the mean excess over ``u`` (its maximum-likelihood estimate). For scores with
-  lighter-than-exponential tails (AMPL_SIG is close to Gaussian at high counts) this
-  overestimates the FPP, i.e. errs on the side of fewer false detections.
-* **Bands.** Under the null the bands are independent draws, so the smallest of a source's
-  ``K`` per-band FPPs is corrected with Sidak's rule, ``1 - (1 - min_k p_k)^K`` (``K`` = bands
-  with a defined FPP): ``<stat>_fpp``.
-* **Statistics combined.** The statistics see the same counts, so they are far from independent
-  and a Sidak or Bonferroni factor of 3 would be too strict. Instead the combined FPP is the
-  null's own distribution of ``m = min_s <stat>_fpp``: ``variable_fpp = (1 + #{m_null <= m}) /
-  (1 + n)``, measured on null sources that did **not** build the per-statistic tables (the null
-  is split in two halves), so it corrects for exactly the trials made.
+  over three bands needs 0.045 % per band and real variables sit far beyond. Up to the cell's
+  largest null value the FPP is the empirical one; beyond it, the survival function is
+  extrapolated with the peaks-over-threshold model of extreme-value theory (Coles 2001,
+  *An Introduction to Statistical Modeling of Extreme Values*, Sect. 4.2-4.3): the excesses of
+  the top ``TAIL_FRACTION`` of the cell over their threshold ``u`` are fitted with a generalised
+  Pareto law (maximum likelihood, scipy) and with an exponential (its shape-0 case, scale = the
+  mean excess), the heavier of the two is used, and it is scaled to meet the empirical value
+  at the largest null value. Taking the heavier tail errs on the side of fewer false detections.
+* **Bands and statistics combined.** A source is flagged by a statistic when its *smallest*
+  per-band FPP is small, and by the combined flag when the smallest over all statistics and bands
+  is. Rather than a Sidak or Bonferroni factor (the bands of one source share its template, and
+  the three statistics see the same counts, so neither independence nor the worst case holds),
+  each minimum is calibrated on the null's own distribution of that minimum:
+  ``<stat>_fpp = (1 + #{m_null <= m}) / (1 + n)`` (:func:`empirical_fpp`), measured on null
+  sources that did **not** build the per-band tables (the null is split in two halves), so it
+  corrects for exactly the trials made.
 
 A flag at 3 sigma (one-sided, :data:`FPP_3SIGMA` = 1 - Phi(3) = 0.135 %) is ``fpp <= FPP_3SIGMA``.
 The calibration holds for sources like the store's own: the null model is a model, and its
@@ -46,10 +46,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
+from scipy import special, stats
 
 #: Bump when the tabulation or the tail model changes (part of the calibrated sets' lineage).
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
 #: One-sided 3-sigma false-positive probability, 1 - Phi(3).
 FPP_3SIGMA = float(special.ndtr(-3.0))
 N_BIN_GROUPS = 3
@@ -123,19 +123,25 @@ class NullTable:
 
 
 def _survival(null: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """P(null >= score) from sorted null values: empirical, with the exponential tail beyond ``u``."""
+    """P(null >= score) from sorted null values: empirical up to the largest, a fitted tail beyond."""
     n = len(null)
     empirical = (1.0 + n - np.searchsorted(null, score, side="left")) / (1.0 + n)
     n_tail = int(np.ceil(TAIL_FRACTION * n))
     finite = null[np.isfinite(null)]
     if n_tail < 10 or len(finite) < n_tail + 1:
         return empirical
-    u = finite[-n_tail - 1]
-    beta = float(np.mean(finite[-n_tail:] - u))
-    if not beta > 0:  # a tail of ties: nothing to extrapolate from
+    u, top = finite[-n_tail - 1], finite[-1]
+    excess = finite[-n_tail:] - u
+    if not excess.mean() > 0:  # a tail of ties: nothing to extrapolate from
         return empirical
-    tail = (n_tail + 1.0) / (n + 1.0) * np.exp(-(score - u) / beta)
-    return np.where(score > u, np.minimum(tail, empirical), empirical)
+    shape, _, scale = stats.genpareto.fit(excess, floc=0.0)
+
+    def tail(t):  # the heavier of the exponential and the fitted generalised Pareto excess laws
+        return np.maximum(np.exp(-(t - u) / excess.mean()), stats.genpareto.sf(t - u, shape, 0.0, scale))
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beyond = empirical * tail(np.maximum(score, top)) / tail(top)  # continuous at the largest null value
+    return np.where(score > top, np.where(np.isfinite(beyond), beyond, empirical), empirical)
 
 
 def _log_counts(net_counts: np.ndarray) -> np.ndarray:
@@ -144,26 +150,19 @@ def _log_counts(net_counts: np.ndarray) -> np.ndarray:
     return np.log10(np.where(np.isfinite(net), np.maximum(net, 1.0), 1.0))
 
 
-def sidak(fpps: np.ndarray) -> np.ndarray:
-    """``1 - (1 - min p)^K`` over the last axis, K the defined entries; NaN when none is.
-
-    Parameters
-    ----------
-    fpps : ndarray, shape (N, K)
-    """
-    defined = np.isfinite(fpps)
-    k = defined.sum(axis=-1)
-    pmin = np.where(defined, fpps, np.inf).min(axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(k > 0, -np.expm1(k * np.log1p(-np.minimum(pmin, 1.0))), np.nan)
-
-
 def empirical_fpp(null_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """``(1 + #{null <= s}) / (1 + n)`` for small-is-significant scores (N,); NaN stays NaN.
+    """FPP of small-is-significant scores (N,) from their null values; NaN stays NaN.
 
-    Used for the combined flag, whose score is itself a minimum of FPPs.
+    ``(1 + #{null <= s}) / (1 + n)``; below the smallest null value ``s0`` it continues in
+    proportion, ``fpp(s0) x s / s0`` (the scores here are themselves probabilities, and a
+    minimum of ``K`` small probabilities scales linearly: ``1 - (1 - p)^K ~ K p``).
     """
     null = np.sort(np.where(np.isfinite(null_scores), null_scores, np.inf))
     scores = np.asarray(scores, "f8")
-    count = np.searchsorted(null, np.where(np.isfinite(scores), scores, 0.0), side="right")
-    return np.where(np.isfinite(scores), (1.0 + count) / (1.0 + len(null)), np.nan)
+    finite = np.isfinite(scores)
+    count = np.searchsorted(null, np.where(finite, scores, 0.0), side="right")
+    fpp = (1.0 + count) / (1.0 + len(null))
+    if len(null) and np.isfinite(null[0]) and null[0] > 0:
+        fpp = np.where(scores < null[0], fpp * np.maximum(scores, 0.0) / null[0], fpp)
+        fpp = np.maximum(fpp, np.finfo(float).tiny)
+    return np.where(finite, fpp, np.nan)

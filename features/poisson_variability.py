@@ -35,7 +35,7 @@ A band with fewer than 2 usable bins gets nulls for AMPL/NEV, and without bins f
 Calibrated on simulated constant sources (:func:`calibrate`, :mod:`features.calibration`): for
 each statistic in :data:`STATISTICS` (``ampl_sig``: AMPL_SIG; ``nev``: NEV / NEV_ERR;
 ``bexvar``: SCATT_LO, as Buchner et al. 2022 and the eRASS1 catalogue use them) the
-false-positive probability ``<stat>_fpp_b{k}`` per band, ``<stat>_fpp`` over the bands, the flag
+false-positive probability ``<stat>_fpp_b{k}`` per band, ``<stat>_fpp`` for its smallest band, the flag
 ``<stat>_variable_3sigma`` (FPP <= 0.135 %), and over all three ``variable_fpp`` and
 ``variable_3sigma``.
 
@@ -49,7 +49,7 @@ import polars as pl
 
 from etl.store import LightCurveBatch, LightCurveStore
 from features.bexvar import bexvar
-from features.calibration import FPP_3SIGMA, NullTable, empirical_fpp, sidak
+from features.calibration import FPP_3SIGMA, NullTable, empirical_fpp
 
 #: Bump when a definition here changes (part of the feature set's lineage).
 POISSON_FEATURES_VERSION = 3
@@ -69,6 +69,12 @@ def feature_columns(n_bands: int) -> list[str]:
     return [f"{name}_b{k}" for k in range(1, n_bands + 1) for name in PER_BAND]
 
 
+def _smallest(columns: list[np.ndarray]) -> np.ndarray:
+    """Row-wise minimum of FPP columns, ignoring NaN (NaN where all are)."""
+    stacked = np.stack(columns, axis=1)
+    return np.where(np.isfinite(stacked).any(axis=1), np.nanmin(np.where(np.isfinite(stacked), stacked, np.inf), axis=1), np.nan)
+
+
 def calibrate(frame: pl.DataFrame, null: pl.DataFrame, n_bands: int) -> pl.DataFrame:
     """Add false-positive probabilities and 3-sigma flags from null-source features.
 
@@ -84,34 +90,29 @@ def calibrate(frame: pl.DataFrame, null: pl.DataFrame, n_bands: int) -> pl.DataF
     Returns
     -------
     DataFrame
-        ``frame`` with ``<stat>_fpp_b{k}``, ``<stat>_fpp`` (bands Sidak-corrected) and
+        ``frame`` with ``<stat>_fpp_b{k}``, ``<stat>_fpp`` (its smallest band, calibrated on the null) and
         ``<stat>_variable_3sigma`` for each of :data:`STATISTICS`, ``variable_fpp`` and
         ``variable_3sigma`` (all statistics, trials calibrated on the null).
     """
     tables_from = null[0::2]
     combined_from = null[1::2]
     out = {}
-    minima = []
-    minima_null = []
+    minima, minima_null = [], []
     for stat, score in STATISTICS.items():
         per_band, per_band_null = [], []
         for k in range(1, n_bands + 1):
             net, bins = f"net_counts_b{k}", f"n_bexvar_b{k}"
             table = NullTable.build(score(tables_from, k).to_numpy(), tables_from[net].to_numpy(), tables_from[bins].to_numpy())
-            p = table.fpp(score(frame, k).to_numpy(), frame[net].to_numpy(), frame[bins].to_numpy())
-            out[f"{stat}_fpp_b{k}"] = p
-            per_band.append(p)
+            out[f"{stat}_fpp_b{k}"] = table.fpp(score(frame, k).to_numpy(), frame[net].to_numpy(), frame[bins].to_numpy())
+            per_band.append(out[f"{stat}_fpp_b{k}"])
             per_band_null.append(table.fpp(score(combined_from, k).to_numpy(), combined_from[net].to_numpy(),
                                            combined_from[bins].to_numpy()))
-        corrected, corrected_null = sidak(np.stack(per_band, axis=1)), sidak(np.stack(per_band_null, axis=1))
-        out[f"{stat}_fpp"] = corrected
-        out[f"{stat}_variable_3sigma"] = np.nan_to_num(corrected, nan=1.0) <= FPP_3SIGMA
-        minima.append(corrected)
-        minima_null.append(corrected_null)
-    with np.errstate(invalid="ignore"):
-        smallest = np.fmin.reduce(np.stack(minima), axis=0)
-        smallest_null = np.fmin.reduce(np.stack(minima_null), axis=0)
-    out["variable_fpp"] = empirical_fpp(smallest_null, smallest)
+        smallest, smallest_null = _smallest(per_band), _smallest(per_band_null)
+        out[f"{stat}_fpp"] = empirical_fpp(smallest_null, smallest)
+        out[f"{stat}_variable_3sigma"] = np.nan_to_num(out[f"{stat}_fpp"], nan=1.0) <= FPP_3SIGMA
+        minima += per_band
+        minima_null += per_band_null
+    out["variable_fpp"] = empirical_fpp(_smallest(minima_null), _smallest(minima))
     out["variable_3sigma"] = np.nan_to_num(out["variable_fpp"], nan=1.0) <= FPP_3SIGMA
     result = frame.with_columns(pl.Series(name, values) for name, values in out.items())
     floats = [c for c, t in result.schema.items() if t == pl.Float64]
