@@ -75,16 +75,17 @@ def null_store(store, null: dict, progress: bool = False):
     return build_null_store(store, key, null["n"], null["seed"], progress=progress)
 
 
-def _uncalibrated_poisson(store, progress: bool) -> pl.DataFrame:
+def _uncalibrated_poisson(store, progress: bool, extract=extract_poisson_variability) -> pl.DataFrame:
     """The set's uncalibrated columns of a (null) store, kept as its own feature set there."""
     lineage = {"catalog_hash": catalog_hash(store), "features_version": POISSON_FEATURES_VERSION, "calibrated": False}
     meta = find_version(store, "poisson_variability", lineage)
     if meta is None:
-        meta, _ = write_feature_set(store, "poisson_variability", extract_poisson_variability(store, progress=progress), lineage)
+        meta, _ = write_feature_set(store, "poisson_variability", extract(store, progress=progress), lineage)
     return get_feature_set(store, f"poisson_variability@{meta['version']}")[1].collect()  # rows by source_id
 
 
-def build_poisson_variability(store, progress: bool = False, n_null: int | None = None, seed: int = 0) -> tuple[dict, bool]:
+def build_poisson_variability(store, progress: bool = False, n_null: int | None = None, seed: int = 0,
+                              extract=extract_poisson_variability) -> tuple[dict, bool]:
     """Build the calibrated ``poisson_variability`` set, or reuse the version of this catalog, code and null.
 
     Parameters
@@ -93,6 +94,10 @@ def build_poisson_variability(store, progress: bool = False, n_null: int | None 
         Simulated constant sources to calibrate on (default :func:`null_size`).
     seed : int
         Seed of the simulation.
+    extract : callable, optional
+        ``extract(store, progress=...) -> DataFrame`` of the uncalibrated columns (default: threads
+        in this process; the ``build-features`` flow passes one that spreads parts over its task
+        runner, e.g. Dask).
     """
     store = as_store(store)
     null = null_lineage(store, n_null, seed)
@@ -100,8 +105,8 @@ def build_poisson_variability(store, progress: bool = False, n_null: int | None 
     existing = find_version(store, "poisson_variability", lineage)
     if existing is not None:
         return existing, False
-    null_frame = _uncalibrated_poisson(null_store(store, null, progress), progress)
-    frame = extract_poisson_variability(store, progress=progress)
+    null_frame = _uncalibrated_poisson(null_store(store, null, progress), progress, extract)
+    frame = extract(store, progress=progress)
     return write_feature_set(store, "poisson_variability", calibrate(frame, null_frame, len(store.e_min)), lineage)
 
 

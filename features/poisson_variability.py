@@ -200,17 +200,24 @@ def extract_batch(batch: LightCurveBatch, source_ids: list[str]) -> pl.DataFrame
 
 
 def extract_poisson_variability(store: LightCurveStore, batch_size: int = 1024, progress: bool = False,
-                                n_jobs: int = 2) -> pl.DataFrame:
-    """The set for every ok source of ``store`` (memory: ``n_jobs`` batches at a time).
+                                n_jobs: int = 2, rows: tuple[int, int] | None = None) -> pl.DataFrame:
+    """The set's uncalibrated columns for the ok sources of ``store`` (memory: ``n_jobs`` batches at a time).
 
     Batches run on ``n_jobs`` threads: the heavy parts (numpy ufuncs, BLAS, sparse products)
     release the GIL, so threads use the cores without the start-up and transfer costs of processes.
+
+    Parameters
+    ----------
+    rows : (start, stop), optional
+        Only these ok sources, counted in store order (the unit of work of a flow's task).
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
 
     ok = store.catalog().filter(pl.col("status") == "ok").select("source_id", "offset", "n_points").sort("offset").collect()
+    if rows is not None:
+        ok = ok[rows[0] : rows[1]]
     ids = ok["source_id"].to_list()
     offsets, lengths = ok["offset"].to_numpy(), ok["n_points"].to_numpy()
 

@@ -42,8 +42,10 @@ def test_read(tmp_path):
 
 
 def test_feature_build(tmp_path):
-    out = run_script("feature_build.py", "--n", "500", "--dir", str(tmp_path), "--bexvar-reference", "1")
+    out = run_script("feature_build.py", "--n", "500", "--null", "2000", "--dir", str(tmp_path), "--bexvar-reference", "1")
     assert number_after(out, "poisson_variability (AMPL, NEV, bexvar x 3 bands): 500 sources in") > 0
+    assert number_after(out, "poisson_variability calibrated on 2,000 simulated constants:") == 500
+    assert number_after(out, "columns in") > 0
     assert number_after(out, "reference bexvar package (UltraNest):") > 0
     assert number_after(out, "variability features: 500 sources in") >= 0
     assert number_after(out, "500 rows x") == 97  # catalog (27 with the time reference) + variability + vae sets
