@@ -70,19 +70,23 @@ def test_model_derived_sets_via_cli(store, tmp_path, capsys):
     assert fit.main(["--store", str(store), "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled",
                      "--no-progress", "--no-evaluate", "--lr", "1e-3"]) == 0
     ckpt = run / "checkpoints" / "best.h5"
-    assert main(["--store", str(store), "--checkpoint", str(ckpt)]) == 0
+    assert main(["--store", str(store), "--checkpoint", str(ckpt), "--null-sources", "2000"]) == 0
     out = capsys.readouterr().out
     assert "variability@1: 120 sources" in out and "vae_latent@1" in out and "vae_anomaly@1" in out
     meta, data = get_feature_set(store, "vae_anomaly")
     assert meta["lineage"]["checkpoint"] == str(ckpt.resolve()) and meta["lineage"]["config"]["latent"] == 40
     assert data.collect().height == 120 and set(data.collect()["split"]) == {"train", "val", "test"}
     assert len(get_feature_set(store, "vae_latent")[0]["columns"]) == 40
-    assert main(["--store", str(store), "--checkpoint", str(ckpt)]) == 0
+    # calibrated on the store's 2,000 simulated constants scored by the same model
+    assert meta["lineage"]["null"]["n"] == 2000 and {"anomaly_fpp", "vae_variable_3sigma"} <= set(meta["columns"])
+    fpp = data.collect()["anomaly_fpp"].drop_nulls()
+    assert fpp.len() >= 110 and ((fpp > 0) & (fpp <= 1)).all()
+    assert main(["--store", str(store), "--checkpoint", str(ckpt), "--null-sources", "2000"]) == 0
     assert capsys.readouterr().out.count("unchanged, reused") == 4
     shutil.copy(ckpt, tmp_path / "other.h5")  # another model file: new lineage, new version
     with open(tmp_path / "other.h5", "ab") as fh:
         fh.write(b"\0")
-    assert main(["--store", str(store), "--checkpoint", str(tmp_path / "other.h5")]) == 0
+    assert main(["--store", str(store), "--checkpoint", str(tmp_path / "other.h5"), "--null-sources", "2000"]) == 0
     assert get_feature_set(store, "vae_anomaly")[0]["version"] == 2
 
 
