@@ -15,7 +15,7 @@
    catalogue's do).
 4. The measured false-positive rate of every ``*variable_3sigma`` flag, with its binomial error:
    on the archive's constant sources, and on 20,000 simulated constants never used to build the
-   tables (a second null sample, another seed, scored by the same tables and models).
+   tables (a second null sample, another seed, scored by the same tables and models; ``--check``).
 5. In the run directory under ``--out``: ``science_check.json``, ``roc.png`` (ROC curves, log
    false-positive axis), ``vae_only.png`` (light curves the VAE flags and no classical statistic
    does), latent PCA by class.
@@ -95,6 +95,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--loss", nargs="+", choices=["mse", "chi2", "poisson"], default=["poisson", "chi2"],
                    help="training losses, one model each (training.fit --loss)")
+    p.add_argument("--null", type=int, default=None, help="simulated constants to calibrate on (default: features.build's)")
+    p.add_argument("--check", type=int, default=N_CHECK, help="fresh simulated constants for the flags' false-positive rates")
     p.add_argument("--out", type=Path, default=Path("/tmp/science-check"))
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -104,13 +106,13 @@ def main() -> None:
 
     t = time.perf_counter()
     build_variability(test_store)
-    poisson_meta, _ = build_poisson_variability(test_store, progress=True)
+    poisson_meta, _ = build_poisson_variability(test_store, progress=True, n_null=args.null)
     print(f"poisson_variability with its calibration: {time.perf_counter() - t:.0f} s")
     sets = ["variability", f"poisson_variability@{poisson_meta['version']}"]
     df = get_features(test_store, sets).collect()
     vae_cols = {}
     for loss, ckpt in checkpoints.items():
-        meta = {m["name"]: m for m, _ in build_model_features(test_store, str(ckpt), progress=False)}["vae_anomaly"]
+        meta = {m["name"]: m for m, _ in build_model_features(test_store, str(ckpt), progress=False, n_null=args.null)}["vae_anomaly"]
         vae = get_features(test_store, [f"vae_anomaly@{meta['version']}"], catalog_columns=[]).collect()
         vae_cols[loss] = {"fpp": f"anomaly_fpp_{loss}", "flag": f"vae_variable_3sigma_{loss}", "score": f"anomaly_score_{loss}"}
         df = df.join(vae.select("source_id", pl.col("anomaly_fpp").alias(vae_cols[loss]["fpp"]),
@@ -171,9 +173,9 @@ def main() -> None:
                                  "tpr": float(df.filter(pl.col("class") != "constant")[flag].fill_null(False).mean()),
                                  "tpr_per_class": {c: float(df.filter(pl.col("class") == c)[flag].fill_null(False).mean()) for c in CLASSES}}
     store = open_store(test_store)
-    null = null_lineage(store, None, 0)
+    null = null_lineage(store, args.null, 0)
     tables = _uncalibrated_poisson(null_store(store, null), False)
-    check_store = null_store(store, null_lineage(store, N_CHECK, 7), progress=True)
+    check_store = null_store(store, null_lineage(store, args.check, 7), progress=True)
     check = calibrate(_uncalibrated_poisson(check_store, True), tables, len(store.e_min))
     for flag in [f"{stat}_variable_3sigma" for stat in STATISTICS] + ["variable_3sigma"]:
         report["flags"][flag]["fresh_null"] = binomial(int(check[flag].sum()), check.height)

@@ -7,6 +7,7 @@ in its own process: that is how a shadowed import once broke a spawned worker po
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -67,7 +68,12 @@ def test_flow_overhead(tmp_path):
 
 @pytest.mark.slow
 def test_science_check(tmp_path):
-    out = run_script("science_check.py", "--n", "400", "--epochs", "1", "--out", str(tmp_path))
+    out = run_script("science_check.py", "--n", "400", "--epochs", "1", "--loss", "poisson", "--null", "2000", "--check", "2000",
+                     "--out", str(tmp_path))
     assert 0 <= number_after(out, "reduced chi2 (max over bands)") <= 1
-    assert 0 <= number_after(out, "combined all three (logistic, CV)") <= 1
-    assert (tmp_path / "run-1ep" / "top16_anomalies.png").exists()
+    assert 0 <= number_after(out, "logistic on classical + VAE scores (2-fold CV)") <= 1
+    assert 0 <= number_after(out, "variable_3sigma") <= 100  # a measured false-positive rate, in per cent
+    report = json.loads((tmp_path / "report-1ep" / "science_check.json").read_text())
+    assert set(report["scores"]["classical combined (variable_fpp)"]["per_counts"]) == {"10-30", "30-100", "100-1000", "1000-inf"}
+    assert report["flags"]["variable_3sigma"]["fresh_null"]["n"] == 2000
+    assert (tmp_path / "report-1ep" / "roc.png").exists() and (tmp_path / "report-1ep" / "vae_only.png").exists()
