@@ -18,6 +18,7 @@ import polars as pl
 from etl.errors import StoreError
 from etl.lightcurve import STATUS_OK, STATUS_REJECTED, mean_rate_columns  # noqa: F401 - re-exported
 from etl.location import filesystem, join
+from etl.sky import HEALPIX_COLUMN, healpix_29
 
 CATALOG_FILE = "catalog.parquet"
 
@@ -45,6 +46,7 @@ CATALOG_SCHEMA: dict[str, pl.DataType] = {
     "mjd_start": pl.Float64,
     "mjd_stop": pl.Float64,
     "ingested_at": pl.Datetime("us", "UTC"),
+    HEALPIX_COLUMN: pl.Int64,  # nested HEALPix order 29 of (ra, dec), the HATS spatial index (etl.sky)
 }
 
 
@@ -65,7 +67,14 @@ def catalog_frame(rows: list[dict], n_bands: int) -> pl.DataFrame:
     lists = [name for name, dtype in schema.items() if isinstance(dtype, pl.List)]
     frame = pl.DataFrame({name: [row.get(name) for row in rows] for name in schema if name not in lists},
                          schema={k: v for k, v in schema.items() if k not in lists})
-    return frame.with_columns(_list_column(name, [row.get(name) for row in rows]) for name in lists).select(list(schema))
+    frame = frame.with_columns(_list_column(name, [row.get(name) for row in rows]) for name in lists)
+    return with_sky_index(frame).select(list(schema))
+
+
+def with_sky_index(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with ``_healpix_29`` computed from ``ra``/``dec`` (null where a position is unusable)."""
+    pix = healpix_29(frame["ra"].cast(pl.Float64).fill_null(np.nan).to_numpy(), frame["dec"].cast(pl.Float64).fill_null(np.nan).to_numpy())
+    return frame.with_columns(pl.Series(HEALPIX_COLUMN, pix, pl.Int64).replace(-1, None))
 
 
 def _list_column(name: str, values: list) -> pl.Series:
@@ -100,6 +109,8 @@ def read_catalog(store_url: str, storage_options: dict | None = None) -> pl.Data
     missing = {k: v for k, v in CATALOG_SCHEMA.items() if k not in cat.columns}
     if missing:
         cat = cat.with_columns(pl.lit(None, dtype=v).alias(k) for k, v in missing.items())
+    if HEALPIX_COLUMN in missing:  # a catalog from before the sky index: computed on open, written by the next commit
+        cat = with_sky_index(cat)
     return cat
 
 

@@ -26,6 +26,7 @@ from etl.catalog import STATUS_OK, catalog_url, read_catalog
 from etl.errors import SchemaVersionError, SourceNotFoundError, StoreError
 from etl.lightcurve import POINT_COLUMNS, LightCurve
 from etl.location import is_url  # noqa: F401 - part of this module's API
+from etl.sky import HEALPIX_COLUMN, SkyIndex, angular_separation, check_cone, cone_ranges
 
 #: 2: time reference columns in the catalog (mjdref, timesys, mjd_start, mjd_stop), units on
 #: the arrays, band edges as coordinate arrays, append-only shards. Version 1 stores are read
@@ -153,6 +154,7 @@ class LightCurveStore:
         self.storage_options = storage_options or {}
         self.cache = ChunkCache(cache_bytes)
         self._index: dict[str, int] | None = None
+        self._sky: SkyIndex | None = None
         self.refresh()
 
     # -- opening -------------------------------------------------------------------------
@@ -181,8 +183,9 @@ class LightCurveStore:
         if cat is None:
             raise StoreError(self.url, "store has no catalog.parquet (never committed an ingest)")
         self._catalog = cat
-        self._ok = cat.filter(pl.col("status") == STATUS_OK)
+        self._ok = cat.filter(pl.col("status") == STATUS_OK).rechunk()  # one chunk: row gathers (cone) stay O(rows)
         self._index = None
+        self._sky = None  # the sorted sky index, built by the first cone search
         self.cache.clear()
 
     def _zarr_options(self) -> dict | None:
@@ -214,6 +217,26 @@ class LightCurveStore:
             ids = self._ok["source_id"].to_list()
             self._index = dict(zip(ids, range(len(ids))))
         return self._index
+
+    def cone(self, ra: float, dec: float, radius_arcsec: float) -> pl.LazyFrame:
+        """Ok sources within ``radius_arcsec`` of (``ra``, ``dec``) (deg, ICRS as the files give them).
+
+        Exact on the sphere (poles, RA wrap at 0/360), pruned by the ``_healpix_29`` index
+        (:mod:`etl.sky`). Returns the catalog rows plus ``separation_arcsec``, nearest first.
+
+        Raises
+        ------
+        ValueError
+            For a position off the sphere, a non-finite value or a radius <= 0.
+        """
+        ra, dec, radius = check_cone(ra, dec, radius_arcsec)
+        if self._sky is None:
+            self._sky = SkyIndex(self._ok[HEALPIX_COLUMN].fill_null(-1).to_numpy())
+        rows = self._sky.candidates(cone_ranges(ra, dec, radius))
+        found = self._ok[rows]
+        sep = angular_separation(ra, dec, found["ra"].to_numpy(), found["dec"].to_numpy()) * 3600.0
+        found = found.with_columns(pl.Series("separation_arcsec", sep))
+        return found.filter(pl.col("separation_arcsec") <= radius).sort("separation_arcsec").lazy()
 
     def locate(self, source_ids: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
         """Offsets and lengths of the given sources.

@@ -49,7 +49,14 @@ def test_feature_build(tmp_path):
     assert number_after(out, "columns in") > 0
     assert number_after(out, "reference bexvar package (UltraNest):") > 0
     assert number_after(out, "variability features: 500 sources in") >= 0
-    assert number_after(out, "500 rows x") == 97  # catalog (27 with the time reference) + variability + vae sets
+    assert number_after(out, "500 rows x") == 98  # catalog (28 with the time reference and sky index) + variability + vae sets
+
+
+def test_cone(tmp_path):
+    out = run_script("cone.py", "--rows", "20000", "--queries", "20", "--dir", str(tmp_path))
+    assert number_after(out, "catalog:") == 20000
+    for radius in ("10", "60", "600"):
+        assert number_after(out, f"cone {radius:>5s} arcsec: median") > 0
 
 
 def test_train_throughput(tmp_path):
