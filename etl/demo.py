@@ -26,6 +26,19 @@ def build_archive(archive: Path, n: int, seed: int = 2026) -> None:
         make_archive(archive, n=n, seed=seed, flavour="mixed", bad=12)
 
 
+def ensure_reference(archive: Path) -> Path:
+    """The archive's reference catalogue of known objects (written for archives made before it existed)."""
+    path = archive / "reference.parquet"
+    if not path.exists():
+        import numpy as np
+
+        from etl.synth import write_reference
+
+        truth = write_reference(archive, pl.read_parquet(archive / "truth.parquet"), np.random.default_rng([2026, 1]))
+        truth.write_parquet(archive / "truth.parquet")
+    return path
+
+
 def run(directory: Path, n: int, workers: int, seed: int = 2026) -> pl.DataFrame:
     """Build (once) and ingest the demo archive; return the query's result."""
     archive, store_path = directory / "archive", directory / "store.zarr"

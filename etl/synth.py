@@ -9,7 +9,9 @@ Source and background counts are Poisson draws, rates are background-subtracted
 eSASS computes them. Variability classes: ``constant``, ``flare`` (fast rise, exponential
 decay), ``dip`` (eclipse-like box dip) and ``red_noise`` (log-normal Ornstein-Uhlenbeck).
 ``truth.parquet`` in OUT_DIR lists every file with its class (or, for ``--bad``, the reason
-code ingest must give it).
+code ingest must give it) and whether it is ``known``: ``reference.parquet`` is a catalogue of
+counterparts of 30 % of the sources at realistic position offsets plus unrelated field objects
+(:func:`write_reference`), for cross-match demos and tests.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from astropy import units as u
+from astropy.coordinates import SkyCoord
 from tqdm import tqdm
 
 from etl.fitswriter import bintable_fits_bytes
@@ -34,6 +38,10 @@ MJDREF = 51543.875  # eROSITA's reference: 2000-01-01T21:00 TT
 ERASS1_START_S = (58829.0 - MJDREF) * 86400.0
 ERASS1_DAYS = 182.0
 ERODAY_S = 14400.0
+#: Fraction of sources with a counterpart in the synthetic reference catalogue, and its position
+#: error per axis (arcsec).
+KNOWN_FRACTION = 0.3
+POSITION_ERROR_ARCSEC = 2.5
 BAD_KINDS = (
     "not_fits",
     "empty_file",
@@ -298,8 +306,37 @@ def make_archive(
         kind = BAD_KINDS[j % len(BAD_KINDS)]
         rows.append(_write_bad(out, kind, j, rng, rows[: max(n, 0)], gzip))
     truth = pl.DataFrame(rows, infer_schema_length=None)
+    truth = write_reference(out, truth, np.random.default_rng([seed, 1]))  # its own stream: the archive is unchanged
     truth.write_parquet(out / "truth.parquet")
     return truth
+
+
+def write_reference(out: Path, truth: pl.DataFrame, rng: np.random.Generator, known_fraction: float = KNOWN_FRACTION
+                    ) -> pl.DataFrame:
+    """Write ``reference.parquet``, a catalogue of "known" objects, and mark them in the truth table.
+
+    A fraction ``known_fraction`` of the good sources get a counterpart at a realistic offset
+    (eRASS1 positions: a 2-D Gaussian of :data:`POSITION_ERROR_ARCSEC` per axis, as the ~4"
+    68 % radius of Merloni et al. 2024), plus twice as many unrelated field objects uniform on
+    the sky. Columns: ``ref_id``, ``ra``, ``dec``, ``kind`` (``counterpart``/``field``), ``mag``.
+    The truth table gains ``known`` (the source has a counterpart).
+    """
+    good = truth["expected"] == "ok" if "expected" in truth.columns else pl.Series([True] * truth.height)
+    idx = np.flatnonzero(good.to_numpy())
+    known = idx[rng.random(len(idx)) < known_fraction]
+    src = SkyCoord(truth["ra"].to_numpy()[known] * u.deg, truth["dec"].to_numpy()[known] * u.deg)
+    offset = np.hypot(*rng.normal(0.0, POSITION_ERROR_ARCSEC, (2, len(known))))
+    moved = src.directional_offset_by(rng.uniform(0, 360, len(known)) * u.deg, offset * u.arcsec)
+    n_field = 2 * len(idx)
+    ra = np.r_[moved.ra.deg, rng.uniform(0, 360, n_field)]
+    dec = np.r_[moved.dec.deg, np.degrees(np.arcsin(rng.uniform(-1, 1, n_field)))]
+    kind = ["counterpart"] * len(known) + ["field"] * n_field
+    ref = pl.DataFrame({"ref_id": [f"REF{i:07d}" for i in range(len(ra))], "ra": ra, "dec": dec, "kind": kind,
+                        "mag": rng.uniform(10, 21, len(ra))})
+    ref.write_parquet(out / "reference.parquet")
+    flags = np.zeros(truth.height, bool)
+    flags[known] = True
+    return truth.with_columns(pl.Series("known", flags))
 
 
 def _write(path: Path, data: bytes, gzip: bool) -> None:

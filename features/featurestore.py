@@ -94,8 +94,12 @@ def find_version(store: LightCurveStore, name: str, lineage: dict) -> dict | Non
     return None
 
 
-def write_feature_set(store: LightCurveStore | str, name: str, frame: pl.DataFrame, lineage: dict) -> tuple[dict, bool]:
+def write_feature_set(store: LightCurveStore | str, name: str, frame: pl.DataFrame, lineage: dict,
+                      metrics: dict | None = None) -> tuple[dict, bool]:
     """Store ``frame`` as a new version of ``name`` unless one with this lineage exists.
+
+    ``metrics`` (optional) are figures about the set kept in its ``meta.json`` (e.g. a
+    cross-match's spurious-match rate); unlike the lineage they do not decide reuse.
 
     Returns
     -------
@@ -117,6 +121,8 @@ def write_feature_set(store: LightCurveStore | str, name: str, frame: pl.DataFra
     meta = {"name": name, "version": version, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "rows": frame.height, "columns": [c for c in frame.columns if c != "source_id"], "lineage": lineage,
             "path": DATA_FILE}
+    if metrics is not None:
+        meta["metrics"] = metrics
     # meta.json last: a version without it (a killed build) is invisible and gets overwritten.
     with fs.open(f"{path}/meta.json", "w") as fh:
         json.dump(meta, fh, indent=2)

@@ -7,8 +7,9 @@
    answers at PREFECT_API_URL / prefect.toml);
 3. runs the deployments as a user would, ``prefect deployment run ... --watch``:
    ``ingest-fits`` -> ``train-vae`` (2 epochs, wandb offline) -> ``build-features`` (with the
-   checkpoint);
-4. prints a Polars query over the catalog and the feature sets;
+   checkpoint) -> ``cross-match`` (against the archive's reference catalogue of known objects);
+4. prints a Polars query over the catalog and the feature sets, and the most significant
+   sources that have no known counterpart;
 5. stops the serving process and the server it started.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import polars as pl
 
-from etl.demo import build_archive, summarize
+from etl.demo import build_archive, ensure_reference, summarize
 from flows.serve import DEFAULT_API, _toml_api_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         run_deployment("train-vae/train-vae", {"store": str(store), "epochs": args.epochs, "run_dir": str(run_dir),
                                                "options": {"lr": 0.001, "wandb_mode": env["WANDB_MODE"]}}, env)
         run_deployment("build-features/build-features", {"store": str(store), "checkpoint": str(run_dir / "checkpoints" / "best.h5")}, env)
+        reference = ensure_reference(archive)
+        run_deployment("cross-match/cross-match", {"store": str(store), "reference": str(reference), "radius": 15,
+                                                   "name": "known", "columns": ["kind"]}, env)
     finally:
         if serve.poll() is None:
             os.killpg(serve.pid, signal.SIGTERM)
@@ -99,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     with pl.Config(tbl_width_chars=140, float_precision=3):
         print("\nten highest VAE anomaly chi2 (2-epoch model), with the classical reduced chi2:")
         print(top)
+    new = (get_features(store, ["poisson_variability", "vae_anomaly", "xmatch_known"]).join(truth.lazy(), on="source_id", how="left")
+           .filter(pl.col("xmatch_known_id").is_null())
+           .sort(pl.min_horizontal("variable_fpp", "anomaly_fpp"), nulls_last=True)
+           .select("source_id", "class", "ra", "dec", "variable_fpp", "anomaly_fpp", "variable_3sigma", "vae_variable_3sigma")
+           .head(10).collect())
+    with pl.Config(tbl_width_chars=140, float_precision=5):
+        print("\nten most significant variable or anomalous sources with no counterpart within 15 arcsec (new):")
+        print(new)
     print(f"\nrun directory: {run_dir}   (plots in training_plots/, scores in scores_test.parquet)")
     return 0
 

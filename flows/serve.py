@@ -153,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from prefect import serve
 
+        from flows.crossmatch import cross_match
         from flows.feature_sets import build_features
         from flows.ingest import ingest_fits
         from flows.train import train_vae
 
         install_crash_automation()
-        deployments = [f.to_deployment(name=f.name) for f in (ingest_fits, build_features, train_vae)]
+        deployments = [f.to_deployment(name=f.name) for f in (ingest_fits, build_features, train_vae, cross_match)]
         print(f"serving {', '.join(f'{d.flow_name}/{d.name}' for d in deployments)} against {api_url}", flush=True)
         serve(*deployments, print_starting_message=False)
     except KeyboardInterrupt:

@@ -1,0 +1,105 @@
+"""Cross-match against the synthetic reference catalogue: astropy, LSDB and HATS agree; bad references fail clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord, match_coordinates_sky
+
+from features import get_features
+from features.crossmatch import CrossmatchError, crossmatch, main
+from features.featurestore import get_feature_set
+
+
+@pytest.fixture(scope="module")
+def matched(tmp_path_factory):
+    from etl.ingest import ingest
+    from etl.synth import make_archive
+
+    root = tmp_path_factory.mktemp("xmatch")
+    make_archive(root / "a", n=400, seed=51, progress=False)
+    ingest(root / "a", root / "s", progress=False)
+    meta, created = crossmatch(root / "s", str(root / "a" / "reference.parquet"), 15.0, "ref", columns=["kind", "mag"])
+    assert created
+    return root, meta
+
+
+def test_matches_equal_astropy_and_find_the_known_sources(matched):
+    root, meta = matched
+    frame = get_features(root / "s", ["xmatch_ref"], catalog_columns=["ra", "dec"]).collect()
+    ref = pl.read_parquet(root / "a" / "reference.parquet")
+    idx, sep, _ = match_coordinates_sky(SkyCoord(frame["ra"].to_numpy() * u.deg, frame["dec"].to_numpy() * u.deg),
+                                        SkyCoord(ref["ra"].to_numpy() * u.deg, ref["dec"].to_numpy() * u.deg))
+    within = sep.arcsec <= 15.0
+    assert frame["xmatch_ref_id"].is_not_null().to_numpy().tolist() == within.tolist()
+    assert frame["xmatch_ref_id"].filter(pl.Series(within)).to_list() == ref["ref_id"].to_numpy()[idx[within]].tolist()
+    np.testing.assert_allclose(frame["xmatch_ref_sep_arcsec"].drop_nulls().to_numpy(), sep.arcsec[within], atol=1e-6)
+    truth = pl.read_parquet(root / "a" / "truth.parquet").select("source_id", "known")
+    joined = frame.join(truth, on="source_id")
+    assert (joined["xmatch_ref_id"].is_not_null() == joined["known"]).all()  # known <=> matched
+    assert set(joined.filter(pl.col("known"))["xmatch_ref_kind"]) == {"counterpart"}
+    m = meta["metrics"]
+    assert m["matched"] == joined["known"].sum() and m["spurious_fraction"] < 0.05  # 3' away: (almost) nothing
+    assert meta["lineage"]["radius_arcsec"] == 15.0 and len(meta["lineage"]["reference_hash"]) == 32
+
+
+def test_reused_and_versioned(matched):
+    root, meta = matched
+    again, created = crossmatch(root / "s", str(root / "a" / "reference.parquet"), 15.0, "ref", columns=["kind", "mag"])
+    assert not created and again["version"] == meta["version"]
+    wider, created = crossmatch(root / "s", str(root / "a" / "reference.parquet"), 30.0, "ref", columns=["kind", "mag"])
+    assert created and wider["version"] == meta["version"] + 1
+
+
+def test_lsdb_and_hats_reference_give_the_same_matches(matched, tmp_path):
+    import lsdb
+
+    root, _ = matched
+    ref = pl.read_parquet(root / "a" / "reference.parquet")
+    meta, _ = crossmatch(root / "s", str(root / "a" / "reference.parquet"), 15.0, "viaLsdb", method="lsdb")
+    lsdb.from_dataframe(ref.to_pandas(), ra_column="ra", dec_column="dec", catalog_name="ref",
+                        margin_threshold=20.0).to_hats(tmp_path / "ref_hats", progress_bar=False)
+    hats_meta, _ = crossmatch(root / "s", str(tmp_path / "ref_hats"), 15.0, "viaHats", id_column="ref_id", columns=["kind"])
+    frame = get_features(root / "s", ["xmatch_ref@1", "xmatch_viaLsdb", "xmatch_viaHats"], catalog_columns=[]).collect()
+    assert frame["xmatch_ref_id"].to_list() == frame["xmatch_viaLsdb_id"].to_list() == frame["xmatch_viaHats_id"].to_list()
+    np.testing.assert_allclose(frame["xmatch_ref_sep_arcsec"].drop_nulls().to_numpy(),
+                               frame["xmatch_viaHats_sep_arcsec"].drop_nulls().to_numpy(), atol=1e-3)
+    assert hats_meta["lineage"]["method"] == "lsdb"
+
+
+def test_galactic_reference_is_converted(matched, tmp_path):
+    root, _ = matched
+    ref = pl.read_parquet(root / "a" / "reference.parquet")
+    gal = SkyCoord(ref["ra"].to_numpy() * u.deg, ref["dec"].to_numpy() * u.deg).galactic
+    ref.drop("ra", "dec").with_columns(pl.Series("l", gal.l.deg), pl.Series("b", gal.b.deg)).write_csv(tmp_path / "gal.csv")
+    meta, _ = crossmatch(root / "s", str(tmp_path / "gal.csv"), 15.0, "gal")
+    assert "galactic" in meta["metrics"]["reference"]["converted"]
+    frame = get_features(root / "s", ["xmatch_ref@1", "xmatch_gal"], catalog_columns=[]).collect()
+    assert frame["xmatch_ref_id"].to_list() == frame["xmatch_gal_id"].to_list()
+
+
+@pytest.mark.parametrize("columns,message", [
+    ({"x": [1.0], "y": [2.0]}, "no position columns"),
+    ({"ra": [400.0], "dec": [0.0]}, "outside [0, 360]"),
+    ({"ra": [10.0], "dec": [-95.0]}, "outside [-90, 90]"),
+    ({"ra": [None, None], "dec": [1.0, 2.0]}, "no row has a position"),
+    ({"ra": ["a"], "dec": ["b"]}, "not numeric"),
+])
+def test_bad_references_fail_clearly(matched, tmp_path, capsys, columns, message):
+    root, _ = matched
+    pl.DataFrame(columns).write_parquet(tmp_path / "bad.parquet")
+    assert main(["--store", str(root / "s"), "--reference", str(tmp_path / "bad.parquet"), "--radius", "10", "--name", "bad"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_radius_and_missing_rows(matched, tmp_path):
+    root, _ = matched
+    ref = pl.read_parquet(root / "a" / "reference.parquet")
+    with pytest.raises(CrossmatchError, match="radius must be > 0"):
+        crossmatch(root / "s", str(root / "a" / "reference.parquet"), 0.0, "r0")
+    ref.with_columns(pl.when(pl.int_range(pl.len()) < 5).then(None).otherwise(pl.col("ra")).alias("ra")).write_parquet(tmp_path / "nan.parquet")
+    meta, _ = crossmatch(root / "s", str(tmp_path / "nan.parquet"), 15.0, "nan")
+    assert meta["metrics"]["reference"]["rows_without_position"] == 5
+    assert get_feature_set(root / "s", "xmatch_nan")[1].collect().height == 400
