@@ -59,6 +59,13 @@ def test_cone(tmp_path):
         assert number_after(out, f"cone {radius:>5s} arcsec: median") > 0
 
 
+def test_crossmatch(tmp_path):
+    out = run_script("crossmatch.py", "--n", "300", "--reference-rows", "3000", "--dir", str(tmp_path))
+    assert number_after(out, "reference rows within 10 arcsec (5 matchings each: the real one and 4 shifted for the "
+                             "spurious rate): astropy") > 0
+    assert number_after(out, "HATS export with light curves nested:") == 300
+
+
 def test_train_throughput(tmp_path):
     out = run_script("train_throughput.py", "--sizes", "300", "600", "--seconds", "0.5", "--repeat", "1", "--ablate-gru",
                      "--dir", str(tmp_path))
