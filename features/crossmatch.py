@@ -136,26 +136,6 @@ def reference_positions(ref: pl.DataFrame, reference: str, ra_column: str | None
     return lon, lat, rows, info
 
 
-def match_astropy(ra: np.ndarray, dec: np.ndarray, ref_ra: np.ndarray, ref_dec: np.ndarray, radius_arcsec: float
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nearest reference index (-1 if none), its separation (arcsec, NaN) and the count within the radius, per source."""
-    from astropy import units as u
-    from astropy.coordinates import SkyCoord, search_around_sky
-
-    src = SkyCoord(ra * u.deg, dec * u.deg)
-    ref = SkyCoord(ref_ra * u.deg, ref_dec * u.deg)
-    i_src, i_ref, sep, _ = search_around_sky(src, ref, radius_arcsec * u.arcsec)
-    sep = sep.arcsec
-    nearest = np.full(len(ra), -1, np.int64)
-    best = np.full(len(ra), np.nan)
-    count = np.bincount(i_src, minlength=len(ra)).astype(np.int64)
-    order = np.lexsort((sep, i_src))  # by source, nearest first
-    first = order[np.r_[True, i_src[order][1:] != i_src[order][:-1]]] if len(order) else order
-    nearest[i_src[first]] = i_ref[first]
-    best[i_src[first]] = sep[first]
-    return nearest, best, count
-
-
 def _nearest(src: np.ndarray, sep: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For pairs (source index, separation): the nearest pair per source (-1 if none), its separation, the count."""
     count = np.bincount(src, minlength=n).astype(np.int64)
@@ -167,6 +147,20 @@ def _nearest(src: np.ndarray, sep: np.ndarray, n: int) -> tuple[np.ndarray, np.n
         pick[src[first]] = first
         best[src[first]] = sep[first]
     return pick, best, count
+
+
+def match_astropy(ra: np.ndarray, dec: np.ndarray, ref_ra: np.ndarray, ref_dec: np.ndarray, radius_arcsec: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest reference index (-1 if none), its separation (arcsec, NaN) and the count within the radius, per source."""
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord, search_around_sky
+
+    src = SkyCoord(ra * u.deg, dec * u.deg)
+    ref = SkyCoord(ref_ra * u.deg, ref_dec * u.deg)
+    i_src, i_ref, sep, _ = search_around_sky(src, ref, radius_arcsec * u.arcsec)
+    pick, best, count = _nearest(i_src, sep.arcsec, len(ra))
+    nearest = np.where(pick >= 0, i_ref[np.clip(pick, 0, None)] if len(i_ref) else -1, -1)
+    return nearest, best, count
 
 
 def match_lsdb(ra: np.ndarray, dec: np.ndarray, right, radius_arcsec: float, columns: list[str],
@@ -254,8 +248,7 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
         info = {"frame": "icrs (HATS)", "id_column": ids}
 
         def match(a, d):
-            pick, best, count, cols = match_lsdb(a, d, right, radius_arcsec, [ids, *columns], dask_address)
-            return pick, best, count, cols
+            return match_lsdb(a, d, right, radius_arcsec, [ids, *columns], dask_address)
     else:
         ref = read_reference(Path(reference))
         ref_ra, ref_dec, ref_rows, info = reference_positions(ref, reference, ra_column, dec_column)
@@ -269,14 +262,16 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
         table["_id"] = (ref[ids].cast(pl.String).to_numpy() if ids else np.arange(ref.height).astype(str))[ref_rows]
         info["id_column"] = ids or "(row number)"
 
+        if use_lsdb:  # partitioned once: the real matching and the four shifted ones share it
+            import lsdb
+            import pandas as pd
+
+            right = lsdb.from_dataframe(pd.DataFrame({"_ref_row": np.arange(len(ref_ra)), "ra": ref_ra, "dec": ref_dec}),
+                                        ra_column="ra", dec_column="dec", catalog_name="reference",
+                                        margin_threshold=max(radius_arcsec * 1.1, 5.0))
+
         def match(a, d):
             if use_lsdb:
-                import lsdb
-                import pandas as pd
-
-                right = lsdb.from_dataframe(pd.DataFrame({"_ref_row": np.arange(len(ref_ra)), "ra": ref_ra, "dec": ref_dec}),
-                                            ra_column="ra", dec_column="dec", catalog_name="reference",
-                                            margin_threshold=max(radius_arcsec * 1.1, 5.0))
                 pick, best, count, cols = match_lsdb(a, d, right, radius_arcsec, ["_ref_row"], dask_address)
                 nearest = np.where(pick >= 0, cols["_ref_row"][np.clip(pick, 0, None)] if len(pick) and len(cols["_ref_row"]) else -1, -1)
             else:
