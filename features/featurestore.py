@@ -28,6 +28,7 @@ import xxhash
 
 from etl.location import filesystem
 from etl.store import LightCurveStore, open_store
+from features.labels import LABELS_SET, labels_feature_set
 
 FEATURES_DIR = "features"
 DATA_FILE = "data.parquet"
@@ -144,9 +145,14 @@ def list_feature_sets(store: LightCurveStore | str) -> pl.DataFrame:
 
 
 def get_feature_set(store: LightCurveStore | str, spec: str) -> tuple[dict, pl.LazyFrame]:
-    """``"name"`` (latest version) or ``"name@3"``: its meta and a LazyFrame of its data."""
+    """``"name"`` (latest version) or ``"name@3"``: its meta and a LazyFrame of its data.
+
+    ``"labels"`` is the experts' labels (:mod:`features.labels`), read from their log each time.
+    """
     store = as_store(store)
     name, _, version = spec.partition("@")
+    if name == LABELS_SET:
+        return labels_feature_set(store)
     versions = _versions(store, name)
     if not versions:
         known = sorted(set(list_feature_sets(store)["name"].to_list()))

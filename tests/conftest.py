@@ -1,4 +1,4 @@
-"""Shared fixtures: the real eROSITA files and small synthetic archives built by etl.synth."""
+"""Shared fixtures: the real eROSITA files, small synthetic archives built by etl.synth, a store with every feature set."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 from etl.synth import make_archive  # noqa: E402
+from etl.ingest import ingest  # noqa: E402
+from features.build import build_model_features, build_poisson_variability, build_variability  # noqa: E402
+from training.fit import main as fit  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 REAL_FILES = sorted(DATA.glob("*.fits.gz"))
@@ -46,3 +49,23 @@ def archive_copy(rebinned_archive, tmp_path) -> Path:
     dst = tmp_path / "archive"
     shutil.copytree(rebinned_archive, dst)
     return dst
+
+
+EXPLORER_N_NULL = 2000  # simulated constants for the calibration: the smallest it accepts
+
+
+@pytest.fixture(scope="session")
+def explorer_store(tmp_path_factory) -> str:
+    """150 synthetic sources (truth.parquet beside the store), features, a 1-epoch VAE and its sets."""
+    root = tmp_path_factory.mktemp("explorer")
+    make_archive(root / "archive", n=150, seed=21, flavour="rebinned", progress=False)
+    store = root / "store.zarr"
+    ingest(root / "archive", store, progress=False)
+    build_variability(store)
+    build_poisson_variability(store, n_null=EXPLORER_N_NULL)
+    run = root / "run"
+    assert fit(["--store", str(store), "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled",
+                "--no-progress", "--latent", "8", "--hidden", "16"]) == 0
+    for _ in build_model_features(store, str(run / "checkpoints" / "best.h5"), progress=False, n_null=EXPLORER_N_NULL):
+        pass
+    return str(store)

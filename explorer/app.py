@@ -1,0 +1,282 @@
+"""The Dash app: candidates view (``/``) and source view (``/source/<id>``).
+
+Dash because it is what the field's brokers use for this job (Fink's science portal), its
+DataTable pages, sorts and filters on the server (``*_action="custom"``) so a million rows never
+reach the browser, and it serves its JavaScript bundles and our ``assets/`` from the package:
+nothing comes from a CDN.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from astropy.coordinates import SkyCoord
+from dash import Dash, Input, Output, State, ctx, dash_table, dcc, html, no_update
+
+from explorer import figures
+from explorer.reconstruction import reconstruction
+from explorer.table import LABEL_STATES, CandidateTable, FilterError, Query
+from features.active import ActiveRanker, feature_matrix
+from features.featurestore import get_feature_set
+from features.labels import LABELS, LabelError
+
+log = logging.getLogger(__name__)
+ASSETS = Path(__file__).with_name("assets")
+PAGE_SIZE = 25
+N_SIMILAR = 6
+KEYS = {"variable": "1", "interesting": "2", "artefact": "3", "known": "4", "boring": "5"}
+
+
+class Explorer:
+    """The app's state: the candidates table, the store, the active-learning ranker (built on first use)."""
+
+    def __init__(self, store, table: CandidateTable, user: str):
+        self.store, self.table, self.user = store, table, user
+        self.bands = figures.band_names(store.e_min, store.e_max)
+        self._ranker = None
+        self.vae_lineage = None
+        if "vae_anomaly" in table.sets:
+            self.vae_lineage = get_feature_set(store, f"vae_anomaly@{table.sets['vae_anomaly']}")[0]["lineage"]
+
+    def ranker(self) -> ActiveRanker:
+        """The forest over features and latents, re-fitted from every label so far."""
+        if self._ranker is None:
+            x, _ = feature_matrix(self.table.frame)
+            if self.table.latents is not None:
+                x = np.hstack([x, np.nan_to_num(self.table.latents, posinf=0.0, neginf=0.0)])
+            self._ranker = ActiveRanker(self.table.frame["source_id"], x)
+        labels = self.table.labelled()
+        self._ranker.update(labels["source_id"].to_list(), labels["label"].to_list())
+        return self._ranker
+
+    def next_candidate(self) -> str | None:
+        ids = self.ranker().next(1)
+        return ids[0] if ids else None
+
+
+def source_path(source_id: str) -> str:
+    return "/source/" + urllib.parse.quote(source_id, safe="")
+
+
+def source_from_path(pathname: str | None) -> str | None:
+    if pathname and pathname.startswith("/source/"):
+        return urllib.parse.unquote(pathname[len("/source/"):])
+    return None
+
+
+def header(ex: Explorer) -> html.Div:
+    return html.Div(className="header", children=[
+        html.A("eROSITA light-curve explorer", href="/", className="title"),
+        html.Span(f"{ex.store.url} · {ex.table.frame.height:,} sources · feature sets: "
+                  + (", ".join(f"{k}@{v}" for k, v in ex.table.sets.items()) or "none"), className="subtitle"),
+        html.Div(className="nav", children=[
+            html.Button("◀ previous (k)", id="btn-prev", n_clicks=0),
+            html.Button("next (j) ▶", id="btn-next", n_clicks=0),
+            html.Button("next candidate (n)", id="btn-active", n_clicks=0, className="primary",
+                        title="the most anomalous unlabelled source under the forest updated from your labels"),
+            html.A("candidates", href="/", className="navlink"),
+        ]),
+    ])
+
+
+def candidates_layout(ex: Explorer) -> html.Div:
+    t = ex.table
+    return html.Div(id="candidates-view", children=[
+        html.Div(className="controls", children=[
+            html.Label(["rank by", dcc.Dropdown(id="score", options=t.score_columns(), value=t.default_score(),
+                                                clearable=False, style={"width": "260px"})]),
+            html.Label(["labels", dcc.Dropdown(id="label-state", options=list(LABEL_STATES), value="any",
+                                               clearable=False, style={"width": "150px"})]),
+            html.Label(["cone RA", dcc.Input(id="cone-ra", type="text", placeholder="deg", style={"width": "80px"})]),
+            html.Label(["Dec", dcc.Input(id="cone-dec", type="text", placeholder="deg", style={"width": "80px"})]),
+            html.Label(["radius", dcc.Input(id="cone-radius", type="text", placeholder="arcsec", style={"width": "80px"})]),
+            html.Button("apply cone", id="cone-apply", n_clicks=0),
+            html.Button("export CSV", id="export-csv", n_clicks=0),
+            html.Button("export Parquet", id="export-parquet", n_clicks=0),
+            dcc.Download(id="download"),
+        ]),
+        html.Div(id="table-message", className="message"),
+        html.Div(id="table-count", className="count"),
+        dash_table.DataTable(
+            id="candidates", page_action="custom", sort_action="custom", sort_mode="multi",
+            filter_action="custom", filter_query="", page_current=0, page_size=PAGE_SIZE, sort_by=[],
+            style_table={"overflowX": "auto"}, style_cell={"fontFamily": "monospace", "fontSize": "12px", "padding": "2px 6px"},
+            style_header={"fontWeight": "bold"}, markdown_options={"link_target": "_self"},
+        ),
+        html.P("Filter row: type e.g. > 100 under net_counts_b1, or <= 0.001 under variable_fpp; columns are "
+               "catalog and feature columns. Click a source id to open it.", className="hint"),
+    ])
+
+
+def fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return "nan" if not np.isfinite(v) else f"{v:.4g}"
+    return str(v)
+
+
+def features_block(ex: Explorer, source_id: str) -> html.Details:
+    rows = []
+    for name, version in ex.table.sets.items():
+        _, data = get_feature_set(ex.store, f"{name}@{version}")
+        values = data.filter(pl.col("source_id") == source_id).collect()
+        if values.height == 0:
+            continue
+        cols = [c for c in values.columns if c != "source_id"]
+        rows.append(html.Tr([html.Th(f"{name}@{version}", colSpan=2, className="set")]))
+        rows += [html.Tr([html.Td(c), html.Td(fmt(values[c][0]))]) for c in cols]
+    return html.Details(open=True, children=[html.Summary("feature values (set@version)"),
+                                             html.Table(rows, className="features")])
+
+
+def similar_block(ex: Explorer, source_id: str) -> html.Div:
+    space = "VAE latent space" if ex.table.latents is not None else "standardised feature space"
+    items = []
+    for other, dist in ex.table.similar(source_id, N_SIMILAR):
+        lc = ex.store.read(other, columns=("time", "timedel", "rate")).columns
+        items.append(html.Div(className="thumb", children=[
+            dcc.Graph(figure=figures.thumbnail_figure(lc), config={"staticPlot": True, "displayModeBar": False}),
+            html.A(other, href=source_path(other), className="thumblink"), html.Span(f" d={dist:.2f}"),
+        ]))
+    return html.Div([html.H4(f"more like this ({space})"), html.Div(items, className="thumbs")])
+
+
+def source_layout(ex: Explorer, source_id: str) -> html.Div:
+    row = ex.table.source(source_id)
+    if row is None:
+        return html.Div(id="source-error", className="error",
+                        children=f"No source {source_id!r} in this store. Go back to the candidates.")
+    c = SkyCoord(row["ra"], row["dec"], unit="deg", frame="icrs").galactic
+    label = row.get("label")
+    return html.Div(id="source-view", children=[
+        dcc.Store(id="source-id", data=source_id),
+        html.H2(source_id, id="source-title"),
+        html.Div(className="position", children=[
+            f"{row.get('object') or ''}  RA {row['ra']:.5f}°  Dec {row['dec']:+.5f}°  ·  l {c.l.deg:.4f}°  b {c.b.deg:+.4f}°"
+            + (f"  ·  MJD {row['mjd_start']:.2f}–{row['mjd_stop']:.2f}" if row.get("mjd_start") is not None else "")]),
+        html.Div(className="labels", children=[
+            *[html.Button(f"{name} ({KEYS[name]})", id=f"label-{name}", n_clicks=0, className="label") for name in LABELS],
+            dcc.Input(id="label-comment", type="text", placeholder="comment (optional)", debounce=False,
+                      style={"width": "360px"}),
+            html.Span(id="label-status", className="status",
+                      children=f"label: {label} by {row.get('label_user')} at {row.get('label_time')}" if label else "unlabelled"),
+        ]),
+        dcc.RadioItems(id="time-unit", options=[{"label": "MJD", "value": "mjd"}, {"label": "days", "value": "days"}],
+                       value="mjd", inline=True),
+        dcc.Graph(id="lc-graph", config={"displaylogo": False}),
+        dcc.Graph(id="context-graph", config={"displaylogo": False}),
+        similar_block(ex, source_id),
+        features_block(ex, source_id),
+    ])
+
+
+def build_app(ex: Explorer) -> Dash:
+    """The Dash app of one store; ``app.server`` is its Flask server."""
+    # plotly imports PIL lazily while serialising a figure; two callbacks doing that at once on
+    # Flask's threads saw a half-imported module. Serialise one figure here, before any request.
+    figures.thumbnail_figure({"time": np.zeros(1), "timedel": np.ones(1), "rate": np.zeros((1, 1))}).to_json()
+    app = Dash(__name__, assets_folder=str(ASSETS), title="eROSITA explorer", suppress_callback_exceptions=True,
+               serve_locally=True, update_title=None)
+    app.layout = html.Div([dcc.Location(id="url"), header(ex), html.Div(id="page")])
+
+    @app.callback(Output("page", "children"), Input("url", "pathname"))
+    def render(pathname):
+        source_id = source_from_path(pathname)
+        if source_id is None:
+            return candidates_layout(ex)
+        try:
+            return source_layout(ex, source_id)
+        except Exception as exc:  # noqa: BLE001 - a broken source shows a message, never a traceback page
+            log.exception("source view of %s", source_id)
+            return html.Div(className="error", id="source-error", children=f"{source_id}: cannot show this source ({exc})")
+
+    @app.callback(Output("candidates", "data"), Output("candidates", "columns"), Output("candidates", "page_count"),
+                  Output("table-message", "children"), Output("table-count", "children"),
+                  Input("candidates", "page_current"), Input("candidates", "page_size"), Input("candidates", "sort_by"),
+                  Input("candidates", "filter_query"), Input("score", "value"), Input("label-state", "value"),
+                  Input("cone-apply", "n_clicks"), State("cone-ra", "value"), State("cone-dec", "value"),
+                  State("cone-radius", "value"))
+    def page(page_current, page_size, sort_by, filter_query, score, label_state, _cone, ra, dec, radius):
+        try:
+            q = Query(score=score, filter_query=filter_query or "", label_state=label_state or "any", sort_by=sort_by or [],
+                      page=page_current or 0, page_size=page_size or PAGE_SIZE, cone=cone_of(ra, dec, radius))
+            rows, total = ex.table.page(q)
+        except FilterError as exc:
+            return [], no_update, 0, f"⚠ {exc}", ""
+        data = rows.with_columns(pl.format("[{}]({})", pl.col("source_id"), pl.col("source_id").map_elements(
+            source_path, return_dtype=pl.String)).alias("source_id")).to_dicts()
+        columns = [{"name": c, "id": c, "type": "numeric" if rows.schema[c].is_numeric() else "text",
+                    **({"presentation": "markdown"} if c == "source_id" else {}),
+                    **({"format": {"specifier": ".4~g"}} if rows.schema[c].is_float() else {})} for c in rows.columns]
+        pages = max(1, -(-total // q.page_size))
+        return data, columns, pages, "", f"{total:,} sources match · ranked by {q.score or ex.table.default_score()}"
+
+    @app.callback(Output("download", "data"), Input("export-csv", "n_clicks"), Input("export-parquet", "n_clicks"),
+                  State("candidates", "sort_by"), State("candidates", "filter_query"), State("score", "value"),
+                  State("label-state", "value"), State("cone-ra", "value"), State("cone-dec", "value"),
+                  State("cone-radius", "value"), prevent_initial_call=True)
+    def export(_csv, _parquet, sort_by, filter_query, score, label_state, ra, dec, radius):
+        fmt_ = "csv" if ctx.triggered_id == "export-csv" else "parquet"
+        try:
+            q = Query(score=score, filter_query=filter_query or "", label_state=label_state or "any", sort_by=sort_by or [],
+                      cone=cone_of(ra, dec, radius))
+            data = ex.table.export(q, fmt_)
+        except FilterError:
+            return no_update
+        return dcc.send_bytes(data, f"candidates.{fmt_}")
+
+    @app.callback(Output("lc-graph", "figure"), Output("context-graph", "figure"), Input("time-unit", "value"),
+                  State("source-id", "data"))
+    def graphs(unit, source_id):
+        lc = ex.store.read(source_id)
+        row = ex.table.source(source_id)
+        recon = reconstruction(ex.store, ex.vae_lineage, source_id, len(lc.columns["time"])) if ex.vae_lineage else None
+        mjdref = row.get("mjdref") if row else None
+        return (figures.lightcurve_figure(lc.columns, ex.bands, mjdref, unit, recon),
+                figures.context_figure(lc.columns, ex.bands, mjdref, unit))
+
+    @app.callback(Output("label-status", "children"), *[Input(f"label-{name}", "n_clicks") for name in LABELS],
+                  State("label-comment", "value"), State("source-id", "data"), prevent_initial_call=True)
+    def save_label(*args):
+        comment, source_id = args[-2], args[-1]
+        if not ctx.triggered_id or not any(args[:-2]):
+            return no_update
+        name = ctx.triggered_id.removeprefix("label-")
+        try:
+            rec = ex.table.labels.append(source_id, name, comment or "", ex.user)
+        except LabelError as exc:
+            return f"⚠ not saved: {exc}"
+        return f"saved: {rec['label']} by {rec['user']} at {rec['time']}"
+
+    @app.callback(Output("url", "pathname"), Input("btn-prev", "n_clicks"), Input("btn-next", "n_clicks"),
+                  Input("btn-active", "n_clicks"), State("url", "pathname"), prevent_initial_call=True)
+    def navigate(_prev, _next, _active, pathname):
+        current = source_from_path(pathname)
+        if ctx.triggered_id == "btn-active":
+            target = ex.next_candidate()
+        elif current is None:
+            return no_update
+        else:
+            target = ex.table.neighbour_in_order(current, -1 if ctx.triggered_id == "btn-prev" else 1)
+        return source_path(target) if target else no_update
+
+    return app
+
+
+def cone_of(ra, dec, radius) -> tuple[float, float, float] | None:
+    """(ra, dec, radius) from the cone inputs, None when all are empty; FilterError when not numbers."""
+    values = [v for v in (ra, dec, radius) if v not in (None, "")]
+    if not values:
+        return None
+    try:
+        cone = tuple(float(v) for v in (ra, dec, radius))
+    except (TypeError, ValueError):
+        raise FilterError(f"cone: RA, Dec and radius must all be numbers (got {ra!r}, {dec!r}, {radius!r})") from None
+    if not (-90 <= cone[1] <= 90) or cone[2] <= 0:
+        raise FilterError(f"cone: Dec must lie in [-90, 90] and the radius be positive (got {cone})")
+    return cone

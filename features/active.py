@@ -1,0 +1,198 @@
+"""Active anomaly detection: rank unlabelled sources by a forest updated from experts' labels.
+
+    python -m features.active --store STORE [--labels FILE] [--n 20] [--model aad|pine]
+
+The model is coniferest's Active Anomaly Discovery forest (``AADForest``; Das et al. 2017,
+"Incorporating expert feedback into tree-based anomaly detection", arXiv:1708.09441, as used
+by SNAD on ZTF: Ishida et al. 2021, A&A 650, A195) or its ``PineForest`` (Korolev et al. 2024,
+tree filtering from labels). Both start as an isolation forest (Liu et al. 2008) on the
+source's features and re-weight (AAD) or re-select (Pine) trees so that sources labelled
+*anomalous* score high and *regular* ones low.
+
+Labels map to the forest's two kinds: ``variable`` and ``interesting`` are the anomalies a
+user wants more of; ``boring``, ``artefact`` and ``known`` are regular (not what the search is
+for, even when physically unusual). Features (``feature_matrix``): the calibrated
+significances -log10 FPP of the classical statistics and of the VAE, the raw VAE score, hardness
+ratios, total net counts, number of bins and the VAE latent means where a model set exists.
+
+The same loop runs without a browser (``ActiveRanker``, ``simulate_expert``, the CLI) so it
+can be benchmarked (``benchmarks/active_learning.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+import numpy as np
+import polars as pl
+from coniferest.aadforest import AADForest
+from coniferest.label import Label
+from coniferest.pineforest import PineForest
+
+ANOMALY_LABELS = ("variable", "interesting")
+REGULAR_LABELS = ("boring", "artefact", "known")
+FPP_COLUMNS = ("variable_fpp", "ampl_sig_fpp", "nev_fpp", "bexvar_fpp", "anomaly_fpp")
+LOG_COLUMNS = ("anomaly_score", "anomaly_chi2")
+PLAIN_COLUMNS = ("hr_12", "hr_23", "n_bins", "time_span_d", "mean_fracexp")
+MODELS = {"aad": AADForest, "pine": PineForest}
+MIN_FPP = 1e-12  # below the smallest FPP the calibration's tail can state
+
+
+def significance(column: str) -> pl.Expr:
+    """-log10 FPP, the calibrated significance (0 = unremarkable), clipped at 12."""
+    return -pl.col(column).clip(MIN_FPP, 1.0).log10()
+
+
+def combined_score(columns: list[str]) -> pl.Expr | None:
+    """The larger of the classical and the VAE significance: one score to rank everything by."""
+    present = [c for c in ("variable_fpp", "anomaly_fpp") if c in columns]
+    if not present:
+        return None
+    return pl.max_horizontal([significance(c).fill_null(0.0) for c in present]).alias("combined_score")
+
+
+def feature_columns(columns: list[str]) -> list[pl.Expr]:
+    """The forest's inputs available among ``columns`` (a joined feature frame's columns)."""
+    exprs = [significance(c).alias(f"sig_{c}") for c in FPP_COLUMNS if c in columns]
+    exprs += [pl.col(c).clip(1e-9).log10().alias(f"log_{c}") for c in LOG_COLUMNS if c in columns]
+    exprs += [pl.col(c).cast(pl.Float64) for c in PLAIN_COLUMNS if c in columns]
+    nets = [c for c in columns if c.startswith("net_counts_b")]
+    if nets:
+        exprs.append(pl.sum_horizontal(nets).clip(1.0).log10().alias("log_net_counts"))
+    exprs += [pl.col(c) for c in columns if c.startswith("mu_")]
+    return exprs
+
+
+def feature_matrix(frame: pl.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """(N, F) float matrix of the forest's features, missing values set to the column median."""
+    exprs = feature_columns(frame.columns)
+    if not exprs:
+        raise ValueError("no features to rank by: build poisson_variability / variability / vae_anomaly first")
+    x = frame.select(exprs)
+    x = x.with_columns(pl.col(c).cast(pl.Float64).fill_nan(None).fill_null(pl.col(c).median()).fill_null(0.0) for c in x.columns)
+    return x.to_numpy(), x.columns
+
+
+def forest_labels(labels: list[str] | np.ndarray) -> np.ndarray:
+    """coniferest's labels for ours: -1 anomaly, 1 regular, 0 unknown."""
+    out = np.zeros(len(labels), dtype=int)
+    out[np.isin(labels, ANOMALY_LABELS)] = Label.ANOMALY
+    out[np.isin(labels, REGULAR_LABELS)] = Label.REGULAR
+    return out
+
+
+class ActiveRanker:
+    """A forest over ``x`` re-fitted from labels; ranks the unlabelled sources.
+
+    Parameters
+    ----------
+    source_ids : (N,) source ids, in the rows' order of ``x``.
+    x : (N, F) features (``feature_matrix``).
+    model : ``"aad"`` (AADForest) or ``"pine"`` (PineForest).
+    seed : random seed of the forest.
+    """
+
+    def __init__(self, source_ids, x: np.ndarray, model: str = "aad", seed: int = 0, n_trees: int = 100,
+                 n_jobs: int = 2):
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r} (one of {', '.join(MODELS)})")
+        self.source_ids = np.asarray(source_ids)
+        self.row = {s: i for i, s in enumerate(self.source_ids.tolist())}
+        self.x = np.ascontiguousarray(x, dtype=np.float64)
+        self.forest = MODELS[model](n_trees=n_trees, random_seed=seed, n_jobs=n_jobs)
+        self.forest.fit(self.x)
+        self.labelled = np.zeros(len(self.x), dtype=bool)
+        self.anomaly = self._score()
+
+    def _score(self) -> np.ndarray:
+        return -self.forest.score_samples(self.x)  # coniferest: lower = more anomalous
+
+    def update(self, source_ids, labels) -> np.ndarray:
+        """Re-fit from every label so far (ids unknown to the ranker are ignored); (N,) scores."""
+        rows = np.array([self.row.get(s, -1) for s in source_ids], dtype=int)
+        keep = rows >= 0
+        rows, kinds = rows[keep], forest_labels(np.asarray(labels, dtype=object)[keep])
+        self.labelled[:] = False
+        self.labelled[rows] = True
+        if np.any(kinds != Label.UNKNOWN):
+            self.forest.fit_known(self.x, self.x[rows], kinds)
+            self.anomaly = self._score()
+        return self.anomaly
+
+    def next(self, k: int = 1, exclude=()) -> list[str]:
+        """The ``k`` most anomalous sources neither labelled nor in ``exclude``."""
+        score = np.where(self.labelled, -np.inf, self.anomaly)
+        for s in exclude:
+            if s in self.row:
+                score[self.row[s]] = -np.inf
+        k = min(k, int(np.isfinite(score).sum()))
+        top = np.argpartition(-score, k - 1)[:k] if k else np.array([], dtype=int)
+        return self.source_ids[top[np.argsort(-score[top], kind="stable")]].tolist()
+
+
+def simulate_expert(ranker: ActiveRanker, oracle: Callable[[str], str], n_shown: int,
+                    feedback: bool = True) -> list[str]:
+    """Show ``n_shown`` candidates one at a time; ``oracle(source_id)`` labels each.
+
+    With ``feedback`` the forest is re-fitted after every label (what the explorer's "next
+    candidate" does); without, the candidates are the unsupervised forest's top ``n_shown``.
+    """
+    if not feedback:
+        return ranker.next(n_shown)
+    shown, labels = [], []
+    for _ in range(n_shown):
+        (source,) = ranker.next(1)
+        shown.append(source)
+        labels.append(oracle(source))
+        ranker.update(shown, labels)
+    return shown
+
+
+def main(argv: list[str] | None = None) -> int:
+    from etl.errors import EtlError
+    from features.featurestore import FeatureSetError, get_features, list_feature_sets
+    from features.labels import LabelLog, latest_labels
+
+    p = argparse.ArgumentParser(prog="python -m features.active", description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", required=True)
+    p.add_argument("--labels", default=None,
+                   help="labels: the store's log (default), another JSONL log, or a CSV with source_id,label")
+    p.add_argument("--n", type=int, default=20, help="candidates to print")
+    p.add_argument("--model", choices=sorted(MODELS), default="aad")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the ranking of every unlabelled source here (Parquet or CSV)")
+    args = p.parse_args(argv)
+    try:
+        available = set(list_feature_sets(args.store)["name"].to_list())
+        sets = [s for s in ("variability", "poisson_variability", "vae_anomaly", "vae_latent") if s in available]
+        frame = get_features(args.store, sets, catalog_columns=["source_id"]).collect()
+        if args.labels and args.labels.endswith(".csv"):
+            labels = pl.read_csv(args.labels, infer_schema=False).select("source_id", "label")
+        else:
+            from etl.store import open_store
+
+            labels = LabelLog.for_store(open_store(args.store), args.labels).latest() if not args.labels else \
+                latest_labels(LabelLog(args.labels).history())
+        x, names = feature_matrix(frame)
+        ranker = ActiveRanker(frame["source_id"], x, args.model, args.seed)
+        ranker.update(labels["source_id"].to_list(), labels["label"].to_list())
+    except (EtlError, FeatureSetError, ValueError, OSError, pl.exceptions.PolarsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    order = np.argsort(-np.where(ranker.labelled, -np.inf, ranker.anomaly), kind="stable")
+    order = order[~ranker.labelled[order]]
+    ranking = pl.DataFrame({"rank": np.arange(1, len(order) + 1), "source_id": ranker.source_ids[order],
+                            "active_score": ranker.anomaly[order]})
+    print(f"{len(labels)} labelled sources, {len(names)} features ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}); "
+          f"next {min(args.n, ranking.height)} candidates ({args.model}):")
+    with pl.Config(tbl_rows=args.n):
+        print(ranking.head(args.n))
+    if args.out:
+        (ranking.write_csv if args.out.endswith(".csv") else ranking.write_parquet)(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
