@@ -48,5 +48,6 @@ def reconstruction(store, lineage: dict | None, source_id: str, n_points: int) -
         log.warning("no reconstruction of %s from %s: %s", source_id, checkpoint, exc)
         return None
     out = np.full((n_points, len(store.e_min)), np.nan)
-    out[: len(rec["recon"])] = rec["recon"]
+    n = min(len(rec["recon"]), n_points)
+    out[:n] = rec["recon"][:n]
     return out

@@ -25,10 +25,11 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 def load(store_url: str, labels_path: str | None = None, user: str | None = None):
     """The store and its Explorer (table read into memory); raises EtlError for a bad store."""
     from explorer.app import Explorer
-    from explorer.table import CandidateTable
+    from explorer.table import CandidateTable, Query
 
     store = open_store(store_url)
     table = CandidateTable.from_store(store, LabelLog.for_store(store, labels_path))
+    table.page(Query())  # the default ranking, sorted once before the first visitor asks
     return Explorer(store, table, user or getpass.getuser())
 
 

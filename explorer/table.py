@@ -116,7 +116,8 @@ class CandidateTable:
         self.row = {s: i for i, s in enumerate(self.frame["source_id"].to_list())}
         self.numeric = [c for c, d in self.frame.schema.items() if d.is_numeric() and c != "_healpix_29"]
         self._lock = threading.Lock()
-        self._order_key, self._order = None, None
+        self._order, self._cache = None, {}
+        self._indexed = self.frame.with_row_index("_row")  # shares the columns: row numbers for the cached orders
 
     @classmethod
     def from_store(cls, store, labels: LabelLog) -> "CandidateTable":
@@ -164,58 +165,80 @@ class CandidateTable:
     def labelled(self) -> pl.DataFrame:
         return self.labels.latest()
 
-    def _with_labels(self) -> pl.DataFrame:
-        return self.frame.join(self.labelled(), on="source_id", how="left")
+    def select(self, q: Query, with_labels: bool = True, base: pl.DataFrame | None = None) -> pl.DataFrame:
+        """Every source that ``q`` keeps, in its order (the full selection, not a page).
 
-    def select(self, q: Query) -> pl.DataFrame:
-        """Every source that ``q`` keeps, in its order (the full selection, not a page)."""
+        Labels are joined to the selection only when asked (``with_labels``) or filtered on: the
+        join of a million rows is what a page must not pay for.
+        """
         score = q.score or self.default_score()
         if score not in self.frame.columns:
             raise FilterError(f"no score column {score!r}")
-        frame = self._with_labels()
-        expr = filter_expression(q.filter_query, self.schema())
-        if expr is not None:
-            frame = frame.filter(expr)
         if q.label_state not in LABEL_STATES:
             raise FilterError(f"unknown label state {q.label_state!r} (one of {', '.join(LABEL_STATES)})")
-        if q.label_state == "unlabelled":
-            frame = frame.filter(pl.col("label").is_null())
-        elif q.label_state == "labelled":
-            frame = frame.filter(pl.col("label").is_not_null())
+        expr = filter_expression(q.filter_query, self.schema())
+        by = [s["column_id"] for s in q.sort_by]
+        needs_labels = (expr is not None and any(c in LABEL_COLUMNS for c in expr.meta.root_names())) or \
+            any(c in LABEL_COLUMNS for c in by)
+        labels = self.labelled()
+        base = self.frame if base is None else base
+        frame = base.join(labels, on="source_id", how="left") if needs_labels else base
+        if expr is not None:
+            frame = frame.filter(expr)
+        if q.label_state in ("unlabelled", "labelled"):
+            keep = pl.col("source_id").is_in(labels["source_id"].implode())
+            frame = frame.filter(~keep if q.label_state == "unlabelled" else keep)
         elif q.label_state != "any":
-            frame = frame.filter(pl.col("label") == q.label_state)
+            frame = frame.filter(pl.col("source_id").is_in(labels.filter(pl.col("label") == q.label_state)["source_id"].implode()))
         if q.cone is not None:
-            frame = frame.filter(pl.col("source_id").is_in(self.cone_ids(*q.cone)))
-        if q.sort_by:
-            by = [s["column_id"] for s in q.sort_by]
+            frame = frame.filter(pl.col("source_id").is_in(pl.Series(self.cone_ids(*q.cone), dtype=pl.String).implode()))
+        if by:
             unknown = [c for c in by if c not in frame.columns]
             if unknown:
                 raise FilterError(f"cannot sort by unknown column(s) {unknown}")
-            return frame.sort(by, descending=[s.get("direction") == "desc" for s in q.sort_by], nulls_last=True)
-        descending = q.descending if q.descending is not None else not ASCENDING.fullmatch(score)
-        return frame.sort(score, descending=descending, nulls_last=True, maintain_order=True)
+            frame = frame.sort(by, descending=[s.get("direction") == "desc" for s in q.sort_by], nulls_last=True)
+        else:
+            descending = q.descending if q.descending is not None else not ASCENDING.fullmatch(score)
+            frame = frame.sort(score, descending=descending, nulls_last=True, maintain_order=True)
+        if with_labels and not needs_labels:
+            frame = frame.join(labels, on="source_id", how="left", maintain_order="left")
+        return frame
+
+    def _rows(self, q: Query) -> np.ndarray:
+        """Row numbers of ``q``'s selection in its order, cached: paging through a million rows is a slice."""
+        path = self.labels.path
+        stamp = path.stat().st_size if path.exists() else 0  # a new label changes the log's size
+        key = (q.score, q.descending, q.filter_query, q.label_state, q.cone, tuple((s["column_id"], s.get("direction")) for s in q.sort_by), stamp)
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+        rows = self.select(q, with_labels=False, base=self._indexed)["_row"].to_numpy()
+        with self._lock:
+            self._cache[key] = rows
+            while len(self._cache) > 8:
+                self._cache.pop(next(iter(self._cache)))
+        return rows
 
     def page(self, q: Query) -> tuple[pl.DataFrame, int]:
         """(rows of page ``q.page``, number of rows the query keeps); remembers the order for next/previous."""
-        selected = self.select(q)
+        rows = self._rows(q)
         with self._lock:
-            self._order = selected["source_id"]
+            self._order = rows
         lo = max(q.page, 0) * q.page_size
-        return selected.slice(lo, q.page_size).select([c for c in self.columns(q.score or self.default_score()) if c in selected.columns]), selected.height
+        part = self.frame[rows[lo:lo + q.page_size]].join(self.labelled(), on="source_id", how="left", maintain_order="left")
+        return part.select([c for c in self.columns(q.score or self.default_score()) if c in part.columns]), len(rows)
 
     def neighbour_in_order(self, source_id: str, step: int) -> str | None:
         """The source ``step`` places after ``source_id`` in the last query's order (the default ranking if none)."""
         with self._lock:
             order = self._order
         if order is None:
-            order = self.select(Query())["source_id"]
-            with self._lock:
-                self._order = order
-        hits = (order == source_id).arg_true()
+            order = self._rows(Query())
+        hits = np.flatnonzero(order == self.row.get(source_id, -1))
         if len(hits) == 0:
-            return order[0] if len(order) else None
+            return self.frame["source_id"][int(order[0])] if len(order) else None
         i = int(hits[0]) + step
-        return order[i] if 0 <= i < len(order) else None
+        return self.frame["source_id"][int(order[i])] if 0 <= i < len(order) else None
 
     def cone_ids(self, ra: float, dec: float, radius_arcsec: float) -> list[str]:
         """Sources within ``radius_arcsec`` of (ra, dec), exact on the sphere (the store's sky index)."""

@@ -86,9 +86,9 @@ def shots(tmp_path_factory) -> Path:
     return out
 
 
-def wait(driver, condition, timeout: float = 30):
+def wait(driver, condition, timeout: float = 30, poll: float = 0.05):
     # the page re-renders under the test: a vanished element is "not yet", not a failure
-    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)).until(condition)
+    return WebDriverWait(driver, timeout, poll_frequency=poll, ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)).until(condition)
 
 
 def text_of(driver, css: str) -> str:
