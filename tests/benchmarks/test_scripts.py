@@ -91,3 +91,20 @@ def test_science_check(tmp_path):
     assert set(report["scores"]["classical combined (variable_fpp)"]["per_counts"]) == {"10-30", "30-100", "100-1000", "1000-inf"}
     assert report["flags"]["variable_3sigma"]["fresh_null"]["n"] == 2000
     assert (tmp_path / "report-1ep" / "roc.png").exists() and (tmp_path / "report-1ep" / "vae_only.png").exists()
+
+
+def test_active_learning(tmp_path):
+    out = run_script("active_learning.py", "--n", "400", "--epochs", "1", "--loss", "poisson", "--null", "2000", "--seeds", "1",
+                     "--out", str(tmp_path))
+    report = json.loads((tmp_path / "active_learning.json").read_text())
+    rows = report["searches"]["dips"]["rows"]
+    assert 0 <= rows["aad forest, feedback after every label"]["100"] <= 100
+    assert report["rerank_100k"]["aad"]["rerank_median_s"] > 0
+    assert number_after(out, "re-ranking after a label median") > 0
+
+
+def test_explorer_pages(tmp_path):
+    out = run_script("explorer_pages.py", "--rows", "20000", "--repeat", "1", "--dir", str(tmp_path))
+    assert number_after(out, "first page, default score (combined_score)") >= 0
+    assert number_after(out, "candidates view, page load until the first row") > 0
+    assert number_after(out, "source view, page load until the light curve") > 0
