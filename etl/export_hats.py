@@ -3,7 +3,7 @@
     python -m etl.export_hats STORE OUT [--feature-sets variability poisson_variability ...] [--lightcurves]
                                         [--name erosita_lc] [--overwrite]
 
-Written with lsdb/hats themselves (``lsdb.from_dataframe(...).to_hats(OUT)``): HEALPix-partitioned
+Written with lsdb/hats themselves (``lsdb.from_dataframe(...).write_catalog(OUT)``): HEALPix-partitioned
 Parquet with the HATS metadata, so ``lsdb.open_catalog(OUT)`` gives cone searches, cross-matches
 against other HATS catalogs (Gaia, ZTF, ...) and Dask scale-out. Columns: the catalog's (minus
 the store-internal ``offset``, ``e_min``/``e_max`` as lists stay), each chosen feature set joined
@@ -76,7 +76,7 @@ def export_hats(store: LightCurveStore | str, out: str | Path, feature_sets: lis
     if lightcurves:
         table = table.join_nested(lightcurve_points(store, frame["source_id"].to_list()), "lc")
     catalog = lsdb.from_dataframe(table, ra_column="ra", dec_column="dec", catalog_name=name)
-    catalog.to_hats(out, catalog_name=name, overwrite=overwrite, progress_bar=False)
+    catalog.write_catalog(out, catalog_name=name, overwrite=overwrite, progress_bar=False)
     return frame.height
 
 

@@ -60,7 +60,7 @@ def test_lsdb_and_hats_reference_give_the_same_matches(matched, tmp_path):
     ref = pl.read_parquet(root / "a" / "reference.parquet")
     meta, _ = crossmatch(root / "s", str(root / "a" / "reference.parquet"), 15.0, "viaLsdb", method="lsdb")
     lsdb.from_dataframe(ref.to_pandas(), ra_column="ra", dec_column="dec", catalog_name="ref",
-                        margin_threshold=20.0).to_hats(tmp_path / "ref_hats", progress_bar=False)
+                        margin_threshold=20.0).write_catalog(tmp_path / "ref_hats", progress_bar=False)
     hats_meta, _ = crossmatch(root / "s", str(tmp_path / "ref_hats"), 15.0, "viaHats", id_column="ref_id", columns=["kind"])
     frame = get_features(root / "s", ["xmatch_ref@1", "xmatch_viaLsdb", "xmatch_viaHats"], catalog_columns=[]).collect()
     assert frame["xmatch_ref_id"].to_list() == frame["xmatch_viaLsdb_id"].to_list() == frame["xmatch_viaHats_id"].to_list()
