@@ -9,6 +9,7 @@ nothing comes from a CDN.
 from __future__ import annotations
 
 import logging
+import threading
 import urllib.parse
 from pathlib import Path
 
@@ -38,23 +39,22 @@ class Explorer:
         self.store, self.table, self.user = store, table, user
         self.bands = figures.band_names(store.e_min, store.e_max)
         self._ranker = None
+        self._ranker_lock = threading.Lock()  # Flask serves on threads: one re-fit at a time
         self.vae_lineage = None
         if "vae_anomaly" in table.sets:
             self.vae_lineage = get_feature_set(store, f"vae_anomaly@{table.sets['vae_anomaly']}")[0]["lineage"]
 
-    def ranker(self) -> ActiveRanker:
-        """The forest over features and latents, re-fitted from every label so far."""
-        if self._ranker is None:
-            x, _ = feature_matrix(self.table.frame)
-            if self.table.latents is not None:
-                x = np.hstack([x, np.nan_to_num(self.table.latents, posinf=0.0, neginf=0.0)])
-            self._ranker = ActiveRanker(self.table.frame["source_id"], x)
-        labels = self.table.labelled()
-        self._ranker.update(labels["source_id"].to_list(), labels["label"].to_list())
-        return self._ranker
-
     def next_candidate(self) -> str | None:
-        ids = self.ranker().next(1)
+        """The most anomalous unlabelled source under the forest re-fitted from every label so far."""
+        with self._ranker_lock:
+            if self._ranker is None:
+                x, _ = feature_matrix(self.table.frame)
+                if self.table.latents is not None:
+                    x = np.hstack([x, np.nan_to_num(self.table.latents, posinf=0.0, neginf=0.0)])
+                self._ranker = ActiveRanker(self.table.frame["source_id"], x)
+            labels = self.table.labelled()
+            self._ranker.update(labels["source_id"].to_list(), labels["label"].to_list())
+            ids = self._ranker.next(1)
         return ids[0] if ids else None
 
 
@@ -98,6 +98,11 @@ def candidates_layout(ex: Explorer) -> html.Div:
             html.Button("export CSV", id="export-csv", n_clicks=0),
             html.Button("export Parquet", id="export-parquet", n_clicks=0),
             dcc.Download(id="download"),
+        ]),
+        html.Div(className="controls", children=[
+            html.Label(["filter on any column (same syntax as the filter row, terms joined by &&)",
+                        dcc.Input(id="expr-filter", type="text", debounce=True, style={"width": "640px"},
+                                  placeholder="{bexvar_fpp} < 0.001 && {abs_gal_b} > 20 && {net_counts_b2} >= 30")]),
         ]),
         html.Div(id="table-message", className="message"),
         html.Div(id="table-count", className="count"),
@@ -199,11 +204,11 @@ def build_app(ex: Explorer) -> Dash:
                   Output("table-message", "children"), Output("table-count", "children"),
                   Input("candidates", "page_current"), Input("candidates", "page_size"), Input("candidates", "sort_by"),
                   Input("candidates", "filter_query"), Input("score", "value"), Input("label-state", "value"),
-                  Input("cone-apply", "n_clicks"), State("cone-ra", "value"), State("cone-dec", "value"),
-                  State("cone-radius", "value"))
-    def page(page_current, page_size, sort_by, filter_query, score, label_state, _cone, ra, dec, radius):
+                  Input("cone-apply", "n_clicks"), Input("expr-filter", "value"), State("cone-ra", "value"),
+                  State("cone-dec", "value"), State("cone-radius", "value"))
+    def page(page_current, page_size, sort_by, filter_query, score, label_state, _cone, expr, ra, dec, radius):
         try:
-            q = Query(score=score, filter_query=filter_query or "", label_state=label_state or "any", sort_by=sort_by or [],
+            q = Query(score=score, filter_query=joined(filter_query, expr), label_state=label_state or "any", sort_by=sort_by or [],
                       page=page_current or 0, page_size=page_size or PAGE_SIZE, cone=cone_of(ra, dec, radius))
             rows, total = ex.table.page(q)
         except FilterError as exc:
@@ -218,12 +223,12 @@ def build_app(ex: Explorer) -> Dash:
 
     @app.callback(Output("download", "data"), Input("export-csv", "n_clicks"), Input("export-parquet", "n_clicks"),
                   State("candidates", "sort_by"), State("candidates", "filter_query"), State("score", "value"),
-                  State("label-state", "value"), State("cone-ra", "value"), State("cone-dec", "value"),
-                  State("cone-radius", "value"), prevent_initial_call=True)
-    def export(_csv, _parquet, sort_by, filter_query, score, label_state, ra, dec, radius):
+                  State("label-state", "value"), State("expr-filter", "value"), State("cone-ra", "value"),
+                  State("cone-dec", "value"), State("cone-radius", "value"), prevent_initial_call=True)
+    def export(_csv, _parquet, sort_by, filter_query, score, label_state, expr, ra, dec, radius):
         fmt_ = "csv" if ctx.triggered_id == "export-csv" else "parquet"
         try:
-            q = Query(score=score, filter_query=filter_query or "", label_state=label_state or "any", sort_by=sort_by or [],
+            q = Query(score=score, filter_query=joined(filter_query, expr), label_state=label_state or "any", sort_by=sort_by or [],
                       cone=cone_of(ra, dec, radius))
             data = ex.table.export(q, fmt_)
         except FilterError:
@@ -266,6 +271,11 @@ def build_app(ex: Explorer) -> Dash:
         return source_path(target) if target else no_update
 
     return app
+
+
+def joined(*filters: str | None) -> str:
+    """The table's filter row and the free-text filter as one filter_query."""
+    return " && ".join(f for f in filters if f and f.strip())
 
 
 def cone_of(ra, dec, radius) -> tuple[float, float, float] | None:

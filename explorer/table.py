@@ -93,6 +93,15 @@ def filter_expression(filter_query: str, schema: dict[str, pl.DataType]) -> pl.E
     return pl.all_horizontal(exprs) if exprs else None
 
 
+def galactic(ra: np.ndarray, dec: np.ndarray) -> list[pl.Series]:
+    """Galactic l, b and |b| (degrees) of ICRS positions: a sky-region filter the field uses (|b| > 20)."""
+    from astropy.coordinates import SkyCoord
+
+    g = SkyCoord(ra, dec, unit="deg", frame="icrs").galactic
+    b = g.b.deg
+    return [pl.Series("gal_l", g.l.deg), pl.Series("gal_b", b), pl.Series("abs_gal_b", np.abs(b))]
+
+
 class CandidateTable:
     """All sources of a store with their features, for ranking, filtering and paging.
 
@@ -108,7 +117,10 @@ class CandidateTable:
     def __init__(self, frame: pl.DataFrame, labels: LabelLog, latents: np.ndarray | None = None,
                  sets: dict[str, int] | None = None, store=None):
         score = combined_score(frame.columns)
-        self.frame = frame.with_columns(score) if score is not None else frame
+        frame = frame.with_columns(score) if score is not None else frame
+        if {"ra", "dec"} <= set(frame.columns) and "gal_b" not in frame.columns:
+            frame = frame.with_columns(galactic(frame["ra"].to_numpy(), frame["dec"].to_numpy()))
+        self.frame = frame
         self.labels = labels
         self.latents = latents
         self.sets = sets or {}
@@ -152,7 +164,7 @@ class CandidateTable:
 
     def columns(self, score: str | None) -> list[str]:
         """The columns the table shows: id, the ranking score, position, counts, labels and the main scores."""
-        main = [c for c in ("ra", "dec", "n_bins", "n_points") if c in self.frame.columns]
+        main = [c for c in ("ra", "dec", "abs_gal_b", "n_bins", "n_points") if c in self.frame.columns]
         nets = [c for c in self.frame.columns if c.startswith("net_counts_b")]
         extra = [c for c in ("combined_score", "variable_fpp", "anomaly_fpp", "anomaly_score", "hr_12", "hr_23") if c in self.frame.columns]
         cols = ["source_id", *([score] if score and score != "source_id" else []), *main, *nets, *extra, "label"]

@@ -80,8 +80,16 @@ def test_flow_overhead(tmp_path):
     assert number_after(out, "flow, threads (1 worker)") > 0 and "ms per batch task" in out
 
 
+@pytest.fixture(scope="module")
+def science_out(tmp_path_factory) -> Path:
+    """One folder for the science check and the active-learning benchmark: the second reuses the
+    first's archives, checkpoint and feature sets, as it does at full size."""
+    return tmp_path_factory.mktemp("science")
+
+
 @pytest.mark.slow
-def test_science_check(tmp_path):
+def test_science_check(science_out):
+    tmp_path = science_out
     out = run_script("science_check.py", "--n", "400", "--epochs", "1", "--loss", "poisson", "--null", "2000", "--check", "2000",
                      "--out", str(tmp_path))
     assert 0 <= number_after(out, "reduced chi2 (max over bands)") <= 1
@@ -93,9 +101,10 @@ def test_science_check(tmp_path):
     assert (tmp_path / "report-1ep" / "roc.png").exists() and (tmp_path / "report-1ep" / "vae_only.png").exists()
 
 
-def test_active_learning(tmp_path):
+def test_active_learning(science_out):
+    tmp_path = science_out
     out = run_script("active_learning.py", "--n", "400", "--epochs", "1", "--loss", "poisson", "--null", "2000", "--seeds", "1",
-                     "--out", str(tmp_path))
+                     "--models", "aad", "--out", str(tmp_path))
     report = json.loads((tmp_path / "active_learning.json").read_text())
     rows = report["searches"]["dips"]["rows"]
     assert 0 <= rows["aad forest, feedback after every label"]["100"] <= 100

@@ -95,6 +95,14 @@ def text_of(driver, css: str) -> str:
     return driver.find_element(By.CSS_SELECTOR, css).text
 
 
+def replace_text(box, text: str, enter: bool = True) -> None:
+    """Select all, delete, type: clear() does not reach React's onChange, and a modifier held in one
+    send_keys call stays held for the rest of it, so each step is its own call."""
+    box.send_keys(Keys.CONTROL + "a")
+    box.send_keys(Keys.DELETE)
+    box.send_keys(text, *([Keys.ENTER] if enter else []))
+
+
 def plot_traces(driver, graph_id: str) -> list[dict]:
     """The traces of a dcc.Graph as plotly.js holds them (name, mode)."""
     return driver.execute_script(
@@ -120,11 +128,21 @@ def test_browse_open_label_restart_and_next_candidate(explorer_store, browser, s
         browser.find_element(By.ID, "cone-radius").send_keys("60")
         browser.find_element(By.ID, "cone-apply").click()
         wait(browser, EC.text_to_be_present_in_element((By.ID, "table-message"), "must all be numbers"))
-        for box in (cone_ra, browser.find_element(By.ID, "cone-radius")):  # clear() does not reach React's onChange
-            box.send_keys(Keys.CONTROL + "a", Keys.DELETE)
+        for box in (cone_ra, browser.find_element(By.ID, "cone-radius")):
+            replace_text(box, "", enter=False)
         browser.find_element(By.ID, "cone-apply").click()
         wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, "#candidates td a")))
         assert text_of(browser, "#table-message") == ""
+
+        # the free-text filter: a wrong type is a message, a good filter narrows the table
+        expr = browser.find_element(By.ID, "expr-filter")
+        expr.send_keys("{n_bins} > many", Keys.ENTER)
+        wait(browser, EC.text_to_be_present_in_element((By.ID, "table-message"), "is numeric"))
+        replace_text(expr, "{abs_gal_b} > 30 && {n_bins} >= 5")
+        wait(browser, lambda d: text_of(d, "#table-message") == "" and "150 sources" not in text_of(d, "#table-count"))
+        assert int(text_of(browser, "#table-count").split()[0]) > 0
+        replace_text(expr, "")
+        wait(browser, EC.text_to_be_present_in_element((By.ID, "table-count"), "150 sources match"))
 
         # open the top source
         link = browser.find_element(By.CSS_SELECTOR, "#candidates td a")

@@ -26,6 +26,11 @@ def test_from_store_joins_every_set(table):
     assert table.latents is not None and table.latents.shape == (150, 8)  # mu_* kept aside, not columns
     assert not any(c.startswith("mu_") for c in table.frame.columns)
     assert table.default_score() == "combined_score"
+    from astropy.coordinates import SkyCoord
+
+    row = table.frame.row(7, named=True)
+    g = SkyCoord(row["ra"], row["dec"], unit="deg").galactic
+    assert (row["gal_l"], row["gal_b"], row["abs_gal_b"]) == pytest.approx((g.l.deg, g.b.deg, abs(g.b.deg)))
 
 
 def test_ranking_paging_and_fpp_order(table):
