@@ -14,6 +14,7 @@ import urllib.parse
 from pathlib import Path
 
 import numpy as np
+import plotly.graph_objects as go
 import polars as pl
 from astropy.coordinates import SkyCoord
 from dash import Dash, Input, Output, State, ctx, dash_table, dcc, html, no_update
@@ -213,6 +214,9 @@ def build_app(ex: Explorer) -> Dash:
             rows, total = ex.table.page(q)
         except FilterError as exc:
             return [], no_update, 0, f"⚠ {exc}", ""
+        except Exception as exc:  # noqa: BLE001 - whatever a query hits is a message on the page, never a dead table
+            log.exception("query %s", filter_query)
+            return [], no_update, 0, f"⚠ cannot run this query: {exc.__class__.__name__}: {exc}", ""
         data = rows.with_columns(pl.format("[{}]({})", pl.col("source_id"), pl.col("source_id").map_elements(
             source_path, return_dtype=pl.String)).alias("source_id")).to_dicts()
         columns = [{"name": c, "id": c, "type": "numeric" if rows.schema[c].is_numeric() else "text",
@@ -231,14 +235,20 @@ def build_app(ex: Explorer) -> Dash:
             q = Query(score=score, filter_query=joined(filter_query, expr), label_state=label_state or "any", sort_by=sort_by or [],
                       cone=cone_of(ra, dec, radius))
             data = ex.table.export(q, fmt_)
-        except FilterError:
+        except Exception:  # noqa: BLE001 - the table above already shows why this selection is invalid
+            log.exception("export")
             return no_update
         return dcc.send_bytes(data, f"candidates.{fmt_}")
 
     @app.callback(Output("lc-graph", "figure"), Output("context-graph", "figure"), Input("time-unit", "value"),
                   State("source-id", "data"))
     def graphs(unit, source_id):
-        lc = ex.store.read(source_id)
+        try:
+            lc = ex.store.read(source_id)
+        except Exception as exc:  # noqa: BLE001 - a damaged shard shows as a message in the figure
+            log.exception("light curve of %s", source_id)
+            empty = go.Figure().add_annotation(text=f"cannot read this light curve: {exc}", showarrow=False)
+            return empty, empty
         row = ex.table.source(source_id)
         recon = reconstruction(ex.store, ex.vae_lineage, source_id, len(lc.columns["time"])) if ex.vae_lineage else None
         mjdref = row.get("mjdref") if row else None

@@ -92,3 +92,20 @@ def test_export_neighbours_and_source(table):
     assert [s for s, _ in near] == table.frame["source_id"].gather(np.argsort(d)[:4]).to_list()  # exact kNN
     assert table.source(sid)["source_id"] == sid and table.source("nope") is None
     assert table.neighbour_in_order(table.select(Query())["source_id"][0], 1) == table.select(Query())["source_id"][1]
+
+
+def test_hostile_queries(table):
+    from explorer.app import cone_of, joined, source_from_path, source_path
+
+    with pytest.raises(FilterError, match="radius must be at most 180"):
+        table.select(Query(cone=(0.0, 0.0, 1e9)))
+    assert cone_of(None, "", None) is None and cone_of("10", "-5", "60") == (10.0, -5.0, 60.0)
+    for bad in (("x", "1", "1"), ("1", "95", "1"), ("1", "1", "-3"), ("1", None, "1")):
+        with pytest.raises(FilterError):
+            cone_of(*bad)
+    for weird in ("a/b c+d", "%00", "../../etc/passwd", "ü"):
+        assert source_from_path(source_path(weird)) == weird
+        assert table.source(weird) is None
+    _, n = table.page(Query(filter_query='{source_id} contains "(["'))  # regex characters are literal
+    assert n == 0
+    assert joined("{a} > 1", None, "  ", "{b} < 2") == "{a} > 1 && {b} < 2"

@@ -39,7 +39,20 @@ def start_serve(env: dict, home: Path, log: Path) -> subprocess.Popen:
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     wait_for(lambda: "serving ingest-fits/ingest-fits" in log.read_text() or proc.poll() is not None, 180, "flows.serve")
     assert proc.poll() is None, log.read_text()
+    # serve() registers the deployments after that line: on a loaded machine a run asked for at
+    # once found no deployment. Wait until the server knows every one.
+    for name in ("ingest-fits/ingest-fits", "build-features/build-features", "train-vae/train-vae", "cross-match/cross-match"):
+        wait_for(lambda name=name: deployment_exists(env["PREFECT_API_URL"], name) or proc.poll() is not None, 120, name)
+    assert proc.poll() is None, log.read_text()
     return proc
+
+
+def deployment_exists(api: str, name: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api}/deployments/name/{name}", timeout=5) as resp:
+            return resp.status == 200
+    except OSError:  # 404 (HTTPError is an OSError) or not answering yet
+        return False
 
 
 def flow_run_state(api: str, run_id: str) -> str:
