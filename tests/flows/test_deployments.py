@@ -39,11 +39,6 @@ def start_serve(env: dict, home: Path, log: Path) -> subprocess.Popen:
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     wait_for(lambda: "serving ingest-fits/ingest-fits" in log.read_text() or proc.poll() is not None, 180, "flows.serve")
     assert proc.poll() is None, log.read_text()
-    # serve() registers the deployments after that line: on a loaded machine a run asked for at
-    # once found no deployment. Wait until the server knows every one.
-    for name in ("ingest-fits/ingest-fits", "build-features/build-features", "train-vae/train-vae", "cross-match/cross-match"):
-        wait_for(lambda name=name: deployment_exists(env["PREFECT_API_URL"], name) or proc.poll() is not None, 120, name)
-    assert proc.poll() is None, log.read_text()
     return proc
 
 
@@ -69,6 +64,11 @@ def served(tmp_path_factory):
     env.pop("PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY", None)
     server = start_server(api, home)  # separate from serve, so that the serving process can be killed alone
     serve = start_serve(env, home, home / "serve.log")
+    # serve() registers the deployments after its "serving" line: on a loaded machine a run asked
+    # for at once found no deployment. Wait until the server knows every one.
+    for name in ("ingest-fits/ingest-fits", "build-features/build-features", "train-vae/train-vae", "cross-match/cross-match"):
+        wait_for(lambda name=name: deployment_exists(api, name) or serve.poll() is not None, 120, name)
+    assert serve.poll() is None, (home / "serve.log").read_text()
     yield {"env": env, "api": api, "serve": serve, "home": home}
     if serve.poll() is None:
         os.killpg(serve.pid, signal.SIGTERM)
