@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from features.active import combined_score
+from features.active import combined_score, feature_matrix
 from features.featurestore import get_feature_set, list_feature_sets
 from features.labels import LABELS, LabelLog
 
@@ -128,7 +128,7 @@ class CandidateTable:
         self.row = {s: i for i, s in enumerate(self.frame["source_id"].to_list())}
         self.numeric = [c for c, d in self.frame.schema.items() if d.is_numeric() and c != "_healpix_29"]
         self._lock = threading.Lock()
-        self._order, self._cache = None, {}
+        self._order, self._cache, self._labels_cache = None, {}, None
         self._indexed = self.frame.with_row_index("_row")  # shares the columns: row numbers for the cached orders
 
     @classmethod
@@ -174,8 +174,20 @@ class CandidateTable:
         return dict(self.frame.schema) | {c: pl.String for c in LABEL_COLUMNS if c != "n_labels"} | {"n_labels": pl.Int64}
 
     # -- queries ----------------------------------------------------------------------------
+    def _label_stamp(self) -> int:
+        path = self.labels.path
+        return path.stat().st_size if path.exists() else 0  # append-only: a new label changes the size
+
     def labelled(self) -> pl.DataFrame:
-        return self.labels.latest()
+        """Latest label per source, re-read from the log only when it has grown (every page asks)."""
+        stamp = self._label_stamp()
+        with self._lock:
+            if self._labels_cache is not None and self._labels_cache[0] == stamp:
+                return self._labels_cache[1]
+        latest = self.labels.latest()
+        with self._lock:
+            self._labels_cache = (stamp, latest)
+        return latest
 
     def select(self, q: Query, with_labels: bool = True, base: pl.DataFrame | None = None) -> pl.DataFrame:
         """Every source that ``q`` keeps, in its order (the full selection, not a page).
@@ -218,8 +230,7 @@ class CandidateTable:
 
     def _rows(self, q: Query) -> np.ndarray:
         """Row numbers of ``q``'s selection in its order, cached: paging through a million rows is a slice."""
-        path = self.labels.path
-        stamp = path.stat().st_size if path.exists() else 0  # a new label changes the log's size
+        stamp = self._label_stamp()
         key = (q.score, q.descending, q.filter_query, q.label_state, q.cone, tuple((s["column_id"], s.get("direction")) for s in q.sort_by), stamp)
         with self._lock:
             if key in self._cache:
@@ -289,8 +300,6 @@ class CandidateTable:
 
     def _feature_space(self) -> np.ndarray:
         if getattr(self, "_space", None) is None:
-            from features.active import feature_matrix
-
             x, _ = feature_matrix(self.frame)
             sd = x.std(axis=0)
             self._space = ((x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)).astype(np.float32)

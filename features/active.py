@@ -153,7 +153,7 @@ def simulate_expert(ranker: ActiveRanker, oracle: Callable[[str], str], n_shown:
 def main(argv: list[str] | None = None) -> int:
     from etl.errors import EtlError
     from features.featurestore import FeatureSetError, get_features, list_feature_sets
-    from features.labels import LabelLog, latest_labels
+    from features.labels import LabelLog
 
     p = argparse.ArgumentParser(prog="python -m features.active", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", required=True)
@@ -170,11 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         frame = get_features(args.store, sets, catalog_columns=["source_id"]).collect()
         if args.labels and args.labels.endswith(".csv"):
             labels = pl.read_csv(args.labels, infer_schema=False).select("source_id", "label")
-        else:
+        else:  # the store's log, or the JSONL log given
             from etl.store import open_store
 
-            labels = LabelLog.for_store(open_store(args.store), args.labels).latest() if not args.labels else \
-                latest_labels(LabelLog(args.labels).history())
+            labels = LabelLog.for_store(open_store(args.store), args.labels).latest()
         x, names = feature_matrix(frame)
         ranker = ActiveRanker(frame["source_id"], x, args.model, args.seed)
         ranker.update(labels["source_id"].to_list(), labels["label"].to_list())
