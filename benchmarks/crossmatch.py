@@ -69,7 +69,7 @@ def main() -> None:
           f"spurious fraction {m['spurious_fraction']:.4f}")
     out = args.dir / "hats-export"
     t = time.perf_counter()
-    n = export_hats(store, out, lightcurves=True, overwrite=True)
+    n = export_hats(store, out, lightcurves=True, overwrite=True).sources
     export_s = time.perf_counter() - t
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
     print(f"HATS export with light curves nested: {n:,} sources in {export_s:.1f} s ({size:.0f} MiB)")

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -9,8 +15,11 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord, match_coordinates_sky
 
 from etl.export_hats import main as export_main
+from etl.export_hats import read_manifest
 from etl.ingest import ingest
 from etl.store import open_store
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +80,94 @@ def test_lsdb_crossmatch_agrees_with_astropy(exported, tmp_path):
 def test_export_refuses_to_overwrite_and_unknown_sets(exported, capsys):
     store, out = exported
     assert export_main([store.url, str(out)]) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    assert "--update" in capsys.readouterr().err
     assert export_main([store.url, str(out) + "-2", "--feature-sets", "nope"]) == 2
     assert "no feature set 'nope'" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def growing(tmp_path, rebinned_archive):
+    """A store of half the archive's files, the other half ready to be ingested later."""
+    files = sorted(rebinned_archive.glob("*.fits*"))
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for f in files[::2]:
+        shutil.copy(f, archive)
+    ingest(archive, tmp_path / "s", progress=False)
+    return archive, files[1::2], tmp_path / "s", tmp_path / "hats"
+
+
+def test_update_is_a_noop_until_the_store_grows_then_rewrites_it_whole(growing, capsys):
+    import lsdb
+
+    archive, later, store_path, out = growing
+    assert export_main([str(store_path), str(out), "--lightcurves"]) == 0
+    first = read_manifest(out)
+    assert first["made_from"]["lightcurves"] and first["sources"] == len(open_store(str(store_path)))
+    capsys.readouterr()
+    assert export_main([str(store_path), str(out), "--update"]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert read_manifest(out)["written_at"] == first["written_at"]
+
+    for f in later:
+        shutil.copy(f, archive)
+    ingest(archive, store_path, progress=False)
+    store = open_store(str(store_path))
+    assert len(store) > first["sources"]
+    assert export_main([str(store_path), str(out), "--update"]) == 0  # options from the manifest: light curves kept
+    frame = lsdb.open_catalog(out).compute()
+    ok = store.catalog().filter(pl.col("status") == "ok").collect()
+    assert sorted(frame["source_id"]) == sorted(ok["source_id"]) and "lc" in frame.columns
+    newest = ok["source_id"][-1]
+    row = frame[frame["source_id"] == newest].iloc[0]
+    np.testing.assert_array_equal(row["lc"]["rate_b1"].to_numpy(), store.read(newest).rate[:, 0])
+    assert not list(out.parent.glob(f".{out.name}.*"))  # no partial or old folder left
+
+
+def test_update_refuses_a_folder_that_is_not_an_export(tmp_path, exported, capsys):
+    store, _ = exported
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert export_main([store.url, str(tmp_path / "mine"), "--update"]) == 2
+    assert "not an export" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_kill9_mid_export_leaves_the_previous_export_whole(growing):
+    """kill -9 at a random moment of an --overwrite: OUT is still the old export, and the next run cleans up."""
+    import lsdb
+
+    _, _, store_path, out = growing
+    assert export_main([str(store_path), str(out), "--lightcurves"]) == 0
+    before = read_manifest(out)
+    rng = np.random.default_rng()
+    cmd = [sys.executable, "-m", "etl.export_hats", str(store_path), str(out), "--overwrite"]
+    for delay in rng.uniform(0.5, 8.0, 2):
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        now = read_manifest(out)
+        assert now is not None and lsdb.open_catalog(out).compute().shape[0] == now["sources"]
+        # old (light curves) or new (none, if the run got as far as the swap): never a mix
+        assert now["made_from"]["lightcurves"] == ("lc" in lsdb.open_catalog(out).columns)
+    assert now["written_at"] >= before["written_at"]
+    assert export_main([str(store_path), str(out), "--overwrite"]) == 0
+    assert not list(out.parent.glob(f".{out.name}.*"))
+
+
+def test_dask_tokens_of_nested_light_curves_are_cheap_and_tell_data_apart():
+    import nested_pandas as npd
+    import pandas as pd
+    from dask.base import tokenize
+
+    from etl.export_hats import _tokenize_nested_by_arrow
+
+    _tokenize_nested_by_arrow()
+
+    def frame(value):
+        base = npd.NestedFrame(pd.DataFrame({"a": [1, 2]}))
+        return base.join_nested(pd.DataFrame({"t": [0.0, 1.0, 2.0], "r": [1.0, value, 3.0]}, index=[0, 0, 1]), "lc")
+
+    assert tokenize(frame(2.0)) == tokenize(frame(2.0))
+    assert tokenize(frame(2.0)) != tokenize(frame(2.5))
