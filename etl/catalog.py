@@ -39,6 +39,7 @@ CATALOG_SCHEMA: dict[str, pl.DataType] = {
     "e_max": pl.List(pl.Float64),
     "ra": pl.Float64,
     "dec": pl.Float64,
+    "pos_err_arcsec": pl.Float64,  # 1-sigma radial position error (POS_ERR keyword), null when the file has none
     "t_start": pl.Float64,  # s since mjdref (first bin start)
     "t_stop": pl.Float64,  # s since mjdref (last bin end)
     "mjdref": pl.Float64,  # MJD of time zero (MJDREF or MJDREFI + MJDREFF)

@@ -85,6 +85,10 @@ class LightCurve:
         Band edges in keV, from the ``E_MIN{i}`` / ``E_MAX{i}`` keywords.
     ra, dec : float
         Source position (deg), NaN when the header lacks RA_OBJ / DEC_OBJ.
+    pos_err : float
+        1-sigma position error (arcsec, radial: sqrt(sigma_RA^2 + sigma_Dec^2)) from the POS_ERR
+        keyword, named as the eRASS1 catalogue's column (Merloni et al. 2024, A&A 682, A34);
+        NaN when the file carries none.
     columns : dict of str to ndarray
         Per-point arrays named as in :data:`POINT_COLUMNS`: shape (T,) or (T, B). ``time`` is
         in seconds since ``mjdref`` (the file's TIME + TIMEZERO).
@@ -107,6 +111,7 @@ class LightCurve:
     n_rows_file: int = 0
     mjdref: float = float("nan")
     timesys: str = ""
+    pos_err: float = float("nan")
 
     def __getattr__(self, name: str) -> np.ndarray:
         # Columns read as attributes (lc.rate, lc.time) without duplicating nine properties.

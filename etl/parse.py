@@ -120,6 +120,7 @@ def parse_file(file: str, known_hash: str | None, fracexp_min: float) -> FileRes
         "e_max": lc.e_max.tolist(),
         "ra": lc.ra,
         "dec": lc.dec,
+        "pos_err_arcsec": lc.pos_err if lc.pos_err == lc.pos_err else None,  # NaN (absent) -> null
         "t_start": float(time_[0]),
         "t_stop": t_stop,
         "mjdref": lc.mjdref,

@@ -299,7 +299,7 @@ def _validate(file: str, table: _Table, fracexp_min: float) -> LightCurve:
     columns, n_rows = _rows(table, flavour, err_cols, values, fracexp_min, reject)
     return LightCurve(source_id=source_id, file=file, flavour=flavour, e_min=values["e_min"], e_max=values["e_max"],
                       ra=values["ra"], dec=values["dec"], columns=columns, n_rows_file=n_rows,
-                      mjdref=values["mjdref"], timesys=values["timesys"])
+                      mjdref=values["mjdref"], timesys=values["timesys"], pos_err=values["pos_err"])
 
 
 def _flavour(table: _Table, reject) -> tuple[str, tuple[str, ...]]:
@@ -334,6 +334,7 @@ def _header_values(table: _Table, reject) -> dict:
     dec = _number(header, "DEC_OBJ", reject, np.nan)
     if np.isfinite(ra) and not 0.0 <= ra <= 360.0 or np.isfinite(dec) and not -90.0 <= dec <= 90.0:
         raise reject("bad_keyword", f"position RA_OBJ = {ra}, DEC_OBJ = {dec} outside [0, 360] x [-90, 90] deg")
+    pos_err = _position_error(header, reject)
     if "MJDREF" in header:
         mjdref = _number(header, "MJDREF", reject, np.nan)
     else:
@@ -341,7 +342,7 @@ def _header_values(table: _Table, reject) -> dict:
     unit = _text(header.get("TIMEUNIT", "s")).lower() or "s"
     if unit != "s":
         raise reject("bad_keyword", f"TIMEUNIT = {unit!r}: only seconds are supported")
-    return {"e_min": e_min, "e_max": e_max, "ra": ra, "dec": dec, "mjdref": mjdref,
+    return {"e_min": e_min, "e_max": e_max, "ra": ra, "dec": dec, "pos_err": pos_err, "mjdref": mjdref,
             "timesys": _text(header.get("TIMESYS", "")).upper(), "timezero": _number(header, "TIMEZERO", reject, 0.0)}
 
 
@@ -444,6 +445,26 @@ def _number(header, key: str, reject, default: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise reject("bad_keyword", f"{key} = {value!r} is not a number")
     return float(value)
+
+
+#: Position-error keywords: eRASS1's corrected radial 1-sigma error, named as the catalogue's
+#: column (Merloni et al. 2024, A&A 682, A34); arcsec. (Its raw RADEC_ERR has 9 characters, too
+#: long for a plain FITS keyword.)
+POS_ERR_KEYWORDS = ("POS_ERR",)
+#: Far larger than any eROSITA position error (PSF 16 arcsec HEW); a value beyond it is corrupt or
+#: in another unit (arcmin are not converted: arcsec is documented).
+POS_ERR_MAX_ARCSEC = 600.0
+
+
+def _position_error(header, reject) -> float:
+    """The 1-sigma position error in arcsec, NaN when absent; ``bad_keyword`` when not in (0, 600]."""
+    key = next((k for k in POS_ERR_KEYWORDS if k in header), None)
+    if key is None:
+        return float("nan")
+    value = _number(header, key, reject, np.nan)
+    if not (math.isfinite(value) and 0.0 < value <= POS_ERR_MAX_ARCSEC):
+        raise reject("bad_keyword", f"{key} = {value} arcsec: a position error must be in (0, {POS_ERR_MAX_ARCSEC:g}]")
+    return value
 
 
 def _band_edges(header, reject) -> tuple[np.ndarray | None, np.ndarray | None]:

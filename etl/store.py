@@ -272,6 +272,7 @@ class LightCurveStore:
             n_rows_file=row["n_rows_file"],
             mjdref=row["mjdref"] if row["mjdref"] is not None else float("nan"),
             timesys=row["timesys"] or "",
+            pos_err=row["pos_err_arcsec"] if row.get("pos_err_arcsec") is not None else float("nan"),
         )
 
     def read_many(self, source_ids: Sequence[str], columns: Sequence[str] | None = None) -> LightCurveBatch:

@@ -41,7 +41,11 @@ ERODAY_S = 14400.0
 #: Fraction of sources with a counterpart in the synthetic reference catalogue, and its position
 #: error per axis (arcsec).
 KNOWN_FRACTION = 0.3
-POSITION_ERROR_ARCSEC = 2.5
+POSITION_ERROR_ARCSEC = 2.5  # per axis, for truth tables without pos_err
+#: Synthetic POS_ERR (radial 1 sigma, arcsec): a PSF-fit term falling as 1/sqrt(net counts) and a
+#: systematic floor; 10 counts give 3.9", 100 counts 1.6", near eRASS1's (Merloni et al. 2024).
+POS_ERR_PSF_ARCSEC = 12.0
+POS_ERR_FLOOR_ARCSEC = 1.0
 BAD_KINDS = (
     "not_fits",
     "empty_file",
@@ -224,8 +228,14 @@ def simulate_source(rng: np.random.Generator, flavour: str, ra: float, dec: floa
     return cols, truth
 
 
-def lightcurve_header(source_id: str, ra: float, dec: float, cols: dict, bands=ERASS1_BANDS) -> list:
-    """OGIP light-curve header cards (position, band edges, time reference)."""
+def position_error(net_counts: float) -> float:
+    """Radial 1-sigma position error (arcsec) of a source with ``net_counts`` counts (POS_ERR)."""
+    return float(np.hypot(POS_ERR_FLOOR_ARCSEC, POS_ERR_PSF_ARCSEC / np.sqrt(max(net_counts, 1.0))))
+
+
+def lightcurve_header(source_id: str, ra: float, dec: float, cols: dict, bands=ERASS1_BANDS,
+                      pos_err: float | None = None) -> list:
+    """OGIP light-curve header cards (position and its error, band edges, time reference)."""
     cards = [
         ("HDUCLASS", "OGIP", ""), ("HDUCLAS1", "LIGHTCURVE", ""), ("HDUCLAS2", "TOTAL", ""),
         ("TELESCOP", "eROSITA", ""), ("INSTRUME", "MERGED", ""), ("OBS_MODE", "SURVEY", ""),
@@ -233,6 +243,8 @@ def lightcurve_header(source_id: str, ra: float, dec: float, cols: dict, bands=E
         ("OBJECT", source_id, ""), ("RA_OBJ", float(ra), "[deg]"), ("DEC_OBJ", float(dec), "[deg]"),
         ("MJDREF", MJDREF, "[d]"), ("TIMESYS", "TT", ""), ("TIMEUNIT", "s", ""),
     ]
+    if pos_err is not None:
+        cards.append(("POS_ERR", round(float(pos_err), 3), "[arcsec] 1-sigma position error (radial)"))
     if len(cols["TIME"]):
         cards += [("TSTART", float(cols["TIME"][0]), ""), ("TSTOP", float(cols["TIME"][-1] + cols["TIMEDEL"][-1]), "")]
     for i, (lo, hi) in enumerate(bands, start=1):
@@ -299,7 +311,9 @@ def make_archive(
         name = file_name(flavours[i], int(tiles[i]), number, gzip)
         klass = CLASSES[classes[i]]
         cols, truth = simulate_source(rng, flavours[i], ra[i], dec[i], int(n_erodays[i]), klass, brightness)
-        _write(out / name, bintable_fits_bytes(cols, _UNITS, header=lightcurve_header(source_id, ra[i], dec[i], cols)), gzip)
+        truth["pos_err"] = round(position_error(truth["net_counts"]), 3)
+        header = lightcurve_header(source_id, ra[i], dec[i], cols, pos_err=truth["pos_err"])
+        _write(out / name, bintable_fits_bytes(cols, _UNITS, header=header), gzip)
         rows.append({"file": name, "source_id": source_id, "class": klass, "flavour": flavours[i], "ra": ra[i],
                      "dec": dec[i], "n_erodays": int(n_erodays[i]), "expected": "ok", **truth})
     for j in range(bad):
@@ -316,16 +330,18 @@ def write_reference(out: Path, truth: pl.DataFrame, rng: np.random.Generator, kn
     """Write ``reference.parquet``, a catalogue of "known" objects, and mark them in the truth table.
 
     A fraction ``known_fraction`` of the good sources get a counterpart at a realistic offset
-    (eRASS1 positions: a 2-D Gaussian of :data:`POSITION_ERROR_ARCSEC` per axis, as the ~4"
-    68 % radius of Merloni et al. 2024), plus twice as many unrelated field objects uniform on
-    the sky. Columns: ``ref_id``, ``ra``, ``dec``, ``kind`` (``counterpart``/``field``), ``mag``.
+    (a 2-D Gaussian of each source's ``pos_err`` / sqrt(2) per axis, the radial 1-sigma error
+    written as POS_ERR; :data:`POSITION_ERROR_ARCSEC` per axis for a table without it), plus
+    twice as many unrelated field objects uniform on the sky. Columns: ``ref_id``, ``ra``, ``dec``, ``kind`` (``counterpart``/``field``), ``mag``.
     The truth table gains ``known`` (the source has a counterpart).
     """
     good = truth["expected"] == "ok" if "expected" in truth.columns else pl.Series([True] * truth.height)
     idx = np.flatnonzero(good.to_numpy())
     known = idx[rng.random(len(idx)) < known_fraction]
     src = SkyCoord(truth["ra"].to_numpy()[known] * u.deg, truth["dec"].to_numpy()[known] * u.deg)
-    offset = np.hypot(*rng.normal(0.0, POSITION_ERROR_ARCSEC, (2, len(known))))
+    sigma = (truth["pos_err"].to_numpy()[known] / np.sqrt(2.0) if "pos_err" in truth.columns
+             else np.full(len(known), POSITION_ERROR_ARCSEC))
+    offset = np.hypot(*(rng.normal(0.0, 1.0, (2, len(known))) * sigma))
     moved = src.directional_offset_by(rng.uniform(0, 360, len(known)) * u.deg, offset * u.arcsec)
     n_field = 2 * len(idx)
     ra = np.r_[moved.ra.deg, rng.uniform(0, 360, n_field)]

@@ -152,6 +152,12 @@ def similar_block(ex: Explorer, source_id: str) -> html.Div:
     return html.Div([html.H4(f"more like this ({space})"), html.Div(items, className="thumbs")])
 
 
+def _pos_err(row: dict) -> str:
+    """`` ± 3.2"`` (the file's radial 1-sigma POS_ERR) or nothing when the file carried none."""
+    err = row.get("pos_err_arcsec")
+    return f" ± {err:.1f}\"" if err is not None and err == err else ""
+
+
 def source_layout(ex: Explorer, source_id: str) -> html.Div:
     row = ex.table.source(source_id)
     if row is None:
@@ -163,7 +169,7 @@ def source_layout(ex: Explorer, source_id: str) -> html.Div:
         dcc.Store(id="source-id", data=source_id),
         html.H2(source_id, id="source-title"),
         html.Div(className="position", children=[
-            f"{row.get('object') or ''}  RA {row['ra']:.5f}°  Dec {row['dec']:+.5f}°  ·  l {c.l.deg:.4f}°  b {c.b.deg:+.4f}°"
+            f"{row.get('object') or ''}  RA {row['ra']:.5f}°  Dec {row['dec']:+.5f}°{_pos_err(row)}  ·  l {c.l.deg:.4f}°  b {c.b.deg:+.4f}°"
             + (f"  ·  MJD {row['mjd_start']:.2f}–{row['mjd_stop']:.2f}" if row.get("mjd_start") is not None else "")]),
         html.Div(className="labels", children=[
             *[html.Button(f"{name} ({KEYS[name]})", id=f"label-{name}", n_clicks=0, className="label") for name in LABELS],

@@ -22,7 +22,7 @@ from features.featurestore import get_feature_set, list_feature_sets
 from features.labels import LABELS, LabelLog
 
 #: Catalog columns shown beside the features (the rest: file paths, hashes, offsets... stay out)
-CATALOG_COLUMNS = ("source_id", "object", "ra", "dec", "n_points", "mjd_start", "mjd_stop", "mjdref", "flavour")
+CATALOG_COLUMNS = ("source_id", "object", "ra", "dec", "pos_err_arcsec", "n_points", "mjd_start", "mjd_stop", "mjdref", "flavour")
 LABEL_COLUMNS = ("label", "label_comment", "label_user", "label_time", "n_labels")
 #: Score columns offered first, in this order, when present
 PREFERRED_SCORES = ("combined_score", "anomaly_fpp", "variable_fpp", "anomaly_score", "anomaly_chi2", "bexvar_fpp",

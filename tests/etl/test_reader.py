@@ -178,3 +178,26 @@ def test_band_edges_in_primary_header(tmp_path):
     path = tmp_path / "prim.fits"
     path.write_bytes(bintable_fits_bytes(cols, header=table, primary=primary))
     np.testing.assert_array_equal(read_lightcurve(path).e_max, [0.6, 2.3, 5.0])
+
+
+@pytest.mark.parametrize("cards, expected", [
+    ([("POS_ERR", 3.5, "")], 3.5),
+    ([("POS_ERR", 2, "")], 2.0),
+    ([], None),
+])
+def test_position_error_keywords(tmp_path, cards, expected):
+    rng = np.random.default_rng(7)
+    cols, _ = simulate_source(rng, "rebinned", 1.0, 2.0, 6, "constant")
+    lc = read_lightcurve(_write(tmp_path, "p.fits", cols, lightcurve_header("p", 1.0, 2.0, cols) + cards))
+    assert (np.isnan(lc.pos_err) if expected is None else lc.pos_err == expected)
+
+
+@pytest.mark.parametrize("value", [-1.0, 0.0, 1e4, "3 arcsec", True])
+def test_bad_position_error_is_rejected(tmp_path, value):
+    """A corrupt position error would widen or narrow every cross-match of the source: rejected, not stored."""
+    rng = np.random.default_rng(8)
+    cols, _ = simulate_source(rng, "rebinned", 1.0, 2.0, 6, "constant")
+    path = _write(tmp_path, "bad.fits", cols, lightcurve_header("p", 1.0, 2.0, cols) + [("POS_ERR", value, "")])
+    with pytest.raises(InvalidLightCurveError) as info:
+        read_lightcurve(path)
+    assert info.value.code == "bad_keyword" and "POS_ERR" in info.value.reason

@@ -156,6 +156,7 @@ def test_browse_open_label_restart_and_next_candidate(explorer_store, browser, s
         assert len([t for t in traces if t["name"].startswith("VAE")]) == 3  # the reconstruction overlaid
         assert plot_traces(browser, "context-graph")
         assert "l " in text_of(browser, ".position") and "b " in text_of(browser, ".position")  # galactic too
+        assert "±" in text_of(browser, ".position")  # the file's POS_ERR
         assert len(browser.find_elements(By.CSS_SELECTOR, ".thumb")) == 6  # more like this
         assert "poisson_variability@1" in text_of(browser, "table.features")
         browser.save_screenshot(str(shots / "source.png"))

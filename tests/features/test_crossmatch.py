@@ -103,3 +103,35 @@ def test_bad_radius_and_missing_rows(matched, tmp_path):
     meta, _ = crossmatch(root / "s", str(tmp_path / "nan.parquet"), 15.0, "nan")
     assert meta["metrics"]["reference"]["rows_without_position"] == 5
     assert get_feature_set(root / "s", "xmatch_nan")[1].collect().height == 400
+
+
+def test_position_errors_normalise_separations_and_bound_the_match(matched):
+    """pos_err comes from each file's POS_ERR; sep_sigma of true counterparts is Rayleigh; --max-sigma cuts per source."""
+    from astropy.coordinates import search_around_sky
+
+    root, _ = matched
+    truth = pl.read_parquet(root / "a" / "truth.parquet").filter(pl.col("expected") == "ok").select("source_id", "known", "pos_err")
+    frame = get_features(root / "s", ["xmatch_ref@1"], catalog_columns=["ra", "dec", "pos_err_arcsec"]).collect().join(truth, on="source_id")
+    np.testing.assert_allclose(frame["pos_err_arcsec"].to_numpy(), frame["pos_err"].to_numpy())
+    sigma = frame["pos_err_arcsec"].to_numpy() / np.sqrt(2)
+    np.testing.assert_allclose(frame["xmatch_ref_sep_sigma"].to_numpy(), frame["xmatch_ref_sep_arcsec"].to_numpy() / sigma)
+    r = frame.filter(pl.col("known"))["xmatch_ref_sep_sigma"].drop_nulls().to_numpy()
+    assert len(r) > 80 and 1.4 < np.mean(r**2) < 2.7  # Rayleigh of unit scale: E[r^2] = 2
+
+    meta, _ = crossmatch(root / "s", str(root / "a" / "reference.parquet"), 15.0, "ref3sig", max_sigma=3.0)
+    got = get_features(root / "s", ["xmatch_ref3sig"], catalog_columns=["ra", "dec"]).collect()
+    got = got.join(frame.select("source_id", "pos_err_arcsec"), on="source_id")
+    ref = pl.read_parquet(root / "a" / "reference.parquet")
+    src = SkyCoord(got["ra"].to_numpy() * u.deg, got["dec"].to_numpy() * u.deg)
+    i_src, i_ref, sep, _ = search_around_sky(src, SkyCoord(ref["ra"].to_numpy() * u.deg, ref["dec"].to_numpy() * u.deg),
+                                             15 * u.arcsec)
+    limit = np.minimum(3 * got["pos_err_arcsec"].to_numpy() / np.sqrt(2), 15.0)
+    expected = {}
+    for s, j, d in sorted(zip(i_src, i_ref, sep.arcsec), key=lambda t: t[2]):
+        if d <= limit[s]:
+            expected.setdefault(got["source_id"][int(s)], ref["ref_id"][int(j)])
+    assert dict(zip(*got.filter(pl.col("xmatch_ref3sig_id").is_not_null())[["source_id", "xmatch_ref3sig_id"]])) == expected
+    assert (got["xmatch_ref3sig_sep_sigma"].drop_nulls() <= 3.0).all()
+    assert meta["lineage"]["max_sigma"] == 3.0 and meta["metrics"]["sources_with_pos_err"] == got.height
+    with pytest.raises(CrossmatchError, match="max-sigma"):
+        crossmatch(root / "s", str(root / "a" / "reference.parquet"), 15.0, "bad", max_sigma=0.0)
