@@ -7,7 +7,7 @@ cross-match against a synthetic ``--reference-rows`` reference (30 % of the sour
 counterparts at 2.5" per axis, the rest uniform on the sky) with astropy and with LSDB (a
 temporary local Dask cluster of 2 workers), both through ``features.crossmatch`` (spurious-match
 measurement included: it matches four shifted copies too), and the HATS export of the store with
-its light curves nested (``etl.export_hats``).
+its light curves nested (``etl.export_hats``) and an ``--update`` that finds nothing to do.
 """
 
 from __future__ import annotations
@@ -73,6 +73,10 @@ def main() -> None:
     export_s = time.perf_counter() - t
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
     print(f"HATS export with light curves nested: {n:,} sources in {export_s:.1f} s ({size:.0f} MiB)")
+    t = time.perf_counter()
+    again = export_hats(store, out, update=True)
+    check_s = time.perf_counter() - t
+    print(f"HATS export --update with nothing changed: {check_s:.2f} s (rewritten: {again.written})")
 
 
 if __name__ == "__main__":
