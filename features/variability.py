@@ -5,7 +5,9 @@ Per band ``b`` (1-based, as in the catalog's ``mean_rate_b{b}``), from the light
 peak-to-peak range), ``reduced_chi2_b`` (against the weighted mean), ``excess_variance_b``
 (normalised excess variance, (S^2 - <err^2>) / <rate>^2) and ``stetson_k_b``; plus
 ``max_deviation_b`` = max |rate - weighted mean| / sigma. Cross-band: hardness ratios
-``hr_12`` = (b2 - b1) / (b2 + b1) and ``hr_23`` = (b3 - b2) / (b3 + b2) of the mean rates, and
+``hr_12`` = (b2 - b1) / (b2 + b1) and ``hr_23`` = (b3 - b2) / (b3 + b2) of the mean net rates,
+a band's negative mean (background over-subtracted where the source has no counts) taken as 0 so
+the ratio stays in [-1, 1] (null when neither band is positive), and
 ``n_bins``, ``time_span_d`` (days from first bin start to last bin end) and ``mean_fracexp``.
 
 Asymmetric errors become one sigma per point: ``(rate_errm + rate_errp) / 2``, the mean of the
@@ -81,9 +83,11 @@ def extract_batch(batch, source_ids: list[str], min_points: int = MIN_POINTS, n_
         out[f"max_deviation_b{b + 1}"] = max_dev
     mean_rate = np.stack([_segment_nanmean(rate_all[:, b], batch.offsets) for b in range(n_bands)], axis=1)
     for b in range(1, n_bands):
-        lo, hi = mean_rate[:, b - 1], mean_rate[:, b]
+        # A negative mean net rate is a band without source counts, not "negative flux": as 0 it
+        # gives HR = +-1 instead of values like 8 when the two rates nearly cancel.
+        lo, hi = np.clip(mean_rate[:, b - 1], 0, None), np.clip(mean_rate[:, b], 0, None)
         with np.errstate(divide="ignore", invalid="ignore"):
-            out[f"hr_{b}{b + 1}"] = np.where(np.abs(lo + hi) > 0, (hi - lo) / (hi + lo), np.nan)
+            out[f"hr_{b}{b + 1}"] = np.where(lo + hi > 0, (hi - lo) / (hi + lo), np.nan)
     last = batch.offsets[1:] - 1
     out["n_bins"] = batch.lengths.astype(np.int64)
     out["time_span_d"] = (time[last] + batch.columns["timedel"][last] - time[starts]) / 86400.0

@@ -49,7 +49,7 @@ def test_feature_build(tmp_path):
     assert number_after(out, "columns in") > 0
     assert number_after(out, "reference bexvar package (UltraNest):") > 0
     assert number_after(out, "variability features: 500 sources in") >= 0
-    assert number_after(out, "500 rows x") == 98  # catalog (28 with the time reference and sky index) + variability + vae sets
+    assert number_after(out, "500 rows x") == 99  # catalog (29 with the time reference, sky index and position error) + variability + vae sets
 
 
 def test_cone(tmp_path):
