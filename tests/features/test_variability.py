@@ -58,6 +58,7 @@ def test_short_and_nan_bands_are_null():
     assert c["reduced_chi2_b1"] == pytest.approx(0.0) and c["excess_variance_b2"] == pytest.approx(-1 / 4)
     floats = [c for c, t in df.schema.items() if t == pl.Float64]
     assert not df.select(pl.any_horizontal(pl.col(floats).is_nan().fill_null(False)).any()).item()  # nulls, never NaN
+    assert df["weighted_mean_b1"].null_count() == 1 and df["weighted_mean_b3"].null_count() == 2
 
 
 def test_hardness_ratios_stay_in_range_with_negative_net_rates():
@@ -67,4 +68,3 @@ def test_hardness_ratios_stay_in_range_with_negative_net_rates():
     assert a["hr_12"] == pytest.approx(1.0) and a["hr_23"] == pytest.approx((0.5 - 1.0) / 1.5)
     assert b["hr_12"] is None and b["hr_23"] == pytest.approx(1.0)  # neither band 1 nor 2 positive
     assert c["hr_12"] is None and c["hr_23"] is None
-    assert df["weighted_mean_b1"].null_count() == 1 and df["weighted_mean_b3"].null_count() == 2
