@@ -124,6 +124,20 @@ def test_serve_starts_and_stops_its_own_server(tmp_path):
     assert "stopping the Prefect server" in (tmp_path / "serve.log").read_text()
 
 
+@pytest.mark.parametrize("delay", [0.0, 2.0])
+def test_sigterm_while_serving_stops_cleanly(tmp_path, delay):
+    """SIGTERM once serve() has registered the deployments and is polling: exit 0, server stopped."""
+    api = f"http://127.0.0.1:{free_port()}/api"
+    env = dict(os.environ, PREFECT_API_URL=api, PREFECT_HOME=str(tmp_path))
+    serve = start_serve(env, tmp_path, tmp_path / "serve.log")
+    wait_for(lambda: deployment_exists(api, "cross-match/cross-match"), 120, "the deployments")
+    time.sleep(delay)  # at once (serve() still starting its runner) or after a few polls
+    os.killpg(serve.pid, signal.SIGTERM)
+    assert serve.wait(timeout=60) == 0, (tmp_path / "serve.log").read_text()
+    assert "stopping the Prefect server" in (tmp_path / "serve.log").read_text()
+    wait_for(lambda: not api_healthy(api), 30, "the server to stop")
+
+
 def test_killed_serve_takes_its_server_along(tmp_path):
     """Issue 9.13: kill -9 of flows.serve left the Prefect server it started on the port."""
     port = free_port()
