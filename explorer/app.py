@@ -128,14 +128,11 @@ def fmt(v) -> str:
 
 def features_block(ex: Explorer, source_id: str) -> html.Details:
     rows = []
-    for name, version in ex.table.sets.items():
-        _, data = get_feature_set(ex.store, f"{name}@{version}")
-        values = data.filter(pl.col("source_id") == source_id).collect()
-        if values.height == 0:
+    for name, values in ex.table.feature_values(source_id).items():
+        if all(v is None for _, v in values):  # the set has no row for this source
             continue
-        cols = [c for c in values.columns if c != "source_id"]
-        rows.append(html.Tr([html.Th(f"{name}@{version}", colSpan=2, className="set")]))
-        rows += [html.Tr([html.Td(c), html.Td(fmt(values[c][0]))]) for c in cols]
+        rows.append(html.Tr([html.Th(f"{name}@{ex.table.sets[name]}", colSpan=2, className="set")]))
+        rows += [html.Tr([html.Td(c), html.Td(fmt(v))]) for c, v in values]
     return html.Details(open=True, children=[html.Summary("feature values (set@version)"),
                                              html.Table(rows, className="features")])
 

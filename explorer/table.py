@@ -115,7 +115,8 @@ class CandidateTable:
     """
 
     def __init__(self, frame: pl.DataFrame, labels: LabelLog, latents: np.ndarray | None = None,
-                 sets: dict[str, int] | None = None, store=None):
+                 sets: dict[str, int] | None = None, store=None, set_columns: dict[str, list[tuple[str, str]]] | None = None,
+                 shadowed: pl.DataFrame | None = None):
         score = combined_score(frame.columns)
         frame = frame.with_columns(score) if score is not None else frame
         if {"ra", "dec"} <= set(frame.columns) and "gal_b" not in frame.columns:
@@ -124,6 +125,9 @@ class CandidateTable:
         self.labels = labels
         self.latents = latents
         self.sets = sets or {}
+        # where each set's values sit: (column, "frame" | a column of `shadowed` | "mu:<j>" in latents)
+        self.set_columns = set_columns or {}
+        self.shadowed = shadowed  # a set's columns another set already put in the frame, same rows
         self.store = store
         self.row = {s: i for i, s in enumerate(self.frame["source_id"].to_list())}
         self.numeric = [c for c, d in self.frame.schema.items() if d.is_numeric() and c != "_healpix_29"]
@@ -137,21 +141,30 @@ class CandidateTable:
         catalog = store.catalog().filter(pl.col("status") == "ok")
         present = [c for c in CATALOG_COLUMNS if c in catalog.collect_schema().names()]
         frame = catalog.select(present + [c for c in catalog.collect_schema().names() if c.startswith("mean_rate_b")])
-        sets, latents, mu = {}, None, []
+        sets, latents, mu, where, shadowed = {}, None, [], {}, []
         for name in sorted(set(list_feature_sets(store)["name"].to_list())):
             meta, data = get_feature_set(store, name)
             sets[name] = meta["version"]
             have = frame.collect_schema().names()
-            cols = [c for c in data.collect_schema().names() if c not in have]
+            names = [c for c in data.collect_schema().names() if c != "source_id"]
+            cols = [c for c in names if c not in have]
             # latent means: kept aside for "more like this", not as table columns
             mu += [c for c in cols if re.fullmatch(r"mu_\d+", c)] if name == "vae_latent" else []
             cols = [c for c in cols if name == "vae_latent" or not re.fullmatch(r"mu_\d+", c)]
-            frame = frame.join(data.select("source_id", *cols), on="source_id", how="left")
+            # a column an earlier set already has is kept aside under its own name, so the source
+            # view shows every set's own values from memory
+            twice = [c for c in names if c in have]
+            shadowed += [f"{c}@{name}" for c in twice]
+            frame = frame.join(data.select("source_id", *cols, *[pl.col(c).alias(f"{c}@{name}") for c in twice]),
+                               on="source_id", how="left")
+            where[name] = [(c, f"{c}@{name}" if c in twice else "frame") for c in names]
         frame = frame.collect()
         if mu:
             latents = np.nan_to_num(frame.select(mu).to_numpy().astype(np.float32), nan=np.inf)
             frame = frame.drop(mu)
-        return cls(frame, labels, latents, sets, store)
+            where = {name: [(c, f"mu:{mu.index(c)}" if c in mu else w) for c, w in cols] for name, cols in where.items()}
+        side = frame.select(shadowed) if shadowed else None
+        return cls(frame.drop(shadowed), labels, latents, sets, store, where, side)
 
     # -- columns ----------------------------------------------------------------------------
     def score_columns(self) -> list[str]:
@@ -280,6 +293,28 @@ class CandidateTable:
         row = self.frame.slice(i, 1).to_dicts()[0]
         label = self.labelled().filter(pl.col("source_id") == source_id)
         return row | (label.to_dicts()[0] if label.height else {c: None for c in LABEL_COLUMNS})
+
+    def feature_values(self, source_id: str) -> dict[str, list[tuple[str, object]]]:
+        """Every feature set's own values for one source, ``{set: [(column, value), ...]}``, from memory."""
+        i = self.row.get(source_id)
+        if i is None:
+            return {}
+        row = self.frame.row(i, named=True)
+        side = self.shadowed.row(i, named=True) if self.shadowed is not None else {}
+        out = {}
+        for name, cols in self.set_columns.items():
+            values = []
+            for column, where in cols:
+                if where == "frame":
+                    value = row[column]
+                elif where.startswith("mu:"):
+                    value = float(self.latents[i, int(where[3:])])
+                    value = None if not np.isfinite(value) else value  # inf marks a source without latents
+                else:
+                    value = side[where]
+                values.append((column, value))
+            out[name] = values
+        return out
 
     def similar(self, source_id: str, k: int = 6) -> list[tuple[str, float]]:
         """The ``k`` nearest sources in the VAE latent space (else in the standardised features)."""

@@ -109,3 +109,26 @@ def test_hostile_queries(table):
     _, n = table.page(Query(filter_query='{source_id} contains "(["'))  # regex characters are literal
     assert n == 0
     assert joined("{a} > 1", None, "  ", "{b} < 2") == "{a} > 1 && {b} < 2"
+
+
+def test_feature_values_are_each_sets_own_from_memory(table, explorer_store):
+    """The source view's values: every column of every set (duplicates and latents included) as its Parquet has them."""
+    from features.featurestore import get_feature_set
+
+    store = open_store(explorer_store)
+    for source_id in table.frame["source_id"].to_list()[::37]:
+        shown = table.feature_values(source_id)
+        assert set(shown) == set(table.sets)
+        for name, values in shown.items():
+            _, data = get_feature_set(store, f"{name}@{table.sets[name]}")
+            row = data.filter(pl.col("source_id") == source_id).collect().row(0, named=True)
+            assert [c for c, _ in values] == [c for c in row if c != "source_id"]
+            for column, value in values:
+                expected = row[column]
+                if isinstance(expected, float) and not np.isfinite(expected):
+                    assert value is None or not np.isfinite(value), (name, column)
+                elif isinstance(expected, float):
+                    assert value == pytest.approx(expected, rel=1e-6), (name, column)  # latents are kept as float32
+                else:
+                    assert value == expected, (name, column)
+    assert table.feature_values("no such source") == {}
