@@ -25,8 +25,9 @@ loses a fraction exp(-K^2/2) of true counterparts: 1.1 % for K = 3.
 
 Matching: astropy (``search_around_sky``, a k-d tree on unit vectors: exact) for tables, or
 LSDB's cross-match on Dask for HATS catalogs and with ``--method lsdb`` (the store's sources are
-partitioned on the fly; ``--dask-address`` uses an existing scheduler). LSDB counts neighbours up
-to :data:`LSDB_NEIGHBOURS`.
+partitioned on the fly; ``--dask-address`` uses an existing scheduler). LSDB returns at most
+k neighbours per source: k starts at :data:`LSDB_NEIGHBOURS` and the match is repeated with 4k
+while any source fills all k, so ``_n`` is exact as with astropy (up to :data:`LSDB_MAX_NEIGHBOURS`).
 
 The **spurious-match rate** is measured the usual way: the store's positions moved by
 :data:`SHIFT_ARCMIN` arcmin (four directions) are matched again; the fraction of shifted sources
@@ -48,6 +49,7 @@ from features.featurestore import as_store, catalog_hash, file_hash, find_versio
 
 SHIFT_ARCMIN = 3.0
 LSDB_NEIGHBOURS = 10
+LSDB_MAX_NEIGHBOURS = 10_000
 _RA_NAMES = ("ra", "raj2000", "ra_icrs", "ra_deg", "radeg", "ra_obj", "_raj2000", "alpha")
 _DEC_NAMES = ("dec", "dej2000", "decj2000", "de_icrs", "dec_icrs", "dec_deg", "dedeg", "dec_obj", "_dej2000", "delta")
 _GAL_NAMES = (("l", "b"), ("glon", "glat"), ("gal_l", "gal_b"))
@@ -186,8 +188,8 @@ def match_lsdb(ra: np.ndarray, dec: np.ndarray, right, radius_arcsec: float, col
     """Cross-match through LSDB: the nearest match's ``columns`` of ``right`` (an lsdb Catalog) per source.
 
     Returns the nearest pair's index into the returned column arrays (-1: none), its separation
-    (arcsec), the number of matches within the radius (and ``limit``; up to
-    :data:`LSDB_NEIGHBOURS`) and the columns, each an array over pairs.
+    (arcsec), the number of matches within the radius (and ``limit``; exact, see the module
+    docstring) and the columns, each an array over pairs.
     """
     import contextlib
 
@@ -201,10 +203,14 @@ def match_lsdb(ra: np.ndarray, dec: np.ndarray, right, radius_arcsec: float, col
         from dask.distributed import Client
 
         client = Client(dask_address)
+    k = LSDB_NEIGHBOURS
     with client:
-        pairs = left.crossmatch(right, n_neighbors=LSDB_NEIGHBOURS, radius_arcsec=radius_arcsec,
-                                suffixes=("", "_ref")).compute()
-    src = pairs["_row"].to_numpy().astype(np.int64)
+        while True:
+            pairs = left.crossmatch(right, n_neighbors=k, radius_arcsec=radius_arcsec, suffixes=("", "_ref")).compute()
+            src = pairs["_row"].to_numpy().astype(np.int64)
+            if np.bincount(src, minlength=1).max() < k or k >= LSDB_MAX_NEIGHBOURS:
+                break
+            k = min(4 * k, LSDB_MAX_NEIGHBOURS)  # some source may have more within the radius than k
     pick, best, count = _nearest(src, pairs["_dist_arcsec"].to_numpy().astype("f8"), len(ra), limit)
     return pick, best, count, {c: pairs[f"{c}_ref"].to_numpy() for c in columns}
 

@@ -135,3 +135,20 @@ def test_position_errors_normalise_separations_and_bound_the_match(matched):
     assert meta["lineage"]["max_sigma"] == 3.0 and meta["metrics"]["sources_with_pos_err"] == got.height
     with pytest.raises(CrossmatchError, match="max-sigma"):
         crossmatch(root / "s", str(root / "a" / "reference.parquet"), 15.0, "bad", max_sigma=0.0)
+
+
+def test_lsdb_counts_every_neighbour_in_a_crowded_field(matched, tmp_path):
+    """30 reference rows within the radius of one source: LSDB's k-nearest search is widened until _n is exact."""
+    root, _ = matched
+    ok = get_features(root / "s", [], catalog_columns=["ra", "dec"]).collect()
+    centre = SkyCoord(ok["ra"][0] * u.deg, ok["dec"][0] * u.deg)
+    rng = np.random.default_rng(5)
+    crowd = centre.directional_offset_by(rng.uniform(0, 360, 30) * u.deg, rng.uniform(0.5, 14, 30) * u.arcsec)
+    ref = pl.DataFrame({"ref_id": [f"C{i}" for i in range(30)], "ra": crowd.ra.deg, "dec": crowd.dec.deg})
+    ref.write_parquet(tmp_path / "crowd.parquet")
+    for method in ("astropy", "lsdb"):
+        crossmatch(root / "s", str(tmp_path / "crowd.parquet"), 15.0, f"crowd_{method}", method=method)
+    frame = get_features(root / "s", ["xmatch_crowd_astropy", "xmatch_crowd_lsdb"], catalog_columns=[]).collect().sort("source_id")
+    assert frame.filter(pl.col("source_id") == ok["source_id"][0])["xmatch_crowd_astropy_n"].item() == 30
+    assert frame["xmatch_crowd_lsdb_n"].to_list() == frame["xmatch_crowd_astropy_n"].to_list()
+    assert frame["xmatch_crowd_lsdb_id"].to_list() == frame["xmatch_crowd_astropy_id"].to_list()
