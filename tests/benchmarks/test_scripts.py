@@ -117,3 +117,8 @@ def test_explorer_pages(tmp_path):
     assert number_after(out, "first page, default score (combined_score)") >= 0
     assert number_after(out, "candidates view, page load until the first row") > 0
     assert number_after(out, "source view, page load until the light curve") > 0
+
+
+def test_position_errors():
+    out = run_script("position_errors.py", "--n", "600", "--side", "2", "--densities", "2000")
+    assert number_after(out, "max-sigma 3: counterparts found") > 0 and number_after(out, "wrong matches") >= 0
