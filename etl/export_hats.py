@@ -19,8 +19,9 @@ catalog is written whole: a calibrated feature set (``variable_fpp``, ``anomaly_
 rebuilt against the grown archive, so the rows of *unchanged* sources change too, and appending
 the new sources' partitions would leave stale values beside fresh ones. Either way the new export
 is written beside OUT and swapped in by two renames, so OUT is the old export or the new one,
-never half of each, even after a kill -9 (a leftover ``.OUT.partial-*`` folder of a dead
-process is removed by the next run).
+never half of each, even after a kill -9. The next run tidies up after a killed one: its
+leftover ``.OUT.partial-*`` / ``.OUT.old-*`` folders go, and if the kill fell between the two
+renames (no OUT at all), the complete new export, or else the old one, is put back first.
 
 Exit codes: 0; 2 for a bad store, an unknown feature set, or an existing OUT without
 ``--update``/``--overwrite``.
@@ -48,7 +49,7 @@ from etl.store import LightCurveStore, open_store
 BATCH_SOURCES = 20_000
 _DROP = ("offset", "status", "reason")
 MANIFEST = "erosita_export.json"
-_PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)-[0-9a-f]+$")
+_SIDE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<pid>\d+)-[0-9a-f]+$")
 
 
 @dataclass(frozen=True)
@@ -111,26 +112,44 @@ def _made_from(store: LightCurveStore, feature_sets: list[str], lightcurves: boo
             "lightcurves": bool(lightcurves), "name": name}
 
 
-def _remove_dead_partials(out: Path) -> None:
-    """Remove ``.OUT.partial-<pid>-*`` folders whose writer is gone (a kill -9 mid-export)."""
-    for entry in out.parent.glob(f".{out.name}.partial-*"):
-        m = _PARTIAL.match(entry.name)
-        if m is None or m["name"] != out.name:
-            continue
-        try:
-            os.kill(int(m["pid"]), 0)
-        except ProcessLookupError:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's, alive
+        return True
+    return True
+
+
+def _recover(out: Path) -> None:
+    """Tidy up after a writer killed mid-export: ``.OUT.partial-<pid>-*`` and ``.OUT.old-<pid>-*``.
+
+    A kill -9 between the two renames of :func:`_swap_in` leaves no OUT: the new export (complete:
+    it has its manifest) or else the old one is put back; everything else of dead writers goes.
+    """
+    dead = []
+    for entry in out.parent.glob(f".{out.name}.*-*"):
+        m = _SIDE.match(entry.name)
+        if m is not None and m["name"] == out.name and not _alive(int(m["pid"])):
+            dead.append((m["kind"], entry))
+    if not out.exists():
+        complete = [e for kind, e in dead if kind == "partial" and (e / MANIFEST).exists()]
+        olds = [e for kind, e in dead if kind == "old"]
+        for entry in complete or olds:
+            os.replace(entry, out)
+            break
+    for _, entry in dead:
+        if entry.exists():
             shutil.rmtree(entry, ignore_errors=True)
-        except PermissionError:  # alive, someone else's
-            pass
 
 
 def _swap_in(partial: Path, out: Path) -> None:
     """Make ``partial`` the export at ``out``: readers see the old folder or the new one."""
     if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         os.replace(out, old)
-        os.replace(partial, out)
+        os.replace(partial, out)  # a kill -9 just before this: _recover puts partial in place next time
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(partial, out)
@@ -154,7 +173,10 @@ def export_hats(store: LightCurveStore | str, out: str | Path, feature_sets: lis
     _tokenize_nested_by_arrow()
     store = store if isinstance(store, LightCurveStore) else open_store(str(store))
     out = Path(out)
+    if out.parent.is_dir():
+        _recover(out)
     previous = read_manifest(out)
+    previous = previous if isinstance(previous, dict) and isinstance(previous.get("made_from"), dict) else None
     occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
     if occupied and update and previous is None:
         raise FileExistsError(f"{out} is not an export of this tool (no {MANIFEST}): pass --overwrite to replace it")
@@ -184,7 +206,6 @@ def export_hats(store: LightCurveStore | str, out: str | Path, feature_sets: lis
     catalog = lsdb.from_dataframe(table, ra_column="ra", dec_column="dec", catalog_name=name)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_partials(out)
     partial = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         catalog.write_catalog(partial, catalog_name=name, progress_bar=False)

@@ -171,3 +171,17 @@ def test_dask_tokens_of_nested_light_curves_are_cheap_and_tell_data_apart():
 
     assert tokenize(frame(2.0)) == tokenize(frame(2.0))
     assert tokenize(frame(2.0)) != tokenize(frame(2.5))
+
+
+def test_a_kill_between_the_two_renames_is_repaired_by_the_next_run(growing):
+    """No OUT, the old export as .OUT.old-<dead pid>, the new one as a complete .OUT.partial-<dead pid>."""
+    _, _, store_path, out = growing
+    assert export_main([str(store_path), str(out)]) == 0
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    shutil.copytree(out, out.parent / f".{out.name}.partial-{dead}-0a1b2c3d")  # complete: has its manifest
+    (out.parent / f".{out.name}.partial-{dead}-0a1b2c3d" / "erosita_export.json").write_text(
+        (out / "erosita_export.json").read_text().replace('"written_at": "', '"written_at": "new '))
+    out.rename(out.parent / f".{out.name}.old-{dead}-4e5f6a7b")
+    assert export_main([str(store_path), str(out), "--update"]) == 0
+    assert read_manifest(out)["written_at"].startswith("new ")  # the new one was put in place, and is current
+    assert not list(out.parent.glob(f".{out.name}.*"))
