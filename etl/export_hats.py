@@ -157,11 +157,12 @@ def _swap_in(partial: Path, out: Path) -> None:
 
 def export_hats(store: LightCurveStore | str, out: str | Path, feature_sets: list[str] | None = None,
                 lightcurves: bool | None = None, name: str | None = None, overwrite: bool = False,
-                update: bool = False) -> ExportResult:
+                update: bool = False, progress: bool = False) -> ExportResult:
     """Write (or bring up to date) the HATS catalog at ``out``; see the module docstring.
 
     With ``update``, options left as None (and ``feature_sets`` None) are taken from the
-    existing export's manifest. Raises FileExistsError when ``out`` holds something and neither
+    existing export's manifest. ``progress`` shows lsdb's bar over the partitions written.
+    Raises FileExistsError when ``out`` holds something and neither
     ``update`` nor ``overwrite`` is given, or ``update`` finds a folder that is not an export.
     """
     try:
@@ -208,7 +209,7 @@ def export_hats(store: LightCurveStore | str, out: str | Path, feature_sets: lis
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        catalog.write_catalog(partial, catalog_name=name, progress_bar=False)
+        catalog.write_catalog(partial, catalog_name=name, progress_bar=progress)
         manifest = {"made_from": made_from, "store": store.url, "sources": frame.height, "written_at": _now()}
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
         if occupied and not out.is_dir():
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         result = export_hats(args.store, args.out, args.feature_sets, args.lightcurves or None, args.name,
-                             args.overwrite, args.update)
+                             args.overwrite, args.update, progress=sys.stderr.isatty())
     except (EtlError, LookupError, ValueError, FileExistsError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
