@@ -2,7 +2,7 @@
 
     python -m features.crossmatch --store STORE --reference REF --radius 10 --name NAME
         [--ra-column RA --dec-column DEC] [--id-column ID] [--columns c1 c2 ...]
-        [--max-sigma K] [--method auto|astropy|lsdb] [--dask-address tcp://host:8786]
+        [--max-sigma K] [--ref-error-column ERR] [--method auto|astropy|lsdb] [--dask-address tcp://host:8786]
 
 REF is a Parquet, FITS or CSV table with positions, or a HATS catalog folder. Position columns
 are found by name (``ra``/``dec``, ``RAJ2000``/``DEJ2000``, ``RA_ICRS``/``DE_ICRS``, ... any
@@ -15,11 +15,13 @@ nothing, silently).
 Per ok source of the store: ``xmatch_<name>_id`` (the nearest reference row's id, or its row
 number), ``xmatch_<name>_sep_arcsec``, ``xmatch_<name>_n`` (reference rows within the radius) and
 the chosen ``--columns`` of the nearest, prefixed; no match leaves them null and ``_n`` 0.
-``xmatch_<name>_sep_sigma`` is the separation in units of the source's own per-axis position
-error, ``sep / (pos_err_arcsec / sqrt(2))`` (the catalog's radial 1-sigma POS_ERR;
-null where the file carried none): for a true counterpart and Gaussian errors it follows a
-Rayleigh distribution of unit scale (the normalised distance of de Ruiter, Willis & Arp 1977,
-A&AS 28, 211, Eq. 5, without the reference's error). ``--max-sigma K`` keeps only pairs with
+``xmatch_<name>_sep_sigma`` is the separation in units of the pair's combined per-axis position
+error, ``sep / sqrt(sigma_src^2 + sigma_ref^2)`` with ``sigma = radial 1-sigma error / sqrt(2)``:
+the source's from the catalog's ``pos_err_arcsec`` (POS_ERR; null where the file carried none,
+and then ``sep_sigma`` is null), the reference's from ``--ref-error-column`` (radial 1-sigma,
+arcsec, e.g. a catalogue's POS_ERR; 0 without it or where empty). For a true counterpart and
+Gaussian errors it follows a Rayleigh distribution of unit scale: the normalised distance of de
+Ruiter, Willis & Arp 1977 (A&AS 28, 211, Eq. 5). ``--max-sigma K`` keeps only pairs with
 ``sep_sigma <= K`` (and within ``--radius``; sources without an error keep the radius), which
 loses a fraction exp(-K^2/2) of true counterparts: 1.1 % for K = 3.
 
@@ -149,11 +151,11 @@ def _nearest(src: np.ndarray, sep: np.ndarray, n: int, limit: np.ndarray | None 
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For pairs (source index, separation): the nearest pair per source (-1 if none), its separation, the count.
 
-    ``limit`` (arcsec, one per source) drops the pairs farther than their source's limit first;
-    the returned pair indices still index the arrays given.
+    ``limit`` (arcsec, one per pair) drops the pairs farther than their limit first; the
+    returned pair indices still index the arrays given.
     """
     if limit is not None:
-        keep = np.flatnonzero(sep <= limit[src])
+        keep = np.flatnonzero(sep <= limit)
         pick, best, count = _nearest(src[keep], sep[keep], n)
         return np.where(pick >= 0, keep[np.clip(pick, 0, None)] if len(keep) else -1, -1), best, count
     count = np.bincount(src, minlength=n).astype(np.int64)
@@ -168,28 +170,28 @@ def _nearest(src: np.ndarray, sep: np.ndarray, n: int, limit: np.ndarray | None 
 
 
 def match_astropy(ra: np.ndarray, dec: np.ndarray, ref_ra: np.ndarray, ref_dec: np.ndarray, radius_arcsec: float,
-                  limit: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  pair_limit=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Nearest reference index (-1 if none), its separation (arcsec, NaN) and the count within the radius
-    (and each source's ``limit``, arcsec, when given), per source."""
+    (and ``pair_limit(i_src, i_ref)``, arcsec per pair, when given), per source."""
     from astropy import units as u
     from astropy.coordinates import SkyCoord, search_around_sky
 
     src = SkyCoord(ra * u.deg, dec * u.deg)
     ref = SkyCoord(ref_ra * u.deg, ref_dec * u.deg)
     i_src, i_ref, sep, _ = search_around_sky(src, ref, radius_arcsec * u.arcsec)
+    limit = pair_limit(i_src, i_ref) if pair_limit is not None else None
     pick, best, count = _nearest(i_src, sep.arcsec, len(ra), limit)
     nearest = np.where(pick >= 0, i_ref[np.clip(pick, 0, None)] if len(i_ref) else -1, -1)
     return nearest, best, count
 
 
 def match_lsdb(ra: np.ndarray, dec: np.ndarray, right, radius_arcsec: float, columns: list[str],
-               dask_address: str | None = None, limit: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+               dask_address: str | None = None, pair_limit=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Cross-match through LSDB: the nearest match's ``columns`` of ``right`` (an lsdb Catalog) per source.
 
     Returns the nearest pair's index into the returned column arrays (-1: none), its separation
-    (arcsec), the number of matches within the radius (and ``limit``; exact, see the module
-    docstring) and the columns, each an array over pairs.
+    (arcsec), the number of matches within the radius (and ``pair_limit(i_src, columns)``,
+    arcsec per pair; exact, see the module docstring) and the columns, each an array over pairs.
     """
     import contextlib
 
@@ -211,8 +213,21 @@ def match_lsdb(ra: np.ndarray, dec: np.ndarray, right, radius_arcsec: float, col
             if np.bincount(src, minlength=1).max() < k or k >= LSDB_MAX_NEIGHBOURS:
                 break
             k = min(4 * k, LSDB_MAX_NEIGHBOURS)  # some source may have more within the radius than k
+    cols = {c: pairs[f"{c}_ref"].to_numpy() for c in columns}
+    limit = pair_limit(src, cols) if pair_limit is not None else None
     pick, best, count = _nearest(src, pairs["_dist_arcsec"].to_numpy().astype("f8"), len(ra), limit)
-    return pick, best, count, {c: pairs[f"{c}_ref"].to_numpy() for c in columns}
+    return pick, best, count, cols
+
+
+def _reference_sigma(values, reference: str, column: str) -> np.ndarray:
+    """Per-axis sigma (arcsec) from a reference's radial 1-sigma errors: empty -> 0, negative -> error."""
+    try:
+        err = np.asarray(values, dtype="f8")
+    except (TypeError, ValueError):
+        raise CrossmatchError(reference, f"error column {column!r} is not numeric (radial 1-sigma arcsec expected)") from None
+    if (err[np.isfinite(err)] < 0).any():
+        raise CrossmatchError(reference, f"error column {column!r} has negative values")
+    return np.where(np.isfinite(err), err, 0.0) / np.sqrt(2.0)
 
 
 def spurious_rate(match, ra: np.ndarray, dec: np.ndarray, matched_fraction: float) -> dict:
@@ -232,8 +247,8 @@ def spurious_rate(match, ra: np.ndarray, dec: np.ndarray, matched_fraction: floa
 
 def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: list[str] | None = None,
                ra_column: str | None = None, dec_column: str | None = None, id_column: str | None = None,
-               method: str = "auto", dask_address: str | None = None, max_sigma: float | None = None
-               ) -> tuple[dict, bool]:
+               method: str = "auto", dask_address: str | None = None, max_sigma: float | None = None,
+               ref_error_column: str | None = None) -> tuple[dict, bool]:
     """Build (or reuse) the feature set ``xmatch_<name>``; see the module docstring."""
     store = as_store(store)
     columns = list(columns or [])
@@ -254,7 +269,7 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
     lineage = {"catalog_hash": catalog_hash(store), "reference": str(Path(reference).resolve()),
                "reference_hash": file_hash(str(properties if hats else reference)), "radius_arcsec": float(radius_arcsec),
                "columns": columns, "ra_column": ra_column, "dec_column": dec_column, "id_column": id_column,
-               "method": "lsdb" if use_lsdb else "astropy", "max_sigma": max_sigma}
+               "method": "lsdb" if use_lsdb else "astropy", "max_sigma": max_sigma, "ref_error_column": ref_error_column}
     existing = find_version(store, set_name, lineage)
     if existing is not None:
         return existing, False
@@ -262,8 +277,11 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
         .select("source_id", "ra", "dec", "pos_err_arcsec").collect()
     ra, dec = ok["ra"].to_numpy(), ok["dec"].to_numpy()
     sigma = ok["pos_err_arcsec"].cast(pl.Float64).fill_null(np.nan).to_numpy() / np.sqrt(2.0)  # per axis
-    limit = None if max_sigma is None else np.where(np.isfinite(sigma), np.minimum(max_sigma * sigma, radius_arcsec),
-                                                    radius_arcsec)
+
+    def limit_of(i_src: np.ndarray, ref_sigma: np.ndarray) -> np.ndarray:
+        """Per pair: the radius, or max_sigma combined errors when the source has one."""
+        both = np.hypot(sigma[i_src], ref_sigma)
+        return np.where(np.isfinite(both), np.minimum(max_sigma * both, radius_arcsec), radius_arcsec)
     if hats:
         import lsdb
 
@@ -275,10 +293,18 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
         missing = [c for c in columns if c not in names]
         if missing:
             raise CrossmatchError(reference, f"columns {missing} not in the reference ({names})")
+        if ref_error_column is not None and ref_error_column not in names:
+            raise CrossmatchError(reference, f"error column {ref_error_column!r} not in the reference ({names})")
         info = {"frame": "icrs (HATS)", "id_column": ids}
+        carried = [ids, *columns, *([ref_error_column] if ref_error_column and ref_error_column not in columns else [])]
+        ref_sigma_key = ref_error_column
+
+        def ref_sigma_of(cols: dict) -> np.ndarray:
+            return _reference_sigma(cols[ref_error_column], reference, ref_error_column) if ref_error_column else 0.0
 
         def match(a, d):
-            return match_lsdb(a, d, right, radius_arcsec, [ids, *columns], dask_address, limit)
+            pair_limit = None if max_sigma is None else (lambda i_src, cols: limit_of(i_src, ref_sigma_of(cols)))
+            return match_lsdb(a, d, right, radius_arcsec, carried, dask_address, pair_limit)
     else:
         ref = read_reference(Path(reference))
         ref_ra, ref_dec, ref_rows, info = reference_positions(ref, reference, ra_column, dec_column)
@@ -291,6 +317,14 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
         table = {c: ref[c].to_numpy()[ref_rows] for c in columns}
         table["_id"] = (ref[ids].cast(pl.String).to_numpy() if ids else np.arange(ref.height).astype(str))[ref_rows]
         info["id_column"] = ids or "(row number)"
+        if ref_error_column is not None and ref_error_column not in ref.columns:
+            raise CrossmatchError(reference, f"error column {ref_error_column!r} not in the reference ({ref.columns})")
+        ref_sigma = (_reference_sigma(ref[ref_error_column].to_numpy()[ref_rows], reference, ref_error_column)
+                     if ref_error_column else np.zeros(len(ref_rows)))
+        table["_sigma_ref"] = ref_sigma
+        ref_sigma_key = "_sigma_ref"
+        astropy_limit = None if max_sigma is None else (lambda i_src, i_ref: limit_of(i_src, ref_sigma[i_ref]))
+        lsdb_limit = None if max_sigma is None else (lambda i_src, cols: limit_of(i_src, ref_sigma[cols["_ref_row"]]))
 
         if use_lsdb:  # partitioned once: the real matching and the four shifted ones share it
             import lsdb
@@ -302,10 +336,10 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
 
         def match(a, d):
             if use_lsdb:
-                pick, best, count, cols = match_lsdb(a, d, right, radius_arcsec, ["_ref_row"], dask_address, limit)
+                pick, best, count, cols = match_lsdb(a, d, right, radius_arcsec, ["_ref_row"], dask_address, lsdb_limit)
                 nearest = np.where(pick >= 0, cols["_ref_row"][np.clip(pick, 0, None)] if len(pick) and len(cols["_ref_row"]) else -1, -1)
             else:
-                nearest, best, count = match_astropy(a, d, ref_ra, ref_dec, radius_arcsec, limit)
+                nearest, best, count = match_astropy(a, d, ref_ra, ref_dec, radius_arcsec, astropy_limit)
             return nearest, best, count, table
         ids = "_id"
     pick, sep, count, values = match(ra, dec)
@@ -318,7 +352,11 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
 
     data[f"{prefix}_id"] = [None if v is None else str(v) for v in nearest_of(values[ids])]
     data[f"{prefix}_sep_arcsec"] = np.where(has, sep, np.nan)
-    data[f"{prefix}_sep_sigma"] = np.where(has, sep, np.nan) / sigma
+    picked_ref_sigma = (np.array([np.nan if v is None else v for v in nearest_of(values[ref_sigma_key])], dtype="f8")
+                        if ref_sigma_key else np.zeros(len(pick)))
+    if ref_sigma_key == ref_error_column and ref_error_column:  # HATS: radial errors as carried, per axis here
+        picked_ref_sigma = _reference_sigma(picked_ref_sigma, reference, ref_error_column)
+    data[f"{prefix}_sep_sigma"] = np.where(has, sep, np.nan) / np.hypot(sigma, picked_ref_sigma)
     data[f"{prefix}_n"] = count
     for column in columns:
         data[f"{prefix}_{column}"] = nearest_of(values[column])
@@ -341,12 +379,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--id-column")
     p.add_argument("--max-sigma", type=float, default=None,
                    help="keep pairs within K x the source's per-axis position error as well (K = 3 loses 1.1%% of true ones)")
+    p.add_argument("--ref-error-column", help="reference column of radial 1-sigma position errors, arcsec")
     p.add_argument("--method", default="auto", choices=["auto", "astropy", "lsdb"])
     p.add_argument("--dask-address", help="Dask scheduler for the lsdb method")
     args = p.parse_args(argv)
     try:
         meta, created = crossmatch(args.store, args.reference, args.radius, args.name, args.columns, args.ra_column,
-                                   args.dec_column, args.id_column, args.method, args.dask_address, args.max_sigma)
+                                   args.dec_column, args.id_column, args.method, args.dask_address, args.max_sigma,
+                                   args.ref_error_column)
     except (CrossmatchError, EtlError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

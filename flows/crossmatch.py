@@ -11,10 +11,11 @@ from features.crossmatch import crossmatch
 @flow(name="cross-match", log_prints=True)
 def cross_match(store: str, reference: str, radius: float, name: str, columns: list[str] | None = None,
                 ra_column: str | None = None, dec_column: str | None = None, id_column: str | None = None,
-                method: str = "auto", dask_address: str | None = None, max_sigma: float | None = None) -> dict:
+                method: str = "auto", dask_address: str | None = None, max_sigma: float | None = None,
+                ref_error_column: str | None = None) -> dict:
     """Build (or reuse) ``xmatch_<name>``; returns its version, match counts and spurious-match rate."""
     meta, created = crossmatch(store, reference, radius, name, columns, ra_column, dec_column, id_column, method, dask_address,
-                                max_sigma)
+                                max_sigma, ref_error_column)
     m = meta.get("metrics", {})
     get_run_logger().info("%s@%d: %s of %s matched, spurious fraction %s (%s)", meta["name"], meta["version"],
                           m.get("matched"), m.get("sources"), m.get("spurious_fraction"), "built" if created else "reused")

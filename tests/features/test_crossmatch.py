@@ -152,3 +152,41 @@ def test_lsdb_counts_every_neighbour_in_a_crowded_field(matched, tmp_path):
     assert frame.filter(pl.col("source_id") == ok["source_id"][0])["xmatch_crowd_astropy_n"].item() == 30
     assert frame["xmatch_crowd_lsdb_n"].to_list() == frame["xmatch_crowd_astropy_n"].to_list()
     assert frame["xmatch_crowd_lsdb_id"].to_list() == frame["xmatch_crowd_astropy_id"].to_list()
+
+
+def test_reference_errors_combine_with_the_sources(matched, tmp_path):
+    """--ref-error-column: sep_sigma = sep / hypot(sigma_src, sigma_ref); astropy and LSDB agree under --max-sigma."""
+    root, _ = matched
+    ref = pl.read_parquet(root / "a" / "reference.parquet")
+    rng = np.random.default_rng(9)
+    ref = ref.with_columns(pl.Series("err", rng.uniform(0.5, 8.0, ref.height)))
+    ref = ref.with_columns(pl.when(pl.int_range(pl.len()) % 7 == 0).then(None).otherwise(pl.col("err")).alias("err"))  # some empty
+    ref.write_parquet(tmp_path / "with_err.parquet")
+    for method in ("astropy", "lsdb"):
+        crossmatch(root / "s", str(tmp_path / "with_err.parquet"), 20.0, f"err_{method}", method=method, max_sigma=2.0,
+                   ref_error_column="err")
+    import lsdb
+
+    lsdb.from_dataframe(ref.to_pandas(), ra_column="ra", dec_column="dec", catalog_name="ref",
+                        margin_threshold=25.0).write_catalog(tmp_path / "err_hats", progress_bar=False)
+    crossmatch(root / "s", str(tmp_path / "err_hats"), 20.0, "err_hats", id_column="ref_id", max_sigma=2.0, ref_error_column="err")
+    frame = get_features(root / "s", ["xmatch_err_astropy", "xmatch_err_lsdb", "xmatch_err_hats"],
+                         catalog_columns=["pos_err_arcsec"]).collect()
+    assert frame["xmatch_err_astropy_id"].to_list() == frame["xmatch_err_lsdb_id"].to_list() == frame["xmatch_err_hats_id"].to_list()
+    np.testing.assert_allclose(frame["xmatch_err_hats_sep_sigma"].drop_nulls().to_numpy(),
+                               frame["xmatch_err_astropy_sep_sigma"].drop_nulls().to_numpy(), rtol=1e-5)
+    matched_rows = frame.filter(pl.col("xmatch_err_astropy_id").is_not_null()).join(
+        ref.select(pl.col("ref_id").alias("xmatch_err_astropy_id"), "err"), on="xmatch_err_astropy_id")
+    assert matched_rows.height > 50
+    both = np.hypot(matched_rows["pos_err_arcsec"].to_numpy(), matched_rows["err"].fill_null(0.0).to_numpy()) / np.sqrt(2)
+    np.testing.assert_allclose(matched_rows["xmatch_err_astropy_sep_sigma"].to_numpy(),
+                               matched_rows["xmatch_err_astropy_sep_arcsec"].to_numpy() / both, rtol=1e-9)
+    np.testing.assert_allclose(frame["xmatch_err_lsdb_sep_sigma"].drop_nulls().to_numpy(),
+                               frame["xmatch_err_astropy_sep_sigma"].drop_nulls().to_numpy(), rtol=1e-5)
+    assert (matched_rows["xmatch_err_astropy_sep_sigma"] <= 2.0).all()
+    bad = ref.with_columns(pl.col("err") - 100.0)
+    bad.write_parquet(tmp_path / "bad_err.parquet")
+    with pytest.raises(CrossmatchError, match="negative"):
+        crossmatch(root / "s", str(tmp_path / "bad_err.parquet"), 20.0, "bad_err", max_sigma=2.0, ref_error_column="err")
+    with pytest.raises(CrossmatchError, match="not in the reference"):
+        crossmatch(root / "s", str(tmp_path / "with_err.parquet"), 20.0, "no_col", ref_error_column="nope")
