@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dec-column")
     p.add_argument("--id-column")
     p.add_argument("--max-sigma", type=float, default=None,
-                   help="keep pairs within K x the source's per-axis position error as well (K = 3 loses 1.1%% of true ones)")
+                   help="keep pairs within K x their combined per-axis position error as well (K = 3 loses 1.1%% of true ones)")
     p.add_argument("--ref-error-column", help="reference column of radial 1-sigma position errors, arcsec")
     p.add_argument("--method", default="auto", choices=["auto", "astropy", "lsdb"])
     p.add_argument("--dask-address", help="Dask scheduler for the lsdb method")
