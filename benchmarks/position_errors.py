@@ -55,8 +55,9 @@ def main() -> None:
         ref_ra = np.r_[cp.ra.deg, rng.uniform(100, 100 + args.side, n_field)]
         ref_dec = np.r_[cp.dec.deg, rng.uniform(-args.side / 2, args.side / 2, n_field)]
         for radius, k in RULES:
-            limit = None if k is None else np.minimum(k * sigma, radius)
-            nearest, _, _ = match_astropy(ra, dec, ref_ra, ref_dec, radius, limit)
+            limit = None if k is None else np.minimum(k * sigma, radius)  # the reference has no errors here
+            pair_limit = None if limit is None else (lambda i_src, i_ref, limit=limit: limit[i_src])
+            nearest, _, _ = match_astropy(ra, dec, ref_ra, ref_dec, radius, pair_limit)
             right = int(((nearest >= 0) & (nearest == truth)).sum())
             wrong = int(((nearest >= 0) & (nearest != truth)).sum())
             rule = f"radius {radius:g}\"" + (f" + max-sigma {k:g}" if k else "")
