@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from etl.synth import position_error  # noqa: E402
+from etl.synth import position_error, scatter_positions  # noqa: E402
 from features.crossmatch import match_astropy  # noqa: E402
 
 RULES = ((10.0, None), (15.0, None), (15.0, 3.0), (30.0, 3.0))
@@ -35,17 +35,12 @@ def main() -> None:
     p.add_argument("--densities", type=float, nargs="+", default=[1000, 5000, 20000], help="reference objects per deg^2")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
-    from astropy import units as u
-    from astropy.coordinates import SkyCoord
-
     rng = np.random.default_rng(args.seed)
     ra = rng.uniform(100, 100 + args.side, args.n)
     dec = rng.uniform(-args.side / 2, args.side / 2, args.n)
     sigma = np.array([position_error(c) for c in np.exp(rng.normal(np.log(10), 0.9, args.n))]) / np.sqrt(2)
     known = np.flatnonzero(rng.random(args.n) < 0.3)
-    offset = np.hypot(*(rng.normal(0, 1, (2, len(known))) * sigma[known]))
-    cp = SkyCoord(ra[known] * u.deg, dec[known] * u.deg).directional_offset_by(rng.uniform(0, 360, len(known)) * u.deg,
-                                                                               offset * u.arcsec)
+    cp = scatter_positions(rng, ra[known], dec[known], sigma[known])
     truth = np.full(args.n, -1)
     truth[known] = np.arange(len(known))
     print(f"{args.n:,} sources in {args.side:g} x {args.side:g} deg, {len(known):,} with a counterpart; "

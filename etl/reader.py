@@ -447,10 +447,10 @@ def _number(header, key: str, reject, default: float) -> float:
     return float(value)
 
 
-#: Position-error keywords: eRASS1's corrected radial 1-sigma error, named as the catalogue's
+#: Position-error keyword: eRASS1's corrected radial 1-sigma error, named as the catalogue's
 #: column (Merloni et al. 2024, A&A 682, A34); arcsec. (Its raw RADEC_ERR has 9 characters, too
 #: long for a plain FITS keyword.)
-POS_ERR_KEYWORDS = ("POS_ERR",)
+POS_ERR_KEYWORD = "POS_ERR"
 #: Far larger than any eROSITA position error (PSF 16 arcsec HEW); a value beyond it is corrupt or
 #: in another unit (arcmin are not converted: arcsec is documented).
 POS_ERR_MAX_ARCSEC = 600.0
@@ -458,12 +458,11 @@ POS_ERR_MAX_ARCSEC = 600.0
 
 def _position_error(header, reject) -> float:
     """The 1-sigma position error in arcsec, NaN when absent; ``bad_keyword`` when not in (0, 600]."""
-    key = next((k for k in POS_ERR_KEYWORDS if k in header), None)
-    if key is None:
+    if POS_ERR_KEYWORD not in header:
         return float("nan")
-    value = _number(header, key, reject, np.nan)
+    value = _number(header, POS_ERR_KEYWORD, reject, np.nan)
     if not (math.isfinite(value) and 0.0 < value <= POS_ERR_MAX_ARCSEC):
-        raise reject("bad_keyword", f"{key} = {value} arcsec: a position error must be in (0, {POS_ERR_MAX_ARCSEC:g}]")
+        raise reject("bad_keyword", f"{POS_ERR_KEYWORD} = {value} arcsec: a position error must be in (0, {POS_ERR_MAX_ARCSEC:g}]")
     return value
 
 

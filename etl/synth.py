@@ -325,6 +325,13 @@ def make_archive(
     return truth
 
 
+def scatter_positions(rng: np.random.Generator, ra: np.ndarray, dec: np.ndarray, sigma_arcsec: np.ndarray) -> SkyCoord:
+    """Positions moved by a 2-D Gaussian of ``sigma_arcsec`` per axis (one per position), as
+    measured positions scatter around true ones: the counterparts of a reference catalogue."""
+    offset = np.hypot(*(rng.normal(0.0, 1.0, (2, len(ra))) * sigma_arcsec))
+    return SkyCoord(ra * u.deg, dec * u.deg).directional_offset_by(rng.uniform(0, 360, len(ra)) * u.deg, offset * u.arcsec)
+
+
 def write_reference(out: Path, truth: pl.DataFrame, rng: np.random.Generator, known_fraction: float = KNOWN_FRACTION
                     ) -> pl.DataFrame:
     """Write ``reference.parquet``, a catalogue of "known" objects, and mark them in the truth table.
@@ -338,11 +345,9 @@ def write_reference(out: Path, truth: pl.DataFrame, rng: np.random.Generator, kn
     good = truth["expected"] == "ok" if "expected" in truth.columns else pl.Series([True] * truth.height)
     idx = np.flatnonzero(good.to_numpy())
     known = idx[rng.random(len(idx)) < known_fraction]
-    src = SkyCoord(truth["ra"].to_numpy()[known] * u.deg, truth["dec"].to_numpy()[known] * u.deg)
     sigma = (truth["pos_err"].to_numpy()[known] / np.sqrt(2.0) if "pos_err" in truth.columns
              else np.full(len(known), POSITION_ERROR_ARCSEC))
-    offset = np.hypot(*(rng.normal(0.0, 1.0, (2, len(known))) * sigma))
-    moved = src.directional_offset_by(rng.uniform(0, 360, len(known)) * u.deg, offset * u.arcsec)
+    moved = scatter_positions(rng, truth["ra"].to_numpy()[known], truth["dec"].to_numpy()[known], sigma)
     n_field = 2 * len(idx)
     ra = np.r_[moved.ra.deg, rng.uniform(0, 360, n_field)]
     dec = np.r_[moved.dec.deg, np.degrees(np.arcsin(rng.uniform(-1, 1, n_field)))]

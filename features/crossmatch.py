@@ -297,7 +297,7 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
             raise CrossmatchError(reference, f"error column {ref_error_column!r} not in the reference ({names})")
         info = {"frame": "icrs (HATS)", "id_column": ids}
         carried = [ids, *columns, *([ref_error_column] if ref_error_column and ref_error_column not in columns else [])]
-        ref_sigma_key = ref_error_column
+        ref_error_key = ref_error_column  # radial errors as the reference has them, per pair
 
         def ref_sigma_of(cols: dict) -> np.ndarray:
             return _reference_sigma(cols[ref_error_column], reference, ref_error_column) if ref_error_column else 0.0
@@ -321,8 +321,8 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
             raise CrossmatchError(reference, f"error column {ref_error_column!r} not in the reference ({ref.columns})")
         ref_sigma = (_reference_sigma(ref[ref_error_column].to_numpy()[ref_rows], reference, ref_error_column)
                      if ref_error_column else np.zeros(len(ref_rows)))
-        table["_sigma_ref"] = ref_sigma
-        ref_sigma_key = "_sigma_ref"
+        table["_ref_error"] = ref[ref_error_column].to_numpy()[ref_rows] if ref_error_column else np.zeros(len(ref_rows))
+        ref_error_key = "_ref_error"
         astropy_limit = None if max_sigma is None else (lambda i_src, i_ref: limit_of(i_src, ref_sigma[i_ref]))
         lsdb_limit = None if max_sigma is None else (lambda i_src, cols: limit_of(i_src, ref_sigma[cols["_ref_row"]]))
 
@@ -352,10 +352,9 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
 
     data[f"{prefix}_id"] = [None if v is None else str(v) for v in nearest_of(values[ids])]
     data[f"{prefix}_sep_arcsec"] = np.where(has, sep, np.nan)
-    picked_ref_sigma = (np.array([np.nan if v is None else v for v in nearest_of(values[ref_sigma_key])], dtype="f8")
-                        if ref_sigma_key else np.zeros(len(pick)))
-    if ref_sigma_key == ref_error_column and ref_error_column:  # HATS: radial errors as carried, per axis here
-        picked_ref_sigma = _reference_sigma(picked_ref_sigma, reference, ref_error_column)
+    picked_error = (np.array([np.nan if v is None else v for v in nearest_of(values[ref_error_key])], dtype="f8")
+                    if ref_error_key else np.zeros(len(pick)))
+    picked_ref_sigma = _reference_sigma(picked_error, reference, ref_error_column or "")
     data[f"{prefix}_sep_sigma"] = np.where(has, sep, np.nan) / np.hypot(sigma, picked_ref_sigma)
     data[f"{prefix}_n"] = count
     for column in columns:
