@@ -30,11 +30,13 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_store  # noqa: E402
+from archives import ensure_store  # noqa: E402
 from science_check import train  # noqa: E402
+
 from features.active import ActiveRanker, combined_score, feature_matrix, simulate_expert  # noqa: E402
-from features.build import build_model_features, build_poisson_variability, build_variability  # noqa: E402
+from features.build import build_poisson_variability, build_variability  # noqa: E402
 from features.featurestore import get_features  # noqa: E402
+from training.score import build_model_features  # noqa: E402
 
 SHOWN = (50, 100, 200)
 

@@ -21,7 +21,8 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_store  # noqa: E402
+from archives import ensure_store  # noqa: E402
+
 from etl.catalog import read_catalog, with_sky_index, write_catalog  # noqa: E402
 from etl.sky import angular_separation  # noqa: E402
 from etl.store import open_store  # noqa: E402

@@ -7,7 +7,7 @@ cross-match against a synthetic ``--reference-rows`` reference (30 % of the sour
 counterparts at 2.5" per axis, the rest uniform on the sky) with astropy and with LSDB (a
 temporary local Dask cluster of 2 workers), both through ``features.crossmatch`` (spurious-match
 measurement included: it matches four shifted copies too), and the HATS export of the store with
-its light curves nested (``etl.export_hats``) and an ``--update`` that finds nothing to do.
+its light curves nested (``features.export_hats``) and an ``--update`` that finds nothing to do.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_store  # noqa: E402
-from etl.export_hats import export_hats  # noqa: E402
+from archives import ensure_store  # noqa: E402
+
 from etl.store import open_store  # noqa: E402
 from features.crossmatch import crossmatch  # noqa: E402
+from features.export_hats import export_hats  # noqa: E402
 
 
 def main() -> None:

@@ -28,7 +28,8 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_store  # noqa: E402
+from archives import ensure_store  # noqa: E402
+
 from etl.catalog import read_catalog, with_sky_index, write_catalog  # noqa: E402
 from etl.store import open_store  # noqa: E402
 from explorer.table import CandidateTable, Query  # noqa: E402
@@ -73,11 +74,10 @@ def timed(fn, repeat: int) -> tuple[float, float, object]:
 
 def browser_timings(store: Path, source_id: str, repeat: int) -> dict[str, float]:
     sys.path.insert(0, str(ROOT / "tests" / "explorer"))
+    from selenium import webdriver
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from test_browser import Server, plot_traces, wait
-
-    from selenium import webdriver
 
     server = Server(str(store), store.parent / "server.log")
     t = time.perf_counter()

@@ -25,11 +25,12 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_store  # noqa: E402
+from archives import ensure_store  # noqa: E402
+
 from etl.store import open_store  # noqa: E402
 from features import get_features  # noqa: E402
+from features.build import null_lineage, null_store, uncalibrated_poisson  # noqa: E402
 from features.featurestore import write_feature_set  # noqa: E402
-from features.build import _uncalibrated_poisson, null_lineage, null_store  # noqa: E402
 from features.poisson_variability import calibrate, extract_poisson_variability  # noqa: E402
 from features.variability import extract_variability  # noqa: E402
 
@@ -55,7 +56,7 @@ def main() -> None:
     constants = null_store(store, null)
     steps["simulate constants"] = time.perf_counter() - t
     t = time.perf_counter()
-    null_frame = _uncalibrated_poisson(constants, False)
+    null_frame = uncalibrated_poisson(constants, False)
     steps["their statistics"] = time.perf_counter() - t
     t = time.perf_counter()
     poisson = extract_poisson_variability(store)

@@ -25,7 +25,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from common import ensure_archive  # noqa: E402
+from archives import ensure_archive  # noqa: E402
+
 from etl.ingest import ingest  # noqa: E402
 
 

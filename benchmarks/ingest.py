@@ -36,7 +36,7 @@ import pandas as pd
 from astropy.io import fits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_archive  # noqa: E402
+from archives import ensure_archive  # noqa: E402
 
 COLUMNS = ["TIME", "TIMEDEL", "RATE", "RATE_ERRM", "RATE_ERRP", "COUNTS", "BACK_COUNTS", "FRACEXP", "BACKRATIO"]
 

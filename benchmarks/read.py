@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_store  # noqa: E402
+from archives import ensure_store  # noqa: E402
+
 from etl.store import open_store  # noqa: E402
 
 

@@ -39,21 +39,21 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, ensure_store  # noqa: E402
+from archives import ROOT, ensure_store  # noqa: E402
+
 from etl.store import open_store  # noqa: E402
 from features import get_features  # noqa: E402
 from features.build import (  # noqa: E402
-    _total_net_counts,
-    _uncalibrated_poisson,
-    build_model_features,
     build_poisson_variability,
     build_variability,
     null_lineage,
     null_store,
-    score_with_checkpoint,
+    total_net_counts,
+    uncalibrated_poisson,
 )
 from features.calibration import FPP_3SIGMA, NullTable  # noqa: E402
 from features.poisson_variability import STATISTICS, calibrate  # noqa: E402
+from training.score import build_model_features, score_checkpoint  # noqa: E402
 
 FPRS = (0.0013, 0.01)
 COUNT_BINS = ((10, 30), (30, 100), (100, 1000), (1000, np.inf))
@@ -174,18 +174,18 @@ def main() -> None:
                                  "tpr_per_class": {c: float(df.filter(pl.col("class") == c)[flag].fill_null(False).mean()) for c in CLASSES}}
     store = open_store(test_store)
     null = null_lineage(store, args.null, 0)
-    tables = _uncalibrated_poisson(null_store(store, null), False)
+    tables = uncalibrated_poisson(null_store(store, null), False)
     check_store = null_store(store, null_lineage(store, args.check, 7), progress=True)
-    check = calibrate(_uncalibrated_poisson(check_store, True), tables, len(store.e_min))
+    check = calibrate(uncalibrated_poisson(check_store, True), tables, len(store.e_min))
     for flag in [f"{stat}_variable_3sigma" for stat in STATISTICS] + ["variable_3sigma"]:
         report["flags"][flag]["fresh_null"] = binomial(int(check[flag].sum()), check.height)
     constants_null = null_store(store, null)
-    check_net = _total_net_counts(check)
+    check_net = total_net_counts(check)
     for loss, ckpt in checkpoints.items():
-        ref = score_with_checkpoint(constants_null, str(ckpt.resolve()), progress=False).join(
-            _total_net_counts(tables), on="source_id")
+        ref = score_checkpoint(constants_null, str(ckpt.resolve())).join(
+            total_net_counts(tables), on="source_id")
         table = NullTable.build(ref["anomaly_score"].to_numpy(), ref["net_counts"].to_numpy(), ref["n_steps"].to_numpy())
-        fresh = score_with_checkpoint(check_store, str(ckpt.resolve()), progress=False).join(check_net, on="source_id")
+        fresh = score_checkpoint(check_store, str(ckpt.resolve())).join(check_net, on="source_id")
         fpp = table.fpp(fresh["anomaly_score"].to_numpy(), fresh["net_counts"].to_numpy(), fresh["n_steps"].to_numpy())
         report["flags"][vae_cols[loss]["flag"]]["fresh_null"] = binomial(int(np.sum(np.nan_to_num(fpp, nan=1.0) <= FPP_3SIGMA)), len(fpp))
 
@@ -236,6 +236,7 @@ def figures(args, run: Path, frame: pl.DataFrame, names: list[str], y: np.ndarra
 
     import torch
 
+    from etl.lightcurve import band_labels
     from training import plots
     from training.checkpoint import load_checkpoint, restore
     from training.config import config_from_dict
@@ -258,7 +259,7 @@ def figures(args, run: Path, frame: pl.DataFrame, names: list[str], y: np.ndarra
     records = reconstruct(model, store, top["source_id"].to_list(), cfg.max_len, cfg.target, torch.device("cpu"), cfg.time_inputs)
     for rec, p, c, n in zip(records, top[fpp], top["class"], top["net_counts"]):
         rec["score"], rec["source_id"] = float(p), f"{rec['source_id']}\n[{c}, {n:.0f} ct, FPP {p:.1e}]"
-    plots.save(plots.reconstruction_figure(records, plots.band_labels(store.e_min, store.e_max), title), run / "vae_only.png")
+    plots.save(plots.reconstruction_figure(records, band_labels(store.e_min, store.e_max), title), run / "vae_only.png")
     mu = get_features(test_store, ["vae_latent"]).collect().join(df.select("source_id", "class"), on="source_id").drop_nulls("mu_0")
     plots.save(plots.latent_figure(mu.select(pl.col("^mu_\\d+$")).to_numpy(), mu["class"].to_numpy(), "class", categorical=True),
                run / "latent_pca_by_class.png")

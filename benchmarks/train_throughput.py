@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_store  # noqa: E402
+from archives import ensure_store  # noqa: E402
 
 
 def project(store: str, seconds: float, max_len: int, device: str, gru: str = "fused") -> dict:

@@ -15,9 +15,10 @@ import uuid
 import numpy as np
 import polars as pl
 
+from common.location import filesystem, join
 from etl.errors import StoreError
 from etl.lightcurve import STATUS_OK, STATUS_REJECTED, mean_rate_columns  # noqa: F401 - re-exported
-from etl.location import filesystem, join
+from etl.naming import iau_name
 from etl.sky import HEALPIX_COLUMN, healpix_29
 
 CATALOG_FILE = "catalog.parquet"
@@ -29,7 +30,10 @@ CATALOG_SCHEMA: dict[str, pl.DataType] = {
     "reason": pl.String,  # "code: detail" for rejected rows, null for ok rows
     "file": pl.String,
     "flavour": pl.String,  # "rebinned" or "srctool"
-    "object": pl.String,  # OBJECT keyword as found (source_id differs for duplicates)
+    "object": pl.String,  # OBJECT keyword as found (DR1: the running number in the sky tile)
+    "iau_name": pl.String,  # 1eRASS Jhhmmss.s+ddmmss of (ra, dec), truncated as the eRASS1 catalogue's names
+    "error_convention": pl.String,  # where rate_errm/rate_errp came from (etl.reader.ERROR_CONVENTIONS)
+    "n_err_fallback": pl.Int64,  # exposed values whose error fell back to a later source (RATE_ERR, Gehrels)
     "content_hash": pl.String,  # xxh3-128 of the file's bytes
     "file_size": pl.Int64,
     "n_rows_file": pl.Int64,
@@ -112,6 +116,9 @@ def read_catalog(store_url: str, storage_options: dict | None = None) -> pl.Data
         cat = cat.with_columns(pl.lit(None, dtype=v).alias(k) for k, v in missing.items())
     if HEALPIX_COLUMN in missing:  # a catalog from before the sky index: computed on open, written by the next commit
         cat = with_sky_index(cat)
+    if "iau_name" in missing:  # likewise the name from the position (schema 3)
+        names = iau_name(cat["ra"].cast(pl.Float64).fill_null(np.nan).to_numpy(), cat["dec"].cast(pl.Float64).fill_null(np.nan).to_numpy())
+        cat = cat.with_columns(pl.Series("iau_name", names, pl.String).replace("", None))
     return cat
 
 

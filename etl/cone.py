@@ -14,7 +14,7 @@ import sys
 
 import polars as pl
 
-from etl.errors import EtlError
+from common import cli
 from etl.store import open_store
 
 
@@ -28,11 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="catalog columns to show, comma-separated (separation_arcsec is always shown)")
     p.add_argument("--out", help="also write every column of the matches to this Parquet file")
     args = p.parse_args(argv)
-    try:
-        found = open_store(args.store).cone(args.ra, args.dec, args.radius).collect()
-    except (EtlError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    found = open_store(args.store).cone(args.ra, args.dec, args.radius).collect()
     shown = [c for c in args.columns.split(",") if c in found.columns and c != "separation_arcsec"]
     with pl.Config(tbl_rows=50, tbl_cols=-1):
         print(found.select(*shown, "separation_arcsec"))
@@ -43,4 +39,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

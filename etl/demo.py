@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from common import cli
 from etl.ingest import ingest
 from etl.store import open_store
 from etl.synth import make_archive
@@ -87,4 +88,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -6,9 +6,11 @@ million files still says which one.
 
 from __future__ import annotations
 
+from common.errors import UserError
 
-class EtlError(Exception):
-    """Base class of every error raised by :mod:`etl`."""
+
+class EtlError(UserError):
+    """Base class of every error raised by :mod:`etl` (a user error: exit status 2 on the command line)."""
 
 
 class InvalidLightCurveError(EtlError):

@@ -19,6 +19,7 @@ a small damaged file claiming 10^9 rows costs nothing.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -41,30 +42,29 @@ class NotATable(Exception):
     """The HDU named RATE is not a binary table (an IMAGE, an ASCII TABLE...)."""
 
 
-class Header(dict):
+class Header(Mapping):
     """Header keywords -> values (str, bool, int, float); the first occurrence wins.
 
     Values are parsed when first asked for: a light-curve header has ~60 cards and the reader
-    needs ~25 of them, and parsing every card was the largest single cost of ingest.
+    needs ~25 of them, and parsing every card was the largest single cost of ingest. A read-only
+    :class:`~collections.abc.Mapping`: ``keys``, ``values``, ``items``, ``get`` and ``in`` all
+    see every card, parsed or not.
     """
 
     def __init__(self, raw: dict[str, str] | None = None):
-        super().__init__()
         self._raw = raw or {}
-
-    def __contains__(self, key) -> bool:
-        return key in self._raw
+        self._parsed: dict[str, object] = {}
 
     def __getitem__(self, key):
         try:
-            return dict.__getitem__(self, key)
+            return self._parsed[key]
         except KeyError:
             value = _parse_value(self._raw[key])
-            dict.__setitem__(self, key, value)
+            self._parsed[key] = value
             return value
 
-    def get(self, key, default=None):
-        return self[key] if key in self._raw else default
+    def __contains__(self, key) -> bool:
+        return key in self._raw
 
     def __iter__(self):
         return iter(self._raw)
@@ -72,11 +72,8 @@ class Header(dict):
     def __len__(self) -> int:
         return len(self._raw)
 
-    def keys(self):
-        return self._raw.keys()
-
-    def items(self):
-        return [(k, self[k]) for k in self._raw]
+    def __repr__(self) -> str:
+        return f"Header({dict(self.items())!r})"
 
 
 def header_int(header: Header, key: str, default: int | None = None) -> int:

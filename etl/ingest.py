@@ -10,38 +10,47 @@ its catalog row is skipped; a changed file replaces its row.
 
 Source ids
 ----------
-The id is the OBJECT keyword (the file name stem when OBJECT is empty). When two files of an
-archive carry the same id:
+For eSASS product names (``emNN_TTTTTT_020_LightCurve_NNNNN_cVVV...``) the id is the tile and
+the number, ``emNN_TTTTTT_NNNNN``: unique in the survey as the DR1 catalogue's DETUID, and the
+same whatever folder holds the file or in which order files are found (:mod:`etl.naming`).
+Other names: the OBJECT keyword, else the file name's stem. Files are taken in the order of
+their *names* (not paths), so when two files of an archive carry the same id:
 
-* identical content (a copy): the later file, in path order, is rejected as
-  ``duplicate_source`` with the first file's path in its reason;
-* different content (e.g. srctool's per-tile source numbers, or the same source in two
-  processings): both are kept, the later one under ``"{OBJECT}@{file stem}"``, and the
-  catalog's ``object`` column keeps the original OBJECT for both.
+* identical content (a copy): the later name is rejected as ``duplicate_source`` with the
+  first file's path in its reason;
+* different content (the same source in two processings or flavours, or two files with the
+  same OBJECT): both are kept, the later name under ``"{id}@{file stem}"``; the catalog's
+  ``object`` column keeps the OBJECT keyword as found.
 
-Earlier rows keep their ids, so ids stay stable when an archive grows.
+Committed rows keep their ids, so ids stay stable when an archive grows. Stores written before
+schema version 3 keep making ids from OBJECT (their ``id_scheme`` attribute), so nothing
+committed changes; ingest into a new store for the name-derived ids.
+
+``--bin eroday`` makes one bin per survey scan at ingest (:mod:`etl.binning`); a store holds one
+binning (``binning`` attribute) and refuses files ingested with another (exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import multiprocessing
 import os
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from etl.errors import EtlError, OptionError, StoreError
-from etl.lifeline import die_with_parent
+from common import cli
+from common.lifeline import die_with_parent
+from common.location import filesystem, is_url, resolve
+from common.pool import in_order
+from etl.binning import BINNINGS
+from etl.errors import OptionError, StoreError
 from etl.lightcurve import CHUNK_POINTS, FRACEXP_MIN, SHARD_POINTS
-from etl.location import filesystem, is_url
 from etl.parse import FileResult, ParsedBatch, catalog_path, hash_bytes, parse_batch, parse_file  # noqa: F401 - public API
 
 if TYPE_CHECKING:
@@ -58,29 +67,37 @@ BATCH_SIZE = 500
 FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fts", ".fts.gz", ".lc", ".lc.gz")
 
 
+def _by_name(path: str) -> tuple[str, str]:
+    return os.path.basename(path), path
+
+
 def discover(archive: str, storage_options: dict | None = None) -> list[str]:
-    """Every light-curve file under ``archive`` (recursively), sorted by path.
+    """Every light-curve file under ``archive`` (recursively), sorted by file name, then path.
+
+    By name, not path: which of two files with one source id keeps the plain id must not depend
+    on the folders they sit in.
 
     Raises
     ------
     StoreError
         When the archive does not exist or is not a directory.
     """
+    archive = resolve(archive)
     if not is_url(archive):
         if not os.path.isdir(archive):
             raise StoreError(archive, "archive directory does not exist")
-        return sorted(_walk_local(os.path.abspath(archive)))
+        return sorted(_walk_local(os.path.abspath(archive)), key=_by_name)
     fs, root, local = filesystem(archive, storage_options)
     if not fs.isdir(root):
         raise StoreError(archive, "archive directory does not exist")
     files = [p for p in fs.find(root) if p.lower().endswith(FITS_SUFFIXES)]
     if local:
-        return sorted(files)
-    return sorted(fs.unstrip_protocol(p) for p in files)
+        return sorted(files, key=_by_name)
+    return sorted((fs.unstrip_protocol(p) for p in files), key=_by_name)
 
 
-#: Where parse_batch runs: (batches, known_hashes, fracexp_min) -> ParsedBatch per batch, in order.
-BatchRunner = Callable[[list[list[str]], Callable[[list[str]], list], float], Iterator[ParsedBatch]]
+#: Where parse_batch runs: (batches, known_hashes, fracexp_min, binning) -> ParsedBatch per batch, in order.
+BatchRunner = Callable[[list[list[str]], Callable[[list[str]], list], float, str], Iterator[ParsedBatch]]
 
 
 def ingest(
@@ -96,6 +113,7 @@ def ingest(
     on_batch: Callable[[IngestSummary], None] | None = None,
     chunk_points: int = CHUNK_POINTS,
     batch_runner: BatchRunner | None = None,
+    binning: str = "none",
 ) -> "IngestSummary":
     """Ingest every light-curve file under ``archive`` into ``store``.
 
@@ -119,8 +137,10 @@ def ingest(
         Called with the running summary after each batch (progress lines in flows).
     chunk_points : int
         Points per Zarr chunk of a new store (see :mod:`etl.writer`).
+    binning : {"none", "eroday"}
+        ``eroday``: one bin per survey scan (:mod:`etl.binning`); a store holds one binning.
     batch_runner : callable, optional
-        ``batch_runner(batches, known_hashes, fracexp_min)`` yields one :class:`ParsedBatch`
+        ``batch_runner(batches, known_hashes, fracexp_min, binning)`` yields one :class:`ParsedBatch`
         per batch, in order; it decides where :func:`parse_batch` runs. Default: this process
         (``workers=1``) or a pool of ``workers`` spawned processes. Prefect flows pass one
         that submits Prefect tasks (threads, Dask...).
@@ -141,9 +161,9 @@ def ingest(
     from etl.lock import StoreLock
 
     started = time.perf_counter()
-    archive, store = os.fspath(archive), os.fspath(store)
+    archive, store = resolve(archive), resolve(store)
     check_options(workers=workers, batch_size=batch_size, fracexp_min=fracexp_min, flush_points=flush_points,
-                  flush_seconds=flush_seconds, chunk_points=chunk_points)
+                  flush_seconds=flush_seconds, chunk_points=chunk_points, binning=binning)
     files = discover(archive, storage_options)
     if not is_url(store):
         try:
@@ -153,12 +173,12 @@ def ingest(
         if not os.access(store, os.W_OK):
             raise StoreError(store, "store directory is not writable")
     with StoreLock(store, storage_options):
-        ing = Ingestor(store, fracexp_min, storage_options, flush_points, flush_seconds, chunk_points)
+        ing = Ingestor(store, fracexp_min, storage_options, flush_points, flush_seconds, chunk_points, binning)
         batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
         bar = tqdm(total=len(files), desc="ingest", unit="file", disable=not progress, mininterval=0.5)
         try:
-            runner = batch_runner or (lambda b, k, f: run_batches_locally(b, k, f, workers))
-            for parsed in runner(batches, ing.known_hashes, fracexp_min):
+            runner = batch_runner or (lambda b, k, f, binned: run_batches_locally(b, k, f, workers, binned))
+            for parsed in runner(batches, ing.known_hashes, fracexp_min, binning):
                 ing.add(parsed)
                 bar.update(len(parsed.results))
                 if on_batch is not None:
@@ -193,7 +213,8 @@ def _walk_local(root: str) -> Iterator[str]:
 
 
 def check_options(workers: int = 1, batch_size: int = BATCH_SIZE, fracexp_min: float = FRACEXP_MIN,
-                  flush_points: int = SHARD_POINTS, flush_seconds: float = 30.0, chunk_points: int = CHUNK_POINTS) -> None:
+                  flush_points: int = SHARD_POINTS, flush_seconds: float = 30.0, chunk_points: int = CHUNK_POINTS,
+                  binning: str = "none") -> None:
     """Refuse option values that cannot work, before anything is touched.
 
     Raises
@@ -208,34 +229,23 @@ def check_options(workers: int = 1, batch_size: int = BATCH_SIZE, fracexp_min: f
         raise OptionError(f"fracexp_min must be a number in [0, 1], got {fracexp_min!r}")
     if not flush_seconds >= 0:
         raise OptionError(f"flush_seconds must be >= 0, got {flush_seconds!r}")
+    if binning not in BINNINGS:
+        raise OptionError(f"bin must be one of {', '.join(BINNINGS)}, got {binning!r}")
 
 
-def in_order(submit: Callable, items: Iterable, in_flight: int) -> Iterator:
-    """Submit ``items`` with at most ``in_flight`` pending; yield their results in order.
-
-    ``submit(item)`` returns a future (``concurrent.futures`` or Prefect's: anything with
-    ``.result()``). Bounding what is in flight bounds memory whatever the archive's size.
-    """
-    todo = iter(items)
-    window: deque = deque(submit(item) for item in itertools.islice(todo, max(in_flight, 1)))
-    while window:
-        result = window.popleft().result()
-        for item in itertools.islice(todo, 1):
-            window.append(submit(item))
-        yield result
-
-
-def run_batches_locally(batches: list[list[str]], known_hashes, fracexp_min: float, workers: int) -> Iterator[ParsedBatch]:
+def run_batches_locally(batches: list[list[str]], known_hashes, fracexp_min: float, workers: int,
+                        binning: str = "none") -> Iterator[ParsedBatch]:
     """Yield parse results batch by batch, in order, with at most 2 x workers batches in flight."""
     if workers <= 1:
         for batch in batches:
-            yield parse_batch(batch, known_hashes(batch), fracexp_min)
+            yield parse_batch(batch, known_hashes(batch), fracexp_min, binning)
         return
     # spawn: the parent holds a Zarr event-loop thread, which fork would copy half-alive.
     ctx = multiprocessing.get_context("spawn")
     # Workers exit when this process dies, even by kill -9 (and with them the resource tracker).
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
-        yield from in_order(lambda batch: pool.submit(parse_batch, batch, known_hashes(batch), fracexp_min), batches, 2 * workers)
+        yield from in_order(lambda batch: pool.submit(parse_batch, batch, known_hashes(batch), fracexp_min, binning), batches,
+                            2 * workers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,19 +259,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flush-points", type=int, default=SHARD_POINTS,
                         help=f"commit after this many new points (default {SHARD_POINTS}, one shard)")
     parser.add_argument("--flush-seconds", type=float, default=30.0, help="commit at least this often (default 30 s)")
+    parser.add_argument("--bin", default="none", dest="binning",
+                        help="'none' (default: the files' own bins) or 'eroday' (one bin per survey scan); a store holds one")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        check_options(args.workers, args.batch_size, args.fracexp_min, args.flush_points, args.flush_seconds)
+        check_options(args.workers, args.batch_size, args.fracexp_min, args.flush_points, args.flush_seconds,
+                      binning=args.binning)
     except OptionError as exc:
         parser.error(str(exc).replace("_", "-"))
-    try:
-        summary = ingest(args.archive, args.store, workers=args.workers, fracexp_min=args.fracexp_min,
-                         batch_size=args.batch_size, progress=not args.quiet,
-                         flush_points=args.flush_points, flush_seconds=args.flush_seconds)
-    except EtlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    summary = ingest(args.archive, args.store, workers=args.workers, fracexp_min=args.fracexp_min,
+                     batch_size=args.batch_size, progress=not args.quiet,
+                     flush_points=args.flush_points, flush_seconds=args.flush_seconds, binning=args.binning)
     print(summary.line())
     if summary.rejected_files:
         shown = summary.rejected_files[:10]
@@ -274,4 +283,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from common.location import resolve
 from etl.catalog import STATUS_OK, STATUS_REJECTED, catalog_frame, empty_catalog, read_catalog, write_catalog
-from etl.lightcurve import CHUNK_POINTS, FRACEXP_MIN, POINT_COLUMNS, SHARD_POINTS
+from etl.lightcurve import CHUNK_POINTS, FRACEXP_MIN, POINT_COLUMNS, SHARD_POINTS, mean_rate_columns, mean_rates
+from etl.naming import source_id_of, stem
 from etl.parse import FileResult, ParsedBatch, catalog_path
-from etl.reader import source_id_from_name
 from etl.writer import StoreWriter
 
 
@@ -54,10 +55,12 @@ class Ingestor:
     """
 
     def __init__(self, store: str, fracexp_min: float = FRACEXP_MIN, storage_options: dict | None = None,
-                 flush_points: int = SHARD_POINTS, flush_seconds: float = 30.0, chunk_points: int = CHUNK_POINTS):
-        self.store = str(store)
+                 flush_points: int = SHARD_POINTS, flush_seconds: float = 30.0, chunk_points: int = CHUNK_POINTS,
+                 binning: str = "none"):
+        self.store = resolve(store)
         self.storage_options = storage_options or {}
-        self.writer = StoreWriter(self.store, fracexp_min, self.storage_options, chunk_points)
+        self.writer = StoreWriter(self.store, fracexp_min, self.storage_options, chunk_points, binning)
+        self.id_scheme = self.writer.attrs.get("id_scheme", "object")
         bands = self.writer.bands
         self.n_bands = 0 if bands is None else len(bands[0])
         catalog = read_catalog(self.store, self.storage_options)
@@ -120,6 +123,31 @@ class Ingestor:
         if self.buffered >= self.flush_points or time.monotonic() - self.last_commit >= self.flush_seconds:
             self.commit()
 
+    def add_lightcurves(self, rows: list[dict], columns: dict[str, np.ndarray], lengths: np.ndarray) -> None:
+        """Add light curves made by code instead of read from files (simulations, derived stores).
+
+        Parameters
+        ----------
+        rows : list of dict
+            One catalog row per light curve: ``source_id`` and ``file`` (unique names), any other
+            catalog column (:data:`etl.catalog.CATALOG_SCHEMA`); ``n_points`` and the per-band
+            ``mean_rate_b{k}`` are filled in from the points.
+        columns : dict of str to ndarray
+            Every column of :data:`etl.lightcurve.POINT_COLUMNS`, the light curves back to back,
+            shape (P,) or (P, B).
+        lengths : ndarray of int, shape (N,)
+            Points per light curve (sum P).
+        """
+        lengths = np.asarray(lengths, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        results = []
+        for row, lo, n in zip(rows, offsets[:-1].tolist(), lengths.tolist()):
+            rates = mean_rates(columns["rate"][lo : lo + n])
+            full = {**dict(zip(mean_rate_columns(len(rates)), rates.tolist())), **row, "n_points": n}
+            results.append(FileResult(row["file"], row.get("content_hash"), int(row.get("file_size") or 0), STATUS_OK, full,
+                                      span=(lo, n)))
+        self.add(ParsedBatch(results, columns))
+
     def _release(self, file: str) -> None:
         """A changed file gives up its old id (its old points become dead space)."""
         old = self.id_of_file.pop(file, None)
@@ -142,14 +170,15 @@ class Ingestor:
                 store_bands = ", ".join(f"{a:g}-{b:g}" for a, b in zip(*bands))
                 file_bands = ", ".join(f"{a:g}-{b:g}" for a, b in zip(row["e_min"], row["e_max"]))
                 return f"band_mismatch: file bands [{file_bands}] keV differ from the store's [{store_bands}] keV"
+        if self.id_scheme != "name":  # a store from before name-derived ids keeps making ids its way
+            row["source_id"] = source_id_of(res.file, row.get("object") or "", self.id_scheme)
         wanted = row["source_id"]
         holder = self.ids.get(wanted)
         if holder is None:
             return None
         if holder[1] == res.content_hash:
             return f"duplicate_source: identical content to {holder[0]} (source {wanted})"
-        stem = source_id_from_name(res.file)
-        candidate = f"{wanted}@{stem}"
+        candidate = f"{wanted}@{stem(res.file)}"
         if candidate in self.ids:
             candidate = f"{candidate}@{res.content_hash[:8]}"
         row["source_id"] = candidate

@@ -53,6 +53,9 @@ POINT_DESCRIPTIONS: dict[str, str] = {
 }
 
 SECONDS_PER_DAY = 86400.0
+#: One survey revolution ("eroday"): eRASS scans a great circle every 4 h, so a source is seen for
+#: ~40 s every 4 h while it lies on the scanned strip.
+ERODAY_S = 14400.0
 
 #: Points per chunk (the unit of reading and decoding) and per shard (the unit of writing: one
 #: file or object) of a new store. 16384 points of a banded float32 column decode to 192 KiB.
@@ -69,6 +72,19 @@ def mean_rate_columns(n_bands: int) -> list[str]:
     return [f"mean_rate_b{i}" for i in range(1, n_bands + 1)]
 
 
+def mean_rates(rate: np.ndarray) -> np.ndarray:
+    """Per-band mean of the finite rates of one light curve, (T, B) -> (B,); NaN for a band with none."""
+    finite = np.isfinite(rate)
+    sums = np.where(finite, rate, 0.0).sum(axis=0, dtype="f8")
+    n_finite = finite.sum(axis=0)
+    return np.where(n_finite > 0, sums / np.maximum(n_finite, 1), np.nan)  # an all-NaN band: NaN, no warning
+
+
+def band_labels(e_min, e_max) -> list[str]:
+    """``["0.2-0.6 keV", ...]``: how every figure and table names the bands."""
+    return [f"{lo:g}-{hi:g} keV" for lo, hi in zip(e_min, e_max)]
+
+
 @dataclass
 class LightCurve:
     """One source's light curve after validation.
@@ -76,7 +92,8 @@ class LightCurve:
     Attributes
     ----------
     source_id : str
-        Catalog id (OBJECT keyword, or file name stem).
+        Catalog id (:func:`etl.naming.source_id_of`: tile and number for eSASS names, else the
+        OBJECT keyword, else the file name's stem).
     file : str
         Path or URL it was read from.
     flavour : str
@@ -85,6 +102,13 @@ class LightCurve:
         Band edges in keV, from the ``E_MIN{i}`` / ``E_MAX{i}`` keywords.
     ra, dec : float
         Source position (deg), NaN when the header lacks RA_OBJ / DEC_OBJ.
+    object : str
+        The OBJECT keyword as found (DR1: the source's running number in its sky tile).
+    error_convention : str
+        Where ``rate_errm`` / ``rate_errp`` came from (:data:`etl.reader.ERROR_CONVENTIONS`).
+    n_err_fallback : int
+        Exposed values whose error came from a later source in that order (e.g. RATE_ERR or
+        Gehrels where the estimated errors are NaN).
     pos_err : float
         1-sigma position error (arcsec, radial: sqrt(sigma_RA^2 + sigma_Dec^2)) from the POS_ERR
         keyword, named as the eRASS1 catalogue's column (Merloni et al. 2024, A&A 682, A34);
@@ -112,6 +136,9 @@ class LightCurve:
     mjdref: float = float("nan")
     timesys: str = ""
     pos_err: float = float("nan")
+    object: str = ""
+    error_convention: str = ""
+    n_err_fallback: int = 0
 
     def __getattr__(self, name: str) -> np.ndarray:
         # Columns read as attributes (lc.rate, lc.time) without duplicating nine properties.
@@ -128,6 +155,48 @@ class LightCurve:
         any other scale. All NaN when the file carried no MJDREF.
         """
         return self.mjdref + self.columns["time"] / SECONDS_PER_DAY
+
+    def to_timeseries(self):
+        """The light curve as an :class:`astropy.timeseries.TimeSeries`, ready for astropy's periodograms and plots.
+
+        ``time`` is each bin's centre as :class:`astropy.time.Time` in the file's time system
+        (TIMESYS, ``TT`` for eROSITA; TT when the file named none) from MJDREF; columns are
+        :class:`~astropy.units.Quantity`: ``timedel`` (s), and per band ``k`` (1-based, as the
+        catalog's ``mean_rate_b{k}``) ``rate_b{k}``, ``rate_errm_b{k}``, ``rate_errp_b{k}`` (ct/s),
+        ``counts_b{k}``, ``back_counts_b{k}`` (ct), ``fracexp_b{k}``, plus ``backratio``; each band
+        column's description gives its energy range, and ``meta`` the source, bands and MJDREF.
+        Only the columns this light curve was read with are present.
+
+        Raises
+        ------
+        ValueError
+            When the light curve has no time reference (no MJDREF in its file).
+        """
+        import astropy.units as u
+        from astropy.time import Time, TimeDelta
+        from astropy.timeseries import TimeSeries
+
+        if not np.isfinite(self.mjdref):
+            raise ValueError(f"{self.source_id}: no MJDREF, so its times cannot be placed on a time scale")
+        scale = (self.timesys or "TT").lower()
+        centre = self.columns["time"] + 0.5 * self.columns.get("timedel", np.zeros(self.n_points))
+        time = Time(self.mjdref, format="mjd", scale=scale) + TimeDelta(centre, format="sec")
+        units = {"rate": u.ct / u.s, "rate_errm": u.ct / u.s, "rate_errp": u.ct / u.s, "counts": u.ct,
+                 "back_counts": u.ct, "fracexp": u.dimensionless_unscaled}
+        bands = band_labels(self.e_min, self.e_max)
+        ts = TimeSeries(time=time, meta={"source_id": self.source_id, "bands": bands, "mjdref": self.mjdref,
+                                         "timesys": scale.upper(), "file": self.file})
+        if "timedel" in self.columns:
+            ts["timedel"] = self.columns["timedel"] * u.s
+        for name, unit in units.items():
+            if name not in self.columns:
+                continue
+            for k, label in enumerate(bands):
+                ts[f"{name}_b{k + 1}"] = np.asarray(self.columns[name][:, k], dtype="f8") * unit
+                ts[f"{name}_b{k + 1}"].info.description = f"{POINT_DESCRIPTIONS[name]}, {label}"
+        if "backratio" in self.columns:
+            ts["backratio"] = self.columns["backratio"] * u.dimensionless_unscaled
+        return ts
 
     @property
     def n_points(self) -> int:

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import xxhash
 
+from common.location import is_url
+from etl.binning import bin_erodays
 from etl.errors import InvalidLightCurveError
-from etl.lightcurve import POINT_COLUMNS, SECONDS_PER_DAY, STATUS_OK, STATUS_REJECTED, mean_rate_columns
-from etl.location import is_url
-from etl.reader import FALLBACKS, MAX_FILE_BYTES, check_size, read_lightcurve, read_regular_file, source_id_from_name
+from etl.lightcurve import POINT_COLUMNS, SECONDS_PER_DAY, STATUS_OK, STATUS_REJECTED, mean_rate_columns, mean_rates
+from etl.naming import iau_name, source_id_of
+from etl.reader import FALLBACKS, MAX_FILE_BYTES, check_size, read_lightcurve, read_regular_file
 
 
 @dataclass
@@ -81,8 +83,9 @@ def read_file_bytes(file: str) -> bytes:
         return check_size(fh.read(MAX_FILE_BYTES + 1), file)
 
 
-def parse_file(file: str, known_hash: str | None, fracexp_min: float) -> FileResult:
-    """Hash one file and, unless its hash is ``known_hash``, read and validate it.
+def parse_file(file: str, known_hash: str | None, fracexp_min: float, binning: str = "none") -> FileResult:
+    """Hash one file and, unless its hash is ``known_hash``, read and validate it (and bin it by
+    scan with ``binning="eroday"``, :mod:`etl.binning`).
 
     Never raises for bad content or odd file-system entries: they become ``rejected``
     results with the path as found.
@@ -92,7 +95,7 @@ def parse_file(file: str, known_hash: str | None, fracexp_min: float) -> FileRes
         raw = read_file_bytes(file)
     except Exception as exc:  # noqa: BLE001 - network or permission errors of one file never stop the run
         reason = exc.reason if isinstance(exc, InvalidLightCurveError) else f"unreadable: {type(exc).__name__}: {exc}"
-        row = {"file": shown, "source_id": catalog_path(source_id_from_name(file)), "reason": reason}
+        row = {"file": shown, "source_id": catalog_path(source_id_of(file)), "reason": reason}
         return FileResult(shown, None, 0, STATUS_REJECTED, row)
     digest = hash_bytes(raw)
     if digest == known_hash:
@@ -100,20 +103,26 @@ def parse_file(file: str, known_hash: str | None, fracexp_min: float) -> FileRes
     base = {"file": shown, "content_hash": digest, "file_size": len(raw)}
     try:
         lc = read_lightcurve(file, fracexp_min=fracexp_min, raw=raw)
+        if binning == "eroday":
+            binned = bin_erodays(lc)
+            if binned is None:
+                raise InvalidLightCurveError(file, "no_exposed_rows", "no survey scan has exposure in any band",
+                                             source_id=lc.source_id)
+            lc = binned
     except InvalidLightCurveError as exc:
-        row = base | {"source_id": catalog_path(exc.source_id or source_id_from_name(file)), "reason": exc.reason.replace(file, shown)}
+        row = base | {"source_id": catalog_path(exc.source_id or source_id_of(file)), "reason": exc.reason.replace(file, shown)}
         return FileResult(shown, digest, len(raw), STATUS_REJECTED, row)
     cols = lc.columns
     time_ = cols["time"]
-    finite = np.isfinite(cols["rate"])
-    sums = np.where(finite, cols["rate"], 0.0).sum(axis=0, dtype="f8")
-    n_finite = finite.sum(axis=0)
-    means = np.where(n_finite > 0, sums / np.maximum(n_finite, 1), np.nan)  # an all-NaN band: NaN, no warning
+    means = mean_rates(cols["rate"])
     t_stop = float(time_[-1] + cols["timedel"][-1])
     row = base | {
         "source_id": catalog_path(lc.source_id),
-        "object": catalog_path(lc.source_id),
+        "object": catalog_path(lc.object) or None,
+        "iau_name": iau_name(lc.ra, lc.dec) or None,
         "flavour": lc.flavour,
+        "error_convention": lc.error_convention,
+        "n_err_fallback": lc.n_err_fallback,
         "n_rows_file": lc.n_rows_file,
         "n_points": lc.n_points,
         "e_min": lc.e_min.tolist(),
@@ -132,10 +141,10 @@ def parse_file(file: str, known_hash: str | None, fracexp_min: float) -> FileRes
     return FileResult(shown, digest, len(raw), STATUS_OK, row, cols)
 
 
-def parse_batch(files: list[str], known_hashes: list[str | None], fracexp_min: float) -> ParsedBatch:
+def parse_batch(files: list[str], known_hashes: list[str | None], fracexp_min: float, binning: str = "none") -> ParsedBatch:
     """Parse a batch of files (the unit of work of a worker process or a Prefect task)."""
     before = sum(FALLBACKS.values())
-    results = [parse_file(f, h, fracexp_min) for f, h in zip(files, known_hashes)]
+    results = [parse_file(f, h, fracexp_min, binning) for f, h in zip(files, known_hashes)]
     ok = [r for r in results if r.columns is not None]
     start = 0
     for r in ok:

@@ -19,13 +19,14 @@ import os
 import stat
 import tempfile
 import zlib
-from pathlib import Path
 
 import numpy as np
 
 from etl import fitstable
 from etl.errors import InvalidLightCurveError
 from etl.lightcurve import FRACEXP_MIN, LightCurve
+from etl.naming import source_id_of
+from etl.poisson import gehrels_errors
 
 #: Every reason code the reader (and ingest) can put in the catalog, with its meaning.
 REJECT_CODES: dict[str, str] = {
@@ -107,15 +108,6 @@ def _gunzip(raw: bytes, file: str) -> bytes:
         out.append(chunk)
         rest = inflater.unused_data
     return b"".join(out)
-
-
-def source_id_from_name(path: str | os.PathLike) -> str:
-    """Source id fallback: the file name without ``.fits``/``.fits.gz`` and similar endings."""
-    name = Path(path).name
-    for suffix in (".gz", ".fits", ".fit", ".fts", ".lc"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return name
 
 
 def read_lightcurve(path: str | os.PathLike, fracexp_min: float = FRACEXP_MIN, raw: bytes | None = None) -> LightCurve:
@@ -289,26 +281,28 @@ def _read_with_fitsio(file: str, data: bytes, fracexp_min: float, why: str = "re
 def _validate(file: str, table: _Table, fracexp_min: float) -> LightCurve:
     header = table.header
     object_name = _text(header.get("OBJECT", ""))
-    source_id = object_name or source_id_from_name(file)
+    source_id = source_id_of(file, object_name)
 
     def reject(code: str, detail: str) -> InvalidLightCurveError:
         return InvalidLightCurveError(file, code, detail, source_id=source_id)
 
     flavour, err_cols = _flavour(table, reject)
     values = _header_values(table, reject)
-    columns, n_rows = _rows(table, flavour, err_cols, values, fracexp_min, reject)
-    return LightCurve(source_id=source_id, file=file, flavour=flavour, e_min=values["e_min"], e_max=values["e_max"],
+    columns, n_rows, convention, fallbacks = _rows(table, flavour, err_cols, values, fracexp_min, reject)
+    return LightCurve(source_id=source_id, object=object_name, file=file, flavour=flavour, e_min=values["e_min"], e_max=values["e_max"],
                       ra=values["ra"], dec=values["dec"], columns=columns, n_rows_file=n_rows,
-                      mjdref=values["mjdref"], timesys=values["timesys"], pos_err=values["pos_err"])
+                      mjdref=values["mjdref"], timesys=values["timesys"], pos_err=values["pos_err"],
+                      error_convention=convention, n_err_fallback=fallbacks)
 
 
 def _flavour(table: _Table, reject) -> tuple[str, tuple[str, ...]]:
-    """``rebinned`` (RATE_ERRM/RATE_ERRP) or ``srctool`` (RATE_ERR), and the error columns; checks columns."""
+    """``rebinned`` (RATE_ERRM/RATE_ERRP) or ``srctool`` (RATE_ERR, and the DR1 release's estimated
+    RATE_ESTPOSERR/RATE_ESTNEGERR when present), and the error columns; checks columns."""
     names = table.names
     if {"RATE_ERRM", "RATE_ERRP"} <= names:
         flavour, err_cols = "rebinned", ("RATE_ERRM", "RATE_ERRP")
     elif "RATE_ERR" in names:
-        flavour, err_cols = "srctool", ("RATE_ERR",)
+        flavour, err_cols = "srctool", ("RATE_ERR", *[c for c in ESTIMATED if c in names])
     else:
         raise reject("missing_columns", "neither RATE_ERR nor RATE_ERRM/RATE_ERRP")
     missing = [c for c in _COMMON if c not in names]
@@ -392,23 +386,15 @@ def _rows(table: _Table, flavour: str, err_cols: tuple[str, ...], values: dict, 
     counts = data["COUNTS"][keep].astype("f4")
     timedel_k = timedel[keep]
     fracexp_k = fracexp[keep]
-    if flavour == "rebinned":
-        errm = data["RATE_ERRM"][keep].astype("f4")
-        errp = data["RATE_ERRP"][keep].astype("f4")
-    else:
-        err = data["RATE_ERR"][keep].astype("f4")
-        errm, errp = err.copy(), err.copy()
-        missing_err = np.isnan(err)
-        if missing_err.any():
-            lo, hi = gehrels_errors(counts)
-            exposure = (timedel_k[:, None] * fracexp_k).astype("f4")
-            with np.errstate(divide="ignore", invalid="ignore"):
-                errm[missing_err] = (lo / exposure)[missing_err]
-                errp[missing_err] = (hi / exposure)[missing_err]
+    exposed = fracexp_k > 0
+    # a band without exposure in a kept row holds NaN or +inf (eSASS divides by zero): no measurement
+    rate_k = np.where(exposed & np.isfinite(rate[keep]), rate[keep], np.nan).astype("f4")
+    errm, errp, convention, fallbacks = _errors({c: data[c][keep] for c in err_cols}, counts, timedel_k, fracexp_k)
+    errm, errp = np.where(exposed, errm, np.nan).astype("f4"), np.where(exposed, errp, np.nan).astype("f4")
     columns = {
         "time": time[keep],
         "timedel": timedel_k,
-        "rate": rate[keep],
+        "rate": rate_k,
         "rate_errm": errm,
         "rate_errp": errp,
         "counts": counts,
@@ -416,21 +402,45 @@ def _rows(table: _Table, flavour: str, err_cols: tuple[str, ...], values: dict, 
         "fracexp": fracexp_k,
         "backratio": data["BACKRATIO"][keep].astype("f8"),
     }
-    return columns, int(n_rows)
+    return columns, int(n_rows), convention, fallbacks
 
 
-def gehrels_errors(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gehrels (1986) approximate 1-sigma Poisson errors on counts.
+#: The DR1 release's estimated asymmetric errors (RATE_ESTNEGERR stored as negative numbers).
+ESTIMATED = ("RATE_ESTPOSERR", "RATE_ESTNEGERR")
+#: How a file's errors were read (catalog column ``error_convention``), in the order tried per value.
+ERROR_CONVENTIONS = {
+    "errm_errp": "RATE_ERRM / RATE_ERRP (eRebin)",
+    "estimated": "|RATE_ESTNEGERR| / RATE_ESTPOSERR, else RATE_ERR, else Gehrels (1986) from COUNTS",
+    "rate_err": "RATE_ERR on both sides, else Gehrels (1986) from COUNTS",
+    "gehrels": "Gehrels (1986) from the summed COUNTS (eroday bins made at ingest)",
+}
 
-    Returns
-    -------
-    lower, upper : ndarray
-        ``sqrt(N - 0.25)`` (0 for N < 0.25) and ``1 + sqrt(N + 0.75)``.
+
+def _errors(cols: dict[str, np.ndarray], counts: np.ndarray, timedel: np.ndarray, fracexp: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, str, int]:
+    """Lower and upper rate errors (T, B), the convention and how many values fell back to a later source.
+
+    Per value, in order: the estimated asymmetric errors (absolute values) where the file has them,
+    else RATE_ERR for both sides, else Gehrels' (1986) count errors over the exposure
+    ``TIMEDEL x FRACEXP``; eRebin's RATE_ERRM / RATE_ERRP as they are. Only exposed values count as
+    fallbacks (an unexposed band has no rate to err on).
     """
-    n = np.asarray(counts, dtype="f8")
-    lower = np.sqrt(np.clip(n - 0.25, 0.0, None))
-    upper = 1.0 + np.sqrt(np.clip(n, 0.0, None) + 0.75)
-    return lower, upper
+    if "RATE_ERRM" in cols:
+        return cols["RATE_ERRM"].astype("f4"), cols["RATE_ERRP"].astype("f4"), "errm_errp", 0
+    err = cols["RATE_ERR"].astype("f8")
+    lo, hi = gehrels_errors(counts)
+    exposure = timedel[:, None] * fracexp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo, hi = lo / exposure, hi / exposure
+    estimated = all(c in cols for c in ESTIMATED)
+    sides = []
+    for first, gehrels in ((np.abs(cols["RATE_ESTNEGERR"].astype("f8")) if estimated else err, lo),
+                           (np.abs(cols["RATE_ESTPOSERR"].astype("f8")) if estimated else err, hi)):
+        value = np.where(np.isfinite(first), first, err)
+        sides.append(np.where(np.isfinite(value), value, gehrels).astype("f4"))
+    primary = np.abs(cols["RATE_ESTPOSERR"]) if estimated else err
+    fallbacks = int(np.sum((fracexp > 0) & ~np.isfinite(primary)))
+    return sides[0], sides[1], "estimated" if estimated else "rate_err", fallbacks
 
 
 def _text(value) -> str:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from etl.errors import OptionError
+
 #: HATS's spatial-index order and column name.
 HEALPIX_ORDER = 29
 HEALPIX_COLUMN = "_healpix_29"
@@ -53,21 +55,21 @@ def angular_separation(ra1, dec1, ra2, dec2) -> np.ndarray:
 
 
 def check_cone(ra: float, dec: float, radius_arcsec: float) -> tuple[float, float, float]:
-    """Validated cone: RA wrapped into [0, 360), Dec in [-90, 90], radius > 0 (ValueError otherwise)."""
+    """Validated cone: RA wrapped into [0, 360), Dec in [-90, 90], radius > 0 (:class:`~etl.errors.OptionError`, a ValueError, otherwise)."""
     values = {"ra": ra, "dec": dec, "radius_arcsec": radius_arcsec}
     for name, value in values.items():
         try:
             values[name] = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a number, not {value!r}") from None
+            raise OptionError(f"{name} must be a number, not {value!r}") from None
         if not np.isfinite(values[name]):
-            raise ValueError(f"{name} must be finite, not {value!r}")
+            raise OptionError(f"{name} must be finite, not {value!r}")
     if abs(values["dec"]) > 90.0:
-        raise ValueError(f"dec must be within [-90, 90] deg, not {dec!r}")
+        raise OptionError(f"dec must be within [-90, 90] deg, not {dec!r}")
     if values["radius_arcsec"] <= 0:
-        raise ValueError(f"radius must be > 0 arcsec, not {radius_arcsec!r}")
+        raise OptionError(f"radius must be > 0 arcsec, not {radius_arcsec!r}")
     if values["radius_arcsec"] > 180 * 3600:
-        raise ValueError(f"radius must be at most 180 deg, not {radius_arcsec!r} arcsec")
+        raise OptionError(f"radius must be at most 180 deg, not {radius_arcsec!r} arcsec")
     return values["ra"] % 360.0, values["dec"], values["radius_arcsec"]
 
 

@@ -15,24 +15,29 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import xxhash
 import zarr
 
+from common.location import is_url, resolve
+from common.pool import in_order
 from etl.catalog import STATUS_OK, catalog_url, read_catalog
 from etl.errors import SchemaVersionError, SourceNotFoundError, StoreError
 from etl.lightcurve import POINT_COLUMNS, LightCurve
-from etl.location import is_url  # noqa: F401 - part of this module's API
 from etl.sky import HEALPIX_COLUMN, SkyIndex, angular_separation, check_cone, cone_ranges
 
 #: 2: time reference columns in the catalog (mjdref, timesys, mjd_start, mjd_stop), units on
 #: the arrays, band edges as coordinate arrays, append-only shards. Version 1 stores are read
 #: as they are (the new catalog columns read as null) and upgraded by the next ingest.
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: 3: the catalog's iau_name, error_convention and n_err_fallback; the ``binning`` and ``id_scheme``
+#: attributes (ids from eSASS file names in new stores; upgraded stores keep their OBJECT ids).
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 POINTS_GROUP = "points"
 #: Coordinate arrays of the band dimension in the points group (keV).
 BAND_ARRAYS = ("e_min", "e_max")
@@ -150,7 +155,7 @@ class LightCurveStore:
     """A light-curve store opened for reading; see :func:`open_store`."""
 
     def __init__(self, url: str, cache_bytes: int = DEFAULT_CACHE_BYTES, storage_options: dict | None = None):
-        self.url = str(url)
+        self.url = resolve(url)
         self.storage_options = storage_options or {}
         self.cache = ChunkCache(cache_bytes)
         self._index: dict[str, int] | None = None
@@ -184,6 +189,7 @@ class LightCurveStore:
             raise StoreError(self.url, "store has no catalog.parquet (never committed an ingest)")
         self._catalog = cat
         self._ok = cat.filter(pl.col("status") == STATUS_OK).rechunk()  # one chunk: row gathers (cone) stay O(rows)
+        self._in_order = None
         self._index = None
         self._sky = None  # the sorted sky index, built by the first cone search
         self.cache.clear()
@@ -217,6 +223,58 @@ class LightCurveStore:
             ids = self._ok["source_id"].to_list()
             self._index = dict(zip(ids, range(len(ids))))
         return self._index
+
+    def ok_sources(self) -> pl.DataFrame:
+        """The ok rows of the catalog in store order (by ``offset``): what batch loops walk through."""
+        if self._in_order is None:
+            self._in_order = self._ok.sort("offset")
+        return self._in_order
+
+    def snapshot_hash(self) -> str:
+        """xxh3-128 of the ok rows' source ids, content hashes and locations: what data a result saw.
+
+        Two stores (or one store at two moments) with the same hash hold the same light curves at
+        the same places; feature sets and exports record it as their lineage.
+        """
+        ok = self._ok.select("source_id", "content_hash", "offset", "n_points").sort("source_id")
+        h = xxhash.xxh3_128()
+        for col in ok.columns:
+            h.update(ok[col].cast(pl.String).str.join("\n").item().encode())
+        return h.hexdigest()
+
+    def map_batches(self, fn: Callable[[pl.DataFrame, "LightCurveBatch"], object], columns: Sequence[str],
+                    batch_size: int = 1024, n_jobs: int = 1, rows: np.ndarray | None = None,
+                    progress: bool = False, desc: str = "batches") -> Iterator:
+        """``fn(sources, batch)`` for consecutive batches of ok sources, results yielded in order.
+
+        Parameters
+        ----------
+        fn : callable
+            Gets the batch's catalog rows (``sources``, a slice of :meth:`ok_sources`) and their
+            light curves (a :class:`LightCurveBatch` of ``columns``, ids set).
+        rows : ndarray of int, optional
+            Positions in :meth:`ok_sources` to visit (repeats allowed), default all of them.
+        n_jobs : int
+            Threads: reading and numpy release the GIL. At most ``2 * n_jobs`` batches are in
+            memory at once, whatever the store's size.
+        """
+        from tqdm import tqdm
+
+        table = self.ok_sources() if rows is None else self.ok_sources()[np.asarray(rows, dtype=np.int64)]
+        starts = range(0, table.height, batch_size)
+
+        def one(lo: int):
+            part = table[lo : lo + batch_size]
+            batch = self.read_spans(part["offset"].to_numpy(), part["n_points"].to_numpy(), columns,
+                                    part["source_id"].to_list())
+            return fn(part, batch)
+
+        bar = tqdm(total=len(starts), desc=desc, unit="batch", disable=not progress, mininterval=0.5)
+        with ThreadPoolExecutor(max(1, n_jobs)) as pool:
+            for result in in_order(lambda lo: pool.submit(one, lo), starts, 2 * max(1, n_jobs)):
+                bar.update(1)
+                yield result
+        bar.close()
 
     def cone(self, ra: float, dec: float, radius_arcsec: float) -> pl.LazyFrame:
         """Ok sources within ``radius_arcsec`` of (``ra``, ``dec``) (deg, ICRS as the files give them).

@@ -23,12 +23,12 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from common.location import is_url, resolve
 from etl import __version__
 from etl.errors import StoreError
 from etl.lightcurve import CHUNK_POINTS, POINT_COLUMNS, POINT_DESCRIPTIONS, POINT_UNITS, SHARD_POINTS  # noqa: F401
-from etl.location import is_url
+from etl.naming import DEFAULT_ID_SCHEME
 from etl.store import BAND_ARRAYS, POINTS_GROUP, READABLE_VERSIONS, SCHEMA_VERSION
-
 
 
 class StoreWriter:
@@ -47,8 +47,9 @@ class StoreWriter:
         Points per chunk of a new store (shards hold 16 chunks); an existing store keeps its own.
     """
 
-    def __init__(self, url: str, fracexp_min: float, storage_options: dict | None = None, chunk_points: int = CHUNK_POINTS):
-        self.url = url
+    def __init__(self, url: str, fracexp_min: float, storage_options: dict | None = None, chunk_points: int = CHUNK_POINTS,
+                 binning: str = "none"):
+        self.url = url = resolve(url)
         self.storage_options = storage_options or {}
         opts = self.storage_options or None if is_url(url) else None
         if not is_url(url):
@@ -62,6 +63,8 @@ class StoreWriter:
                 "builder": f"etl {__version__}",
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "fracexp_min": float(fracexp_min),
+                "binning": binning,
+                "id_scheme": DEFAULT_ID_SCHEME,
                 "chunk_points": int(chunk_points),
                 "shard_points": 16 * int(chunk_points),
                 "bands": None,
@@ -71,6 +74,9 @@ class StoreWriter:
             raise StoreError(url, f"store has schema version {attrs.get('schema_version')}, this code writes {SCHEMA_VERSION}")
         elif not abs(float(attrs["fracexp_min"]) - float(fracexp_min)) <= 1e-12:
             raise StoreError(url, f"store was built with fracexp_min={attrs['fracexp_min']}, not {fracexp_min}; use a new store")
+        elif attrs.get("binning", "none") != binning:
+            raise StoreError(url, f"store holds light curves binned '{attrs.get('binning', 'none')}', not '{binning}' "
+                                  "(a store holds one binning); use a new store or --bin " + attrs.get("binning", "none"))
         self.attrs = attrs
         self.arrays: dict[str, zarr.Array] = {}
         if POINTS_GROUP in self.group:
@@ -80,7 +86,9 @@ class StoreWriter:
             self._upgrade()
 
     def _upgrade(self) -> None:
-        """Version 1 -> 2: units, band coordinate arrays (points and catalog rows stay as they are)."""
+        """Versions 1 and 2 -> 3: units and band coordinate arrays (from 1), the binning and id scheme
+        attributes (points and catalog rows stay as they are: such a store keeps making ids from
+        OBJECT, so that nothing committed changes and a changed file keeps its id)."""
         for name, arr in self.arrays.items():
             extra = {"units": POINT_UNITS[name], "long_name": POINT_DESCRIPTIONS[name]}
             if arr.ndim == 2:
@@ -88,8 +96,10 @@ class StoreWriter:
             arr.attrs.update(extra)
         if self.bands is not None:
             self._write_band_arrays(self.attrs["bands"])
-        self.group.attrs["schema_version"] = SCHEMA_VERSION
-        self.attrs["schema_version"] = SCHEMA_VERSION
+        extra = {"binning": self.attrs.get("binning", "none"), "id_scheme": self.attrs.get("id_scheme", "object"),
+                 "schema_version": SCHEMA_VERSION}
+        self.group.attrs.update(extra)
+        self.attrs.update(extra)
 
     def _write_band_arrays(self, bands: dict) -> None:
         points = self.group.require_group(POINTS_GROUP)

@@ -2,6 +2,7 @@
 
 import sys
 
+from common import cli
 from explorer.server import main
 
-sys.exit(main())
+sys.exit(cli.run(main))

@@ -19,7 +19,9 @@ import polars as pl
 from astropy.coordinates import SkyCoord
 from dash import Dash, Input, Output, State, ctx, dash_table, dcc, html, no_update
 
+from etl.lightcurve import band_labels
 from explorer import figures
+from explorer.guard import guard
 from explorer.reconstruction import reconstruction
 from explorer.table import LABEL_STATES, CandidateTable, FilterError, Query
 from features.active import ActiveRanker, feature_matrix
@@ -38,7 +40,7 @@ class Explorer:
 
     def __init__(self, store, table: CandidateTable, user: str):
         self.store, self.table, self.user = store, table, user
-        self.bands = figures.band_names(store.e_min, store.e_max)
+        self.bands = band_labels(store.e_min, store.e_max)
         self._ranker = None
         self._ranker_lock = threading.Lock()  # Flask serves on threads: one re-fit at a time
         self.vae_lineage = None
@@ -283,6 +285,7 @@ def build_app(ex: Explorer) -> Dash:
             target = ex.table.neighbour_in_order(current, -1 if ctx.triggered_id == "btn-prev" else 1)
         return source_path(target) if target else no_update
 
+    guard(app)
     return app
 
 

@@ -14,10 +14,6 @@ from etl.lightcurve import SECONDS_PER_DAY
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 
 
-def band_names(e_min, e_max) -> list[str]:
-    return [f"{lo:g}-{hi:g} keV" for lo, hi in zip(e_min, e_max)]
-
-
 def times(lc: dict, mjdref: float | None, unit: str) -> tuple[np.ndarray, str]:
     """Bin centres (T,) in MJD (needs the source's MJDREF) or days since the first bin."""
     t = (lc["time"] + 0.5 * lc["timedel"]) / SECONDS_PER_DAY

@@ -16,19 +16,10 @@ log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=2)
-def _model(checkpoint: str, n_bands: int):
-    import torch
+def _model(checkpoint: str):
+    from training.model import load_model
 
-    from training.checkpoint import load_checkpoint, restore
-    from training.config import config_from_dict
-    from training.model import build_model
-
-    ckpt = load_checkpoint(checkpoint)
-    cfg = config_from_dict(ckpt.config)
-    model = build_model(cfg, n_bands)
-    restore(ckpt, model, rng=False)
-    model.eval()
-    return model, cfg, torch.device("cpu")
+    return load_model(checkpoint)
 
 
 def reconstruction(store, lineage: dict | None, source_id: str, n_points: int) -> np.ndarray | None:
@@ -41,9 +32,9 @@ def reconstruction(store, lineage: dict | None, source_id: str, n_points: int) -
 
         from training.evaluate import reconstruct
 
-        model, cfg, device = _model(str(checkpoint), len(store.e_min))
+        model, cfg = _model(str(checkpoint))
         with torch.no_grad():
-            (rec,) = reconstruct(model, store, [source_id], cfg.max_len, cfg.target, device, cfg.time_inputs)
+            (rec,) = reconstruct(model, store, [source_id], cfg.max_len, cfg.target, torch.device("cpu"), cfg.time_inputs)
     except Exception as exc:  # a stale or foreign checkpoint must not break the page: no overlay, logged
         log.warning("no reconstruction of %s from %s: %s", source_id, checkpoint, exc)
         return None

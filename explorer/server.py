@@ -14,9 +14,7 @@ import logging
 import sys
 import time
 
-from etl.errors import EtlError
 from etl.store import open_store
-from features.featurestore import FeatureSetError
 from features.labels import LabelLog
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -47,11 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: binding {args.host}: anyone who reaches this address can read the store and write labels "
               "(there is no login)", file=sys.stderr)
     t = time.perf_counter()
-    try:
-        ex = load(args.store, args.labels, args.user)
-    except (EtlError, FeatureSetError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    ex = load(args.store, args.labels, args.user)
     from explorer.app import build_app
 
     app = build_app(ex)

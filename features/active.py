@@ -27,26 +27,36 @@ from collections.abc import Callable
 
 import numpy as np
 import polars as pl
-from coniferest.aadforest import AADForest
-from coniferest.label import Label
-from coniferest.pineforest import PineForest
+
+from common import cli
+from common.errors import UserError
+from common.extras import require
 
 ANOMALY_LABELS = ("variable", "interesting")
 REGULAR_LABELS = ("boring", "artefact", "known")
 FPP_COLUMNS = ("variable_fpp", "ampl_sig_fpp", "nev_fpp", "bexvar_fpp", "anomaly_fpp")
 LOG_COLUMNS = ("anomaly_score", "anomaly_chi2")
 PLAIN_COLUMNS = ("hr_12", "hr_23", "n_bins", "time_span_d", "mean_fracexp")
-MODELS = {"aad": AADForest, "pine": PineForest}
-MIN_FPP = 1e-12  # below the smallest FPP the calibration's tail can state
+MODELS = ("aad", "pine")
+#: The feature sets a ranking reads, when the store has them.
+RANKING_SETS = ("variability", "poisson_variability", "vae_anomaly", "vae_latent")
+#: The forest's inputs clip significances here: beyond it a source is "certainly variable", and a
+#: feature spanning 1e-12 to 1e-300 would let that one axis isolate everything.
+FOREST_MIN_FPP = 1e-12
+#: The smallest positive double: an FPP of 0 (a tail that underflowed) ranks as 10^-308.
+TINY = float(np.finfo(float).tiny)
 
 
-def significance(column: str) -> pl.Expr:
-    """-log10 FPP, the calibrated significance (0 = unremarkable), clipped at 12."""
-    return -pl.col(column).clip(MIN_FPP, 1.0).log10()
+def significance(column: str, floor: float = TINY) -> pl.Expr:
+    """-log10 FPP, the calibrated significance (0 = unremarkable); ``floor`` bounds it (default: none in practice)."""
+    return -pl.col(column).clip(floor, 1.0).log10()
 
 
 def combined_score(columns: list[str]) -> pl.Expr | None:
-    """The larger of the classical and the VAE significance: one score to rank everything by."""
+    """The larger of the classical and the VAE significance: one score to rank everything by.
+
+    Not capped: two sources with FPPs of 1e-13 and 1e-45 rank in that order.
+    """
     present = [c for c in ("variable_fpp", "anomaly_fpp") if c in columns]
     if not present:
         return None
@@ -55,7 +65,7 @@ def combined_score(columns: list[str]) -> pl.Expr | None:
 
 def feature_columns(columns: list[str]) -> list[pl.Expr]:
     """The forest's inputs available among ``columns`` (a joined feature frame's columns)."""
-    exprs = [significance(c).alias(f"sig_{c}") for c in FPP_COLUMNS if c in columns]
+    exprs = [significance(c, FOREST_MIN_FPP).alias(f"sig_{c}") for c in FPP_COLUMNS if c in columns]
     exprs += [pl.col(c).clip(1e-9).log10().alias(f"log_{c}") for c in LOG_COLUMNS if c in columns]
     exprs += [pl.col(c).cast(pl.Float64) for c in PLAIN_COLUMNS if c in columns]
     nets = [c for c in columns if c.startswith("net_counts_b")]
@@ -69,14 +79,28 @@ def feature_matrix(frame: pl.DataFrame) -> tuple[np.ndarray, list[str]]:
     """(N, F) float matrix of the forest's features, missing values set to the column median."""
     exprs = feature_columns(frame.columns)
     if not exprs:
-        raise ValueError("no features to rank by: build poisson_variability / variability / vae_anomaly first")
+        raise RankingError("no features to rank by: build poisson_variability / variability / vae_anomaly first")
     x = frame.select(exprs)
     x = x.with_columns(pl.col(c).cast(pl.Float64).fill_nan(None).fill_null(pl.col(c).median()).fill_null(0.0) for c in x.columns)
     return x.to_numpy(), x.columns
 
 
+class RankingError(UserError, ValueError):
+    """Nothing to rank by, or a ranking asked for that cannot be made."""
+
+
+def _coniferest():
+    require("active anomaly detection", "coniferest")
+    from coniferest.aadforest import AADForest
+    from coniferest.label import Label
+    from coniferest.pineforest import PineForest
+
+    return {"aad": AADForest, "pine": PineForest}, Label
+
+
 def forest_labels(labels: list[str] | np.ndarray) -> np.ndarray:
     """coniferest's labels for ours: -1 anomaly, 1 regular, 0 unknown."""
+    _, Label = _coniferest()
     out = np.zeros(len(labels), dtype=int)
     out[np.isin(labels, ANOMALY_LABELS)] = Label.ANOMALY
     out[np.isin(labels, REGULAR_LABELS)] = Label.REGULAR
@@ -98,10 +122,11 @@ class ActiveRanker:
                  n_jobs: int = 2):
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r} (one of {', '.join(MODELS)})")
+        forests, self._label = _coniferest()
         self.source_ids = np.asarray(source_ids)
         self.row = {s: i for i, s in enumerate(self.source_ids.tolist())}
         self.x = np.ascontiguousarray(x, dtype=np.float64)
-        self.forest = MODELS[model](n_trees=n_trees, random_seed=seed, n_jobs=n_jobs)
+        self.forest = forests[model](n_trees=n_trees, random_seed=seed, n_jobs=n_jobs)
         self.forest.fit(self.x)
         self.labelled = np.zeros(len(self.x), dtype=bool)
         self.anomaly = self._score()
@@ -116,7 +141,7 @@ class ActiveRanker:
         rows, kinds = rows[keep], forest_labels(np.asarray(labels, dtype=object)[keep])
         self.labelled[:] = False
         self.labelled[rows] = True
-        if np.any(kinds != Label.UNKNOWN):
+        if np.any(kinds != self._label.UNKNOWN):
             self.forest.fit_known(self.x, self.x[rows], kinds)
             self.anomaly = self._score()
         return self.anomaly
@@ -151,9 +176,9 @@ def simulate_expert(ranker: ActiveRanker, oracle: Callable[[str], str], n_shown:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from etl.errors import EtlError
-    from features.featurestore import FeatureSetError, get_features, list_feature_sets
-    from features.labels import LabelLog
+    from etl.store import open_store
+    from features.featurestore import get_features, list_feature_sets
+    from features.labels import LabelLog, read_label_rows
 
     p = argparse.ArgumentParser(prog="python -m features.active", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", required=True)
@@ -164,22 +189,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the ranking of every unlabelled source here (Parquet or CSV)")
     args = p.parse_args(argv)
-    try:
-        available = set(list_feature_sets(args.store)["name"].to_list())
-        sets = [s for s in ("variability", "poisson_variability", "vae_anomaly", "vae_latent") if s in available]
-        frame = get_features(args.store, sets, catalog_columns=["source_id"]).collect()
-        if args.labels and args.labels.endswith(".csv"):
-            labels = pl.read_csv(args.labels, infer_schema=False).select("source_id", "label")
-        else:  # the store's log, or the JSONL log given
-            from etl.store import open_store
-
-            labels = LabelLog.for_store(open_store(args.store), args.labels).latest()
-        x, names = feature_matrix(frame)
-        ranker = ActiveRanker(frame["source_id"], x, args.model, args.seed)
-        ranker.update(labels["source_id"].to_list(), labels["label"].to_list())
-    except (EtlError, FeatureSetError, ValueError, OSError, pl.exceptions.PolarsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    store = open_store(args.store)
+    available = set(list_feature_sets(store)["name"].to_list())
+    sets = [s for s in RANKING_SETS if s in available]
+    frame = get_features(store, sets, catalog_columns=["source_id"]).collect()
+    if args.labels and args.labels.endswith(".csv"):
+        rows = [r for _, r in read_label_rows(args.labels)]
+        labels = pl.DataFrame({"source_id": [r["source_id"] for r in rows], "label": [r["label"] for r in rows]},
+                              schema={"source_id": pl.String, "label": pl.String})
+    else:  # the store's log, or the JSONL log given
+        labels = LabelLog.for_store(store, args.labels).latest()
+    x, names = feature_matrix(frame)
+    ranker = ActiveRanker(frame["source_id"], x, args.model, args.seed)
+    ranker.update(labels["source_id"].to_list(), labels["label"].to_list())
     order = np.argsort(-np.where(ranker.labelled, -np.inf, ranker.anomaly), kind="stable")
     order = order[~ranker.labelled[order]]
     ranking = pl.DataFrame({"rank": np.arange(1, len(order) + 1), "source_id": ranker.source_ids[order],
@@ -194,4 +216,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

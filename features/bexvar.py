@@ -39,6 +39,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse, special
 
+from etl.lightcurve import FRACEXP_MIN
+
 #: Log-rate grid points per source (the reference uses 100 per dex over its range).
 GRID = 96
 #: Background quadrature points (Gamma quantiles at (q + 0.5) / Q).
@@ -50,8 +52,6 @@ N_NU = 32
 #: ``sigma_j = step x 10**NU[j]``: from below the prior's 0.01 dex to well past any grid's span.
 NU = np.linspace(-1.0, np.log10(40.0 * (GRID - 1)), N_NU)
 SIGMA_PRIOR = (1e-2, 1e2)
-#: Bins with FRACEXP at or below this are left out (as the reference does per band).
-MIN_FRACEXP = 0.1
 QUANTILES = special.ndtr(np.array([-1.0, 0.0, 1.0]))  # 1-sigma quantiles and median
 
 
@@ -228,7 +228,8 @@ def bexvar(counts: np.ndarray, back_counts: np.ndarray, backratio: np.ndarray, f
     back_counts = np.asarray(back_counts, "f8")
     backratio = np.asarray(backratio, "f8")
     conversion = np.asarray(fracexp, "f8") * np.asarray(timedel, "f8")
-    keep = (np.asarray(fracexp) > MIN_FRACEXP) & np.isfinite(counts) & np.isfinite(back_counts) & np.isfinite(backratio) \
+    # bins with FRACEXP at or below the ingest cut are left out, as the reference does per band
+    keep = (np.asarray(fracexp) > FRACEXP_MIN) & np.isfinite(counts) & np.isfinite(back_counts) & np.isfinite(backratio) \
         & (counts >= 0) & (back_counts >= 0) & (backratio > 0) & np.isfinite(conversion)
     counts, back_counts, backratio, conversion = counts[keep], back_counts[keep], backratio[keep], conversion[keep]
     source = np.asarray(source)[keep]

@@ -1,20 +1,21 @@
 """Build feature sets for a store.
 
     python -m features.build --store STORE [--checkpoint RUN/checkpoints/best.h5] [--min-points 3]
-                             [--null-sources N] [--seed 0]
+                             [--null-sources N] [--seed 0] [--no-wait]
 
 Always builds (or reuses) the classical ``variability`` set and ``poisson_variability``
 (AMPL_MAX/AMPL_SIG, the normalised excess variance and the Bayesian excess variance per band,
 with false-positive probabilities calibrated on simulated constant sources: see
 :mod:`features.poisson_variability`, :mod:`features.calibration`, :mod:`features.null_model`).
-With ``--checkpoint`` it also registers the model-derived sets ``vae_latent`` (latent means
-mu_0..mu_{L-1}) and ``vae_anomaly`` (anomaly_score: the loss's per-value residual, so comparable
-across lengths; anomaly_chi2, recon_sse, n_values, n_steps, split; ``anomaly_fpp`` and
-``vae_variable_3sigma`` from the same constant sources scored by the model), scoring with
-``python -m training.evaluate`` in a subprocess: this package never imports torch.
+With ``--checkpoint`` it then hands the model-derived sets (``vae_latent``, ``vae_anomaly``,
+``discovery``) to ``python -m training.score`` in a subprocess: this package never imports torch
+or the training layer, which sits above it.
 
 The simulated constants live in ``STORE/calibration/null-<key>.zarr`` (a store of their own,
-built once per catalog snapshot, size and seed).
+built once per catalog snapshot, size and seed). One feature build runs at a time per store
+(:func:`features.featurestore.build_lock`, shared with the ``build-features`` flow and model
+scoring): a second one waits for the first and then reuses what it built, or with ``--no-wait``
+stops with exit status 2.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import light_curve
@@ -32,26 +32,32 @@ import numpy as np
 import polars as pl
 import xxhash
 
-from etl.errors import EtlError
-from features.featurestore import as_store, catalog_hash, file_hash, find_version, get_feature_set, write_feature_set
-from features.calibration import CALIBRATION_VERSION, FPP_3SIGMA, MIN_CELL, NullTable
+from common import cli
+from common.errors import UserError
+from features.calibration import CALIBRATION_VERSION, MIN_CELL
+from features.featurestore import as_store, build_lock, find_version, get_feature_set, write_feature_set
 from features.null_model import N_NULL, NULL_MODEL_VERSION, build_null_store
 from features.poisson_variability import POISSON_FEATURES_VERSION, calibrate, extract_poisson_variability
 from features.variability import MIN_POINTS, extract_variability
-from training.checkpoint import CheckpointError, read_checkpoint_info  # the format owner; imports no torch
 
 FEATURES_VERSION = 1  # bump when the definitions in features/variability.py change
+
+
+class BuildError(UserError):
+    """A feature build asked for something that cannot work (too few null sources, a missing checkpoint)."""
 
 
 def build_variability(store, min_points: int = MIN_POINTS, n_jobs: int = 2, progress: bool = False) -> tuple[dict, bool]:
     """Build the ``variability`` set, or reuse the version built from the same catalog and code."""
     store = as_store(store)
-    lineage = {"catalog_hash": catalog_hash(store), "min_points": min_points, "features_version": FEATURES_VERSION,
+    lineage = {"catalog_hash": store.snapshot_hash(), "min_points": min_points, "features_version": FEATURES_VERSION,
                "light_curve": light_curve.__version__}
-    existing = find_version(store, "variability", lineage)
-    if existing is not None:
-        return existing, False
-    return write_feature_set(store, "variability", extract_variability(store, min_points=min_points, n_jobs=n_jobs, progress=progress), lineage)
+    with build_lock(store):
+        existing = find_version(store, "variability", lineage)
+        if existing is not None:
+            return existing, False
+        frame = extract_variability(store, min_points=min_points, n_jobs=n_jobs, progress=progress)
+        return write_feature_set(store, "variability", frame, lineage)
 
 
 def null_size(store) -> int:
@@ -64,23 +70,25 @@ def null_lineage(store, n_null: int | None, seed: int) -> dict:
     """What a calibration against simulated constants depends on (part of the sets' lineage)."""
     n = null_size(store) if n_null is None else int(n_null)
     if n < 2 * MIN_CELL:
-        raise ValueError(f"n_null={n}: calibration needs at least {2 * MIN_CELL} null sources")
+        raise BuildError(f"n_null={n}: calibration needs at least {2 * MIN_CELL} null sources")
     return {"n": n, "seed": int(seed), "model": NULL_MODEL_VERSION, "calibration": CALIBRATION_VERSION}
 
 
 def null_store(store, null: dict, progress: bool = False):
     """The store's null store for calibration ``null`` (:func:`null_lineage`), built on first use."""
     simulation = {k: null[k] for k in ("n", "seed", "model")}  # the tabulation does not change the simulations
-    key = xxhash.xxh3_64_hexdigest(json.dumps([catalog_hash(store), simulation], sort_keys=True).encode())
-    return build_null_store(store, key, null["n"], null["seed"], progress=progress)
+    key = xxhash.xxh3_64_hexdigest(json.dumps([store.snapshot_hash(), simulation], sort_keys=True).encode())
+    with build_lock(store):
+        return build_null_store(store, key, null["n"], null["seed"], progress=progress)
 
 
-def _uncalibrated_poisson(store, progress: bool, extract=extract_poisson_variability) -> pl.DataFrame:
+def uncalibrated_poisson(store, progress: bool, extract=extract_poisson_variability) -> pl.DataFrame:
     """The set's uncalibrated columns of a (null) store, kept as its own feature set there."""
-    lineage = {"catalog_hash": catalog_hash(store), "features_version": POISSON_FEATURES_VERSION, "calibrated": False}
-    meta = find_version(store, "poisson_variability", lineage)
-    if meta is None:
-        meta, _ = write_feature_set(store, "poisson_variability", extract(store, progress=progress), lineage)
+    lineage = {"catalog_hash": store.snapshot_hash(), "features_version": POISSON_FEATURES_VERSION, "calibrated": False}
+    with build_lock(store):
+        meta = find_version(store, "poisson_variability", lineage)
+        if meta is None:
+            meta, _ = write_feature_set(store, "poisson_variability", extract(store, progress=progress), lineage)
     return get_feature_set(store, f"poisson_variability@{meta['version']}")[1].collect()  # rows by source_id
 
 
@@ -101,97 +109,59 @@ def build_poisson_variability(store, progress: bool = False, n_null: int | None 
     """
     store = as_store(store)
     null = null_lineage(store, n_null, seed)
-    lineage = {"catalog_hash": catalog_hash(store), "features_version": POISSON_FEATURES_VERSION, "null": null}
-    existing = find_version(store, "poisson_variability", lineage)
-    if existing is not None:
-        return existing, False
-    null_frame = _uncalibrated_poisson(null_store(store, null, progress), progress, extract)
-    frame = extract(store, progress=progress)
-    return write_feature_set(store, "poisson_variability", calibrate(frame, null_frame, len(store.e_min)), lineage)
+    lineage = {"catalog_hash": store.snapshot_hash(), "features_version": POISSON_FEATURES_VERSION, "null": null}
+    with build_lock(store):
+        existing = find_version(store, "poisson_variability", lineage)
+        if existing is not None:
+            return existing, False
+        null_frame = uncalibrated_poisson(null_store(store, null, progress), progress, extract)
+        frame = extract(store, progress=progress)
+        return write_feature_set(store, "poisson_variability", calibrate(frame, null_frame, len(store.e_min)), lineage)
 
 
-def checkpoint_config(checkpoint: str) -> dict:
-    """The training config stored in a checkpoint (the checkpoint module's reader: no torch, checksums verified)."""
-    return read_checkpoint_info(checkpoint)["config"]
-
-
-def score_with_checkpoint(store, checkpoint: str, progress: bool = True) -> pl.DataFrame:
-    """Every ok source of ``store`` scored by ``python -m training.evaluate`` (a subprocess: no torch here)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "scores.parquet"
-        cmd = [sys.executable, "-m", "training.evaluate", "--checkpoint", checkpoint, "--store", store.url,
-               "--split", "all", "--out", str(out), "--top", "16"]
-        proc = subprocess.run(cmd, capture_output=not progress, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"scoring {store.url} with {checkpoint} failed: {(proc.stderr or '').strip()[-2000:]}")
-        return pl.read_parquet(out)
-
-
-def _total_net_counts(frame: pl.DataFrame) -> pl.DataFrame:
+def total_net_counts(frame: pl.DataFrame) -> pl.DataFrame:
     """source_id and the net counts summed over bands, from ``poisson_variability`` columns."""
     return frame.select("source_id", pl.sum_horizontal(pl.col("^net_counts_b\\d+$").fill_null(0.0)).alias("net_counts"))
 
 
-def build_model_features(store, checkpoint: str, progress: bool = True, n_null: int | None = None,
-                         seed: int = 0) -> list[tuple[dict, bool]]:
-    """Register ``vae_latent`` and ``vae_anomaly`` from a checkpoint (reused when already built).
-
-    ``vae_anomaly`` carries ``anomaly_fpp``, the false-positive probability of ``anomaly_score``
-    among simulated constant sources (the store's null store, :mod:`features.null_model`, scored
-    by the same model), tabulated by total net counts and number of time steps
-    (:class:`features.calibration.NullTable`), and ``vae_variable_3sigma`` (FPP <= 0.135 %).
-    """
-    store = as_store(store)
-    checkpoint = str(Path(checkpoint).resolve())
-    null = null_lineage(store, n_null, seed)
-    lineage = {"catalog_hash": catalog_hash(store), "checkpoint": checkpoint, "checkpoint_hash": file_hash(checkpoint),
-               "config": checkpoint_config(checkpoint), "null": null}
-    found = [find_version(store, name, lineage) for name in ("vae_latent", "vae_anomaly")]
-    if all(found):
-        return [(meta, False) for meta in found]
-    poisson_meta, _ = build_poisson_variability(store, progress=progress, n_null=n_null, seed=seed)
-    constants = null_store(store, null, progress)
-    null_scores = score_with_checkpoint(constants, checkpoint, progress).join(
-        _total_net_counts(_uncalibrated_poisson(constants, progress)), on="source_id")
-    table = NullTable.build(null_scores["anomaly_score"].to_numpy(), null_scores["net_counts"].to_numpy(),
-                            null_scores["n_steps"].to_numpy())
-    net = _total_net_counts(get_feature_set(store, f"poisson_variability@{poisson_meta['version']}")[1].collect())
-    scores = score_with_checkpoint(store, checkpoint, progress).join(net, on="source_id", how="left")
-    fpp = table.fpp(scores["anomaly_score"].to_numpy(), scores["net_counts"].to_numpy(), scores["n_steps"].to_numpy())
-    scores = scores.with_columns(pl.Series("anomaly_fpp", fpp).fill_nan(None)).with_columns(
-        vae_variable_3sigma=pl.col("anomaly_fpp").fill_null(1.0) <= FPP_3SIGMA)
-    latent = scores.select("source_id", pl.col("^mu_\\d+$"))
-    anomaly = scores.select("source_id", "anomaly_score", "anomaly_chi2", "recon_sse", "n_values", "n_steps", "split",
-                            "anomaly_fpp", "vae_variable_3sigma")
-    return [write_feature_set(store, "vae_latent", latent, lineage), write_feature_set(store, "vae_anomaly", anomaly, lineage)]
+def score_command(store: str, checkpoint: str, n_null: int | None, seed: int) -> list[str]:
+    """The command that builds the model-derived sets: :mod:`training.score`, above this layer."""
+    cmd = [sys.executable, "-m", "training.score", "--store", store, "--checkpoint", checkpoint, "--seed", str(seed)]
+    return cmd + (["--null-sources", str(n_null)] if n_null is not None else [])
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m features.build", description="Build versioned per-source feature sets.")
     p.add_argument("--store", required=True, help="store path or URL")
-    p.add_argument("--checkpoint", help="GRU-VAE checkpoint (.h5) for the model-derived sets")
+    p.add_argument("--checkpoint", help="GRU-VAE checkpoint (.h5) for the model-derived sets (python -m training.score)")
     p.add_argument("--min-points", type=int, default=MIN_POINTS, help=f"usable points a band needs (default {MIN_POINTS})")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="threads for the feature extractors")
     p.add_argument("--null-sources", type=int, default=None,
                    help=f"simulated constant sources to calibrate on (default: 10 per source, 4,000 to {N_NULL:,})")
     p.add_argument("--seed", type=int, default=0, help="seed of the constant-source simulation")
+    p.add_argument("--no-wait", action="store_true", help="exit 2 at once when another feature build holds the store")
     args = p.parse_args(argv)
-    try:
-        store = as_store(args.store)
-        if args.checkpoint and not Path(args.checkpoint).is_file():
-            raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
+    store = as_store(args.store)
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise BuildError(f"checkpoint {args.checkpoint} does not exist")
+
+    def waiting(holder: str) -> None:
+        print(f"another feature build holds {store.url} ({holder}); waiting for it (--no-wait to stop instead)",
+              file=sys.stderr, flush=True)
+
+    with build_lock(store, wait=0.0 if args.no_wait else float("inf"), on_wait=waiting):
         results = [build_variability(store, args.min_points, args.jobs, progress=True),
                    build_poisson_variability(store, progress=True, n_null=args.null_sources, seed=args.seed)]
-        if args.checkpoint:
-            results += build_model_features(store, args.checkpoint, n_null=args.null_sources, seed=args.seed)
-    except (EtlError, CheckpointError, FileNotFoundError, RuntimeError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     for meta, created in results:
         print(f"{meta['name']}@{meta['version']}: {meta['rows']} sources, {len(meta['columns'])} columns "
-              f"({'built' if created else 'unchanged, reused'})")
+              f"({'built' if created else 'unchanged, reused'})", flush=True)
+    if args.checkpoint:  # the model layer scores in its own process; it takes the lock itself
+        cmd = score_command(store.url, str(Path(args.checkpoint).resolve()), args.null_sources, args.seed)
+        status = subprocess.run(cmd + (["--no-wait"] if args.no_wait else [])).returncode
+        if status != 0:
+            return status
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

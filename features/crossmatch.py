@@ -46,8 +46,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from etl.errors import EtlError
-from features.featurestore import as_store, catalog_hash, file_hash, find_version, write_feature_set
+from common import cli
+from common.errors import UserError
+from common.extras import require
+from features.featurestore import as_store, file_hash, find_version, write_feature_set
 
 SHIFT_ARCMIN = 3.0
 LSDB_NEIGHBOURS = 10
@@ -58,7 +60,7 @@ _GAL_NAMES = (("l", "b"), ("glon", "glat"), ("gal_l", "gal_b"))
 _ID_NAMES = ("id", "source_id", "ref_id", "name", "objid", "obj_id", "source", "designation")
 
 
-class CrossmatchError(ValueError):
+class CrossmatchError(UserError, ValueError):
     """A reference that cannot be matched as given (no positions, out-of-range values, bad radius)."""
 
     def __init__(self, reference: str, message: str):
@@ -78,15 +80,18 @@ def read_reference(path: str | Path) -> pl.DataFrame:
     if not path.is_file():
         raise CrossmatchError(str(path), "reference does not exist (a table file or a HATS catalog folder)")
     name = path.name.lower()
-    if name.endswith((".parquet", ".pq")):
-        return pl.read_parquet(path)
-    if name.endswith((".csv", ".csv.gz", ".tsv")):
-        return pl.read_csv(path, separator="\t" if name.endswith(".tsv") else ",", infer_schema_length=10_000)
-    if name.endswith((".fits", ".fit", ".fits.gz", ".fz")):
-        from astropy.table import Table
+    try:
+        if name.endswith((".parquet", ".pq")):
+            return pl.read_parquet(path)
+        if name.endswith((".csv", ".csv.gz", ".tsv")):
+            return pl.read_csv(path, separator="\t" if name.endswith(".tsv") else ",", infer_schema_length=10_000)
+        if name.endswith((".fits", ".fit", ".fits.gz", ".fz")):
+            from astropy.table import Table
 
-        table = Table.read(path)
-        return pl.from_pandas(table[[c for c in table.colnames if len(table[c].shape) == 1]].to_pandas())
+            table = Table.read(path)
+            return pl.from_pandas(table[[c for c in table.colnames if len(table[c].shape) == 1]].to_pandas())
+    except (pl.exceptions.PolarsError, OSError, ValueError, TypeError) as exc:
+        raise CrossmatchError(str(path), f"cannot read the reference table ({type(exc).__name__}: {exc})") from None
     raise CrossmatchError(str(path), "reference must be .parquet, .csv, .fits or a HATS catalog folder")
 
 
@@ -266,7 +271,7 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
     use_lsdb = hats or method == "lsdb"
     properties = Path(reference) / ("hats.properties" if (Path(reference) / "hats.properties").exists() else "collection.properties")
     set_name = f"xmatch_{name}"
-    lineage = {"catalog_hash": catalog_hash(store), "reference": str(Path(reference).resolve()),
+    lineage = {"catalog_hash": store.snapshot_hash(), "reference": str(Path(reference).resolve()),
                "reference_hash": file_hash(str(properties if hats else reference)), "radius_arcsec": float(radius_arcsec),
                "columns": columns, "ra_column": ra_column, "dec_column": dec_column, "id_column": id_column,
                "method": "lsdb" if use_lsdb else "astropy", "max_sigma": max_sigma, "ref_error_column": ref_error_column}
@@ -283,6 +288,7 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
         both = np.hypot(sigma[i_src], ref_sigma)
         return np.where(np.isfinite(both), np.minimum(max_sigma * both, radius_arcsec), radius_arcsec)
     if hats:
+        require("a HATS reference", "lsdb")
         import lsdb
 
         right = lsdb.open_catalog(reference)
@@ -327,6 +333,7 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
         lsdb_limit = None if max_sigma is None else (lambda i_src, cols: limit_of(i_src, ref_sigma[cols["_ref_row"]]))
 
         if use_lsdb:  # partitioned once: the real matching and the four shifted ones share it
+            require("--method lsdb", "lsdb")
             import lsdb
             import pandas as pd
 
@@ -382,13 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="auto", choices=["auto", "astropy", "lsdb"])
     p.add_argument("--dask-address", help="Dask scheduler for the lsdb method")
     args = p.parse_args(argv)
-    try:
-        meta, created = crossmatch(args.store, args.reference, args.radius, args.name, args.columns, args.ra_column,
-                                   args.dec_column, args.id_column, args.method, args.dask_address, args.max_sigma,
-                                   args.ref_error_column)
-    except (CrossmatchError, EtlError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    meta, created = crossmatch(args.store, args.reference, args.radius, args.name, args.columns, args.ra_column,
+                               args.dec_column, args.id_column, args.method, args.dask_address, args.max_sigma,
+                               args.ref_error_column)
     m = meta.get("metrics", {})
     print(f"{meta['name']}@{meta['version']}: {m.get('matched')} of {m.get('sources')} sources matched within "
           f"{args.radius:g} arcsec; spurious fraction {m.get('spurious_fraction')} "
@@ -397,4 +400,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

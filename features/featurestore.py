@@ -9,33 +9,65 @@ Layout (``STORE`` is the store's path or URL)::
 readers resolve it against the store's URL as opened, so a store can be read from any
 working directory, moved, copied or served from object storage.
 
-A set's *lineage* says what it was computed from: the catalog snapshot (a hash of every ok
-row's source id, content hash and location) for the classical set; the checkpoint file, its
-content hash and its training config too for model-derived sets. Building a set whose lineage
-equals an existing version's reuses that version; anything else makes a new version and the
-old ones stay readable (``name@1``).
+A set's *lineage* says what it was computed from: the store's snapshot
+(:meth:`etl.store.LightCurveStore.snapshot_hash`: every ok row's source id, content hash and
+location) for the classical set; the checkpoint file, its content hash and its training config
+too for model-derived sets. Building a set whose lineage equals an existing version's reuses
+that version; anything else makes a new version and the old ones stay readable (``name@1``).
+
+**Concurrency.** A version is written whole into a side folder and renamed into place as
+``vNNNN``; the rename fails when another writer took that number first, and the version is
+renamed to the next free number instead. So a reader never sees a half-written version, two
+writers never share a number, and no write is lost (object stores have no directory rename:
+there the data file goes first and ``meta.json`` last, and two writers at the same moment can
+still collide). Feature *builds* also take the store's feature-build lock (:func:`build_lock`),
+so the expensive work is not done twice at once.
+
+Sets that are not Parquet versions but read live from elsewhere (the experts' ``labels``, read
+from their log) register a reader with :func:`register_dynamic_set`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
+import math
 import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import fsspec
 import polars as pl
 import xxhash
 
-from etl.location import filesystem
+from common.errors import UserError
+from common.location import filesystem, is_url
+from etl.lock import FEATURES_LOCK_FILE, StoreLock
 from etl.store import LightCurveStore, open_store
-from features.labels import LABELS_SET, labels_feature_set
 
 FEATURES_DIR = "features"
 DATA_FILE = "data.parquet"
+META_FILE = "meta.json"
+#: name -> reader(store) returning (meta, LazyFrame): sets read live instead of from versions
+_DYNAMIC: dict[str, Callable] = {}
 
 
-class FeatureSetError(LookupError):
+class FeatureSetError(UserError, LookupError):
     """A feature set (or version) does not exist, or a query names an unknown one."""
+
+
+def register_dynamic_set(name: str, reader: Callable) -> None:
+    """Make ``get_feature_set(store, name)`` return ``reader(store)``: ``(meta, LazyFrame)`` read live."""
+    _DYNAMIC[name] = reader
+
+
+def build_lock(store: LightCurveStore, wait: float = math.inf, on_wait=None) -> StoreLock:
+    """The store's feature-build lock (re-entrant in one process): one build at a time, CLI and flows alike."""
+    return StoreLock(store.url, store.storage_options, name=FEATURES_LOCK_FILE, purpose="feature build", wait=wait,
+                     reentrant=True, on_wait=on_wait)
 
 
 def _root(store: LightCurveStore) -> str:
@@ -49,15 +81,6 @@ def _fs(store: LightCurveStore, path: str):
 
 def as_store(store: LightCurveStore | str | os.PathLike) -> LightCurveStore:
     return store if isinstance(store, LightCurveStore) else open_store(os.fspath(store))
-
-
-def catalog_hash(store: LightCurveStore) -> str:
-    """Hash of the store's ok rows (id, file content hash, location): the data a set saw."""
-    ok = store.catalog().filter(pl.col("status") == "ok").select("source_id", "content_hash", "offset", "n_points").sort("source_id").collect()
-    h = xxhash.xxh3_128()
-    for col in ok.columns:
-        h.update(ok[col].cast(pl.String).str.join("\n").item().encode())
-    return h.hexdigest()
 
 
 def file_hash(path: str) -> str:
@@ -76,10 +99,15 @@ def _versions(store: LightCurveStore, name: str) -> list[dict]:
         return []
     metas = []
     for entry in sorted(fs.ls(path, detail=False)):
-        meta_path = f"{entry}/meta.json"
+        if entry.rstrip("/").rsplit("/", 1)[-1].startswith("."):
+            continue  # a side folder being written
+        meta_path = f"{entry}/{META_FILE}"
         if fs.exists(meta_path):
-            with fs.open(meta_path, "r") as fh:
-                meta = json.load(fh)
+            try:
+                with fs.open(meta_path, "r") as fh:
+                    meta = json.load(fh)
+            except ValueError:  # a version torn by a writer from before side folders
+                continue
             # the data file sits beside meta.json; older sets stored a path relative to the
             # working directory of their build, which is ignored
             meta["path"] = f"{base}/v{int(meta['version']):04d}/{DATA_FILE}"
@@ -113,21 +141,55 @@ def write_feature_set(store: LightCurveStore | str, name: str, frame: pl.DataFra
     existing = find_version(store, name, lineage)
     if existing is not None:
         return existing, False
-    version = max((m["version"] for m in _versions(store, name)), default=0) + 1
-    directory = f"{_root(store)}/{name}/v{version:04d}"
-    fs, path = _fs(store, directory)
-    fs.makedirs(path, exist_ok=True)
-    with fs.open(f"{path}/{DATA_FILE}", "wb") as fh:
-        frame.sort("source_id").write_parquet(fh, compression="zstd")
-    meta = {"name": name, "version": version, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    meta = {"name": name, "version": 0, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "rows": frame.height, "columns": [c for c in frame.columns if c != "source_id"], "lineage": lineage,
             "path": DATA_FILE}
     if metrics is not None:
         meta["metrics"] = metrics
-    # meta.json last: a version without it (a killed build) is invisible and gets overwritten.
-    with fs.open(f"{path}/meta.json", "w") as fh:
+    base = f"{_root(store)}/{name}"
+    if is_url(base):
+        return _write_remote(store, base, frame, meta), True
+    return _write_local(Path(base), frame, meta), True
+
+
+def _next_version(base: Path) -> int:
+    """One past the highest ``vNNNN`` folder (with or without a meta.json: a number is never reused)."""
+    numbers = [int(p.name[1:]) for p in base.glob("v[0-9][0-9][0-9][0-9]*") if p.name[1:].isdigit()]
+    return max(numbers, default=0) + 1
+
+
+def _write_local(base: Path, frame: pl.DataFrame, meta: dict) -> dict:
+    """Write into a side folder, then rename it to the first free ``vNNNN``: never half visible, never shared."""
+    base.mkdir(parents=True, exist_ok=True)
+    side = base / f".v-partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    side.mkdir()
+    try:
+        frame.sort("source_id").write_parquet(side / DATA_FILE, compression="zstd")
+        version = _next_version(base)
+        while True:
+            meta["version"] = version
+            (side / META_FILE).write_text(json.dumps(meta, indent=2))
+            try:
+                os.rename(side, base / f"v{version:04d}")  # fails when the target exists and is not empty
+                return meta
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                version = max(version + 1, _next_version(base))
+    finally:
+        shutil.rmtree(side, ignore_errors=True)
+
+
+def _write_remote(store: LightCurveStore, base: str, frame: pl.DataFrame, meta: dict) -> dict:
+    """Object stores: data first, meta.json last (a version without it is invisible and overwritten)."""
+    meta["version"] = max((m["version"] for m in _versions(store, meta["name"])), default=0) + 1
+    fs, path = _fs(store, f"{base}/v{meta['version']:04d}")
+    fs.makedirs(path, exist_ok=True)
+    with fs.open(f"{path}/{DATA_FILE}", "wb") as fh:
+        frame.sort("source_id").write_parquet(fh, compression="zstd")
+    with fs.open(f"{path}/{META_FILE}", "w") as fh:
         json.dump(meta, fh, indent=2)
-    return meta, True
+    return meta
 
 
 def list_feature_sets(store: LightCurveStore | str) -> pl.DataFrame:
@@ -147,12 +209,12 @@ def list_feature_sets(store: LightCurveStore | str) -> pl.DataFrame:
 def get_feature_set(store: LightCurveStore | str, spec: str) -> tuple[dict, pl.LazyFrame]:
     """``"name"`` (latest version) or ``"name@3"``: its meta and a LazyFrame of its data.
 
-    ``"labels"`` is the experts' labels (:mod:`features.labels`), read from their log each time.
+    A set registered with :func:`register_dynamic_set` (the experts' ``labels``) is read live.
     """
     store = as_store(store)
     name, _, version = spec.partition("@")
-    if name == LABELS_SET:
-        return labels_feature_set(store)
+    if name in _DYNAMIC:
+        return _DYNAMIC[name](store)
     versions = _versions(store, name)
     if not versions:
         known = sorted(set(list_feature_sets(store)["name"].to_list()))

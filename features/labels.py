@@ -19,8 +19,10 @@ joins the latest label of each source (columns ``label``, ``label_comment``, ``l
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
 import getpass
+import io
 import json
 import os
 import sys
@@ -28,8 +30,10 @@ from pathlib import Path
 
 import polars as pl
 
-from etl.errors import EtlError
-from etl.location import is_url
+from common import cli
+from common.errors import UserError
+from common.location import is_url, resolve
+from features.featurestore import register_dynamic_set
 
 LABELS = ("variable", "interesting", "artefact", "known", "boring")
 LABELS_DIR = "labels"
@@ -38,7 +42,7 @@ LABELS_SET = "labels"  # the feature-set name get_features() resolves to the log
 SCHEMA = {"source_id": pl.String, "label": pl.String, "comment": pl.String, "user": pl.String, "time": pl.String}
 
 
-class LabelError(EtlError):
+class LabelError(UserError):
     """A label that cannot be stored or read: unknown label, unknown source, unwritable log."""
 
 
@@ -47,7 +51,7 @@ def log_path(store_url: str) -> Path:
     if is_url(store_url):
         raise LabelError(f"{store_url}: labels are kept in an append-only file beside the store, "
                          "which needs a local store; pass a local labels file (--labels PATH)")
-    return Path(str(store_url).removeprefix("file://")) / LABELS_DIR / LOG_FILE
+    return Path(resolve(store_url)) / LABELS_DIR / LOG_FILE
 
 
 def now() -> str:
@@ -71,7 +75,11 @@ class LabelLog:
     def for_store(cls, store, labels_path: str | os.PathLike | None = None) -> "LabelLog":
         return cls(labels_path or log_path(store.url), set(store.source_ids))
 
-    def _check(self, source_id: str, label: str) -> None:
+    def _check(self, source_id: str, label: str | None) -> None:
+        if not source_id:
+            raise LabelError("empty source_id")
+        if label is None or not str(label).strip():
+            raise LabelError(f"{source_id}: empty label (one of {', '.join(LABELS)})")
         if label not in LABELS:
             raise LabelError(f"{source_id}: unknown label {label!r} (one of {', '.join(LABELS)})")
         if self.known_sources is not None and source_id not in self.known_sources:
@@ -86,7 +94,7 @@ class LabelLog:
         user_default = getpass.getuser()
         out = []
         for r in records:
-            self._check(str(r["source_id"]), str(r["label"]))
+            self._check(str(r.get("source_id") or ""), r.get("label"))
             out.append({"source_id": str(r["source_id"]), "label": str(r["label"]),
                         "comment": str(r.get("comment") or ""), "user": str(r.get("user") or user_default),
                         "time": str(r.get("time") or now())})
@@ -131,23 +139,64 @@ class LabelLog:
         return latest_labels(self.history())
 
     def read_csv(self, path: str | os.PathLike, user: str | None = None) -> list[dict]:
-        """Store the labels of a CSV with columns ``source_id,label[,comment,user,time]``."""
-        try:
-            frame = pl.read_csv(path, infer_schema=False)
-        except (OSError, pl.exceptions.PolarsError) as exc:
-            raise LabelError(f"{path}: cannot read labels CSV: {exc}") from exc
-        missing = {"source_id", "label"} - set(frame.columns)
-        if missing:
-            raise LabelError(f"{path}: labels CSV lacks column(s) {sorted(missing)} (has {frame.columns})")
-        records = frame.to_dicts()
-        for i, r in enumerate(records, start=2):
+        """Store the labels of a CSV with columns ``source_id,label[,comment,user,time]``.
+
+        Every row is checked before anything is stored; the first bad one is a
+        :class:`LabelError` naming its line: bytes that are not UTF-8, more fields than the header,
+        an unknown or empty label, an unknown source, a ``time`` that is not ISO-8601.
+        """
+        records = [(line, dict(r, user=r.get("user") or user) if user else r) for line, r in read_label_rows(path)]
+        for line, r in records:
             try:
-                self._check(str(r["source_id"]), str(r["label"]))
+                self._check(r["source_id"], r["label"])
             except LabelError as exc:
-                raise LabelError(f"{path}, line {i}: {exc}") from None
-            if user and not r.get("user"):
-                r["user"] = user
-        return self.extend(records)
+                raise LabelError(f"{path}, line {line}: {exc}") from None
+        return self.extend([r for _, r in records])
+
+
+def read_label_rows(path: str | os.PathLike) -> list[tuple[int, dict]]:
+    """(line number, record) of each data row of a labels CSV; :class:`LabelError` with the line for bad rows."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise LabelError(f"{path}: cannot read labels CSV: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise LabelError(f"{path}, line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in next(reader, [])]
+    missing = {"source_id", "label"} - set(header)
+    if missing:
+        raise LabelError(f"{path}: labels CSV lacks column(s) {sorted(missing)} (has {header})")
+    unknown = set(header) - set(SCHEMA)
+    if unknown:
+        raise LabelError(f"{path}, line 1: unknown column(s) {sorted(unknown)} (allowed: {', '.join(SCHEMA)})")
+    rows = []
+    for fields in reader:
+        line = reader.line_num
+        if not any(f.strip() for f in fields):
+            continue  # a blank line
+        if len(fields) > len(header):
+            raise LabelError(f"{path}, line {line}: {len(fields)} fields, the header has {len(header)} "
+                             "(quote a comment that holds commas)")
+        record = dict(zip(header, (f.strip() for f in fields)))
+        if record.get("time"):
+            record["time"] = _iso_time(record["time"], f"{path}, line {line}")
+        rows.append((line, record))
+    return rows
+
+
+def _iso_time(text: str, where: str) -> str:
+    """An ISO-8601 time as UTC ISO text (a time without zone is taken as UTC); LabelError otherwise."""
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise LabelError(f"{where}: time {text!r} is not ISO-8601 (e.g. 2026-11-29T12:00:00Z)") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return t.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def latest_labels(history: pl.DataFrame) -> pl.DataFrame:
@@ -187,19 +236,17 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--store", required=True)
         s.add_argument("--labels", default=None, help="labels log (default: STORE/labels/labels.jsonl)")
     args = p.parse_args(argv)
-    try:
-        log = LabelLog.for_store(open_store(args.store), args.labels)
-        if args.command == "import":
-            stored = log.read_csv(args.csv, args.user)
-            print(f"{len(stored)} labels appended to {log.path}")
-        else:
-            with pl.Config(tbl_rows=50, fmt_str_lengths=60):
-                print(log.history() if args.all else log.latest())
-    except EtlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    log = LabelLog.for_store(open_store(args.store), args.labels)
+    if args.command == "import":
+        stored = log.read_csv(args.csv, args.user)
+        print(f"{len(stored)} labels appended to {log.path}")
+    else:
+        with pl.Config(tbl_rows=50, fmt_str_lengths=60):
+            print(log.history() if args.all else log.latest())
     return 0
 
 
+register_dynamic_set(LABELS_SET, labels_feature_set)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -28,24 +28,26 @@ Shape legend: P = points of a batch, K = bands, N = light curves.
 
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 import warnings
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from etl.lightcurve import POINT_COLUMNS, STATUS_OK, mean_rate_columns
-from etl.location import is_url
+from common.lifeline import pid_alive
+from common.location import is_url
+from etl.ingestor import Ingestor
+from etl.lightcurve import FRACEXP_MIN, POINT_COLUMNS
+from etl.poisson import gehrels_errors
 from etl.store import LightCurveBatch, LightCurveStore, open_store
 
 #: Null light curves of a calibration, by default.
 N_NULL = 50_000
 #: The simulated net counts are the template's times 10**U(-JITTER_DEX, JITTER_DEX).
 JITTER_DEX = 0.5
-#: Bins with FRACEXP at or below this carry no weight in the template's background and net counts
-#: (the bexvar cut: such bins are dominated by the edges of the field of view).
-MIN_FRACEXP = 0.1
 CALIBRATION_DIR = "calibration"
 #: Bump when the simulation changes (part of every calibrated set's lineage).
 NULL_MODEL_VERSION = 1
@@ -99,7 +101,7 @@ def simulate_constants(batch: LightCurveBatch, rng: np.random.Generator) -> dict
     back = cols["back_counts"].astype("f8")
     conversion = timedel[:, None] * fracexp  # (P, K) s
     exposed = np.isfinite(conversion) & (conversion > 0)
-    usable = exposed & (fracexp > MIN_FRACEXP) & np.isfinite(counts) & np.isfinite(back)
+    usable = exposed & (fracexp > FRACEXP_MIN) & np.isfinite(counts) & np.isfinite(back)
     conv_u = np.where(usable, conversion, 0.0)
     sum_conv = _per_source(conv_u, source, n)  # (N, K)
     sum_back = _per_source(np.where(usable, back, 0.0), source, n)
@@ -118,10 +120,8 @@ def simulate_constants(batch: LightCurveBatch, rng: np.random.Generator) -> dict
 
     sim_back = rng.poisson(mu_back).astype("f8")
     sim_counts = rng.poisson(rate_true[source] * np.where(exposed, conversion, 0.0) + mu_back * backratio[:, None]).astype("f8")
-    upper = 1.0 + np.sqrt(sim_counts + 0.75)  # Gehrels (1986) eq. 7, in counts
-    lower = np.sqrt(np.clip(sim_counts - 0.25, 0.0, None))  # eq. 12's leading term
-    t_upper = 1.0 + np.sqrt(counts + 0.75)
-    t_lower = np.sqrt(np.clip(counts - 0.25, 0.0, None))
+    lower, upper = gehrels_errors(sim_counts)  # in counts
+    t_lower, t_upper = gehrels_errors(counts)
     errp_t = cols["rate_errp"].astype("f8") * conversion
     errm_t = cols["rate_errm"].astype("f8") * conversion
     same = np.where(exposed, np.isclose(cols["rate_errm"], cols["rate_errp"], rtol=1e-6, equal_nan=True), True).all(axis=1)
@@ -153,49 +153,60 @@ def build_null_store(store: LightCurveStore, key: str, n: int = N_NULL, seed: in
     """The null store of ``store`` for calibration ``key``: built once, then reused.
 
     ``n`` simulated constant sources, templates drawn uniformly with replacement from the ok
-    sources (seeded by ``seed``). A build that was interrupted is removed and redone: the store
-    counts as built only once its ``complete`` marker exists.
+    sources (seeded by ``seed``; bins with FRACEXP at or below :data:`etl.lightcurve.FRACEXP_MIN`
+    carry no weight in a template's background and net counts, the bexvar cut). The store is
+    built in a side folder and renamed into place when complete, so a reader never sees a half
+    built one and a killed build leaves only a side folder, removed by the next build.
     """
-    from tqdm import tqdm
-
-    from etl.ingestor import Ingestor
-    from etl.parse import FileResult, ParsedBatch
-
     url = null_store_url(store, key)
     if is_url(url):
         raise ValueError(f"{store.url}: calibration needs a local store (null stores are written beside it)")
     root = Path(url)
+    _remove_dead_side_folders(root)
     if (root / _DONE).exists():
         return open_store(url)
     if root.exists():
-        shutil.rmtree(root)  # an interrupted build
-    ok = store.catalog().filter(pl.col("status") == STATUS_OK).sort("offset").collect()
+        shutil.rmtree(root)  # a build from before side folders, interrupted: no marker
+    ok = store.ok_sources()
     if ok.height == 0:
         raise ValueError(f"{store.url}: no ok sources to draw null templates from")
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.integers(0, ok.height, n))  # sorted: templates read in store order
-    ingestor = Ingestor(url, fracexp_min=float(store.attrs.get("fracexp_min", MIN_FRACEXP)), flush_seconds=1e9)
-    templates = ok.select("source_id", "offset", "n_points", "ra", "dec", "e_min", "e_max", "flavour", "t_start",
-                          "t_stop", "mjdref", "timesys", "mjd_start", "mjd_stop")
-    rate_names = mean_rate_columns(len(store.e_min))
-    for lo in tqdm(range(0, n, batch_size), desc="null sources", unit="batch", disable=not progress):
-        chosen = templates[picks[lo : lo + batch_size]]
-        batch = store.read_spans(chosen["offset"].to_numpy(), chosen["n_points"].to_numpy(), tuple(POINT_COLUMNS))
-        columns = simulate_constants(batch, rng)
-        results, start = [], 0
-        for j, row in enumerate(chosen.iter_rows(named=True)):
-            length = int(batch.lengths[j])
-            rate = columns["rate"][start : start + length]
-            finite = np.isfinite(rate)
-            means = np.where(finite.any(axis=0), np.where(finite, rate, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1), np.nan)
-            name = f"null{lo + j:07d}"
-            catalog_row = {k: row[k] for k in templates.columns if k not in ("source_id", "offset")} | {
-                "file": name, "source_id": name, "object": row["source_id"], "content_hash": f"{seed}:{lo + j}",
-                "file_size": 0, "n_rows_file": length, **dict(zip(rate_names, map(float, means)))}
-            res = FileResult(name, f"{seed}:{lo + j}", 0, STATUS_OK, catalog_row, span=(start, length))
-            results.append(res)
-            start += length
-        ingestor.add(ParsedBatch(results, columns))
-    ingestor.commit()
-    (root / _DONE).write_text(f"{n} constant sources, seed {seed}, null model v{NULL_MODEL_VERSION}\n")
+    side = root.with_name(f"{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        ingestor = Ingestor(str(side), fracexp_min=float(store.attrs.get("fracexp_min", FRACEXP_MIN)), flush_seconds=1e9,
+                            binning=store.attrs.get("binning", "none"))
+        copied = ("ra", "dec", "e_min", "e_max", "flavour", "t_start", "t_stop", "mjdref", "timesys", "mjd_start", "mjd_stop")
+
+        def simulate(templates: pl.DataFrame, batch: LightCurveBatch):  # one thread: the rng's draws stay in order
+            return templates, batch.lengths, simulate_constants(batch, rng)
+
+        done = 0
+        for templates, lengths, columns in store.map_batches(simulate, tuple(POINT_COLUMNS), batch_size, rows=picks,
+                                                             progress=progress, desc="null sources"):
+            rows = []
+            for j, row in enumerate(templates.select("source_id", *copied).iter_rows(named=True)):
+                name = f"null{done + j:07d}"
+                rows.append({k: row[k] for k in copied} | {"file": name, "source_id": name, "object": row["source_id"],
+                                                           "content_hash": f"{seed}:{done + j}", "file_size": 0,
+                                                           "n_rows_file": int(lengths[j])})
+            ingestor.add_lightcurves(rows, columns, lengths)
+            done += len(rows)
+        ingestor.commit()
+        (side / _DONE).write_text(f"{n} constant sources, seed {seed}, null model v{NULL_MODEL_VERSION}\n")
+        try:
+            os.rename(side, root)
+        except OSError:  # another build put it in place first (same key: the same simulation)
+            if not (root / _DONE).exists():
+                raise
+    finally:
+        shutil.rmtree(side, ignore_errors=True)
     return open_store(url)
+
+
+def _remove_dead_side_folders(root: Path) -> None:
+    """Side folders of builds whose process is gone (killed mid-build)."""
+    for entry in root.parent.glob(f"{root.name}.partial-*-*") if root.parent.is_dir() else ():
+        pid = entry.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)

@@ -201,7 +201,7 @@ def extract_batch(batch: LightCurveBatch, source_ids: list[str]) -> pl.DataFrame
 
 def extract_poisson_variability(store: LightCurveStore, batch_size: int = 1024, progress: bool = False,
                                 n_jobs: int = 2, rows: tuple[int, int] | None = None) -> pl.DataFrame:
-    """The set's uncalibrated columns for the ok sources of ``store`` (memory: ``n_jobs`` batches at a time).
+    """The set's uncalibrated columns for the ok sources of ``store`` (memory: ``2 n_jobs`` batches at a time).
 
     Batches run on ``n_jobs`` threads: the heavy parts (numpy ufuncs, BLAS, sparse products)
     release the GIL, so threads use the cores without the start-up and transfer costs of processes.
@@ -211,24 +211,9 @@ def extract_poisson_variability(store: LightCurveStore, batch_size: int = 1024, 
     rows : (start, stop), optional
         Only these ok sources, counted in store order (the unit of work of a flow's task).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
-    ok = store.catalog().filter(pl.col("status") == "ok").select("source_id", "offset", "n_points").sort("offset").collect()
-    if rows is not None:
-        ok = ok[rows[0] : rows[1]]
-    ids = ok["source_id"].to_list()
-    offsets, lengths = ok["offset"].to_numpy(), ok["n_points"].to_numpy()
-
-    def one(i: int) -> pl.DataFrame:
-        batch = store.read_spans(offsets[i : i + batch_size], lengths[i : i + batch_size], COLUMNS)
-        return extract_batch(batch, ids[i : i + batch_size])
-
-    starts = range(0, len(ids), batch_size)
-    with ThreadPoolExecutor(max(1, n_jobs)) as pool:
-        parts = list(tqdm(pool.map(one, starts), total=len(starts), desc="poisson variability", unit="batch",
-                          disable=not progress))
+    picks = None if rows is None else np.arange(rows[0], min(rows[1], len(store)))
+    parts = list(store.map_batches(lambda sources, batch: extract_batch(batch, sources["source_id"].to_list()), COLUMNS,
+                                   batch_size, n_jobs, rows=picks, progress=progress, desc="poisson variability"))
     if not parts:
         schema = {"source_id": pl.String} | {c: (pl.Int64 if c.startswith("n_") else pl.Float64)
                                              for c in feature_columns(len(store.e_min))}

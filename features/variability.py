@@ -108,16 +108,10 @@ def _segment_nanmean(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 def extract_variability(store: LightCurveStore, batch_size: int = 8192, min_points: int = MIN_POINTS,
                         n_jobs: int = 2, progress: bool = False) -> pl.DataFrame:
     """Variability features of every ok source of ``store`` (memory: one batch at a time)."""
-    from tqdm import tqdm
-
-    ok = store.catalog().filter(pl.col("status") == "ok").select("source_id", "offset", "n_points").sort("offset").collect()
-    ids = ok["source_id"].to_list()
-    offsets, lengths = ok["offset"].to_numpy(), ok["n_points"].to_numpy()
     columns = ("time", "timedel", "rate", "rate_errm", "rate_errp", "fracexp")
-    parts = []
-    for i in tqdm(range(0, len(ids), batch_size), desc="variability", unit="batch", disable=not progress):
-        batch = store.read_spans(offsets[i : i + batch_size], lengths[i : i + batch_size], columns)
-        parts.append(extract_batch(batch, ids[i : i + batch_size], min_points, n_jobs))
+    # one batch at a time: the light-curve package runs each batch on n_jobs threads itself
+    parts = list(store.map_batches(lambda sources, batch: extract_batch(batch, sources["source_id"].to_list(), min_points, n_jobs),
+                                   columns, batch_size, progress=progress, desc="variability"))
     if not parts:
         n_bands = len(store.e_min)
         return pl.DataFrame(schema={"source_id": pl.String, **{c: pl.Float64 for c in feature_columns(n_bands)}})

@@ -1,5 +1,6 @@
 """Prefect orchestration: thin flows over etl/, features/ and training/ (the only package importing Prefect).
 
 Deployments (served by ``python -m flows.serve``): ``ingest-fits/ingest-fits``,
-``build-features/build-features`` and ``train-vae/train-vae``.
+``build-features/build-features``, ``train-vae/train-vae`` and ``cross-match/cross-match``.
+Needs the ``[flows]`` extra (prefect, prefect-dask).
 """

@@ -27,10 +27,16 @@ from pathlib import Path
 
 import polars as pl
 
+from common import cli
+from common.errors import UserError
 from etl.demo import build_archive, ensure_reference, summarize
 from flows.serve import DEFAULT_API, _toml_api_url
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class DemoError(UserError):
+    """A step of the demo failed; the message holds its output."""
 
 
 def run_deployment(name: str, params: dict, env: dict, timeout: int = 900) -> None:
@@ -43,7 +49,7 @@ def run_deployment(name: str, params: dict, env: dict, timeout: int = 900) -> No
     tail = [line for line in proc.stdout.splitlines() if "Flow run finished" in line or "Failed" in line]
     print(f"  {tail[-1].strip() if tail else proc.stdout.strip()[-300:]} ({time.perf_counter() - start:.1f} s)", flush=True)
     if proc.returncode != 0:
-        raise SystemExit(f"error: deployment {name} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+        raise DemoError(f"deployment {name} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while not ready.wait(1.0):
             if serve.poll() is not None:
-                raise SystemExit(f"error: flows.serve exited with code {serve.returncode}; see {log}")
+                raise DemoError(f"flows.serve exited with code {serve.returncode}; see {log}")
         run_deployment("ingest-fits/ingest-fits", {"archive": str(archive), "store": str(store)}, env)
         run_deployment("train-vae/train-vae", {"store": str(store), "epochs": args.epochs, "run_dir": str(run_dir),
                                                "options": {"lr": 0.001, "wandb_mode": env["WANDB_MODE"]}}, env)
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
            .sort(pl.min_horizontal("variable_fpp", "anomaly_fpp"), nulls_last=True)
            .select("source_id", "class", "ra", "dec", "variable_fpp", "anomaly_fpp", "variable_3sigma", "vae_variable_3sigma")
            .head(10).collect())
-    with pl.Config(tbl_width_chars=140, float_precision=5):
+    with pl.Config(tbl_width_chars=140, fmt_float="mixed"):  # FPPs of 1e-13 keep their digits
         print("\nten most significant variable or anomalous sources with no counterpart within 15 arcsec (new):")
         print(new)
     print(f"\nrun directory: {run_dir}   (plots in training_plots/, scores in scores_test.parquet)")
@@ -116,4 +122,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

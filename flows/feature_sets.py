@@ -16,7 +16,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from etl.store import open_store
-from features.build import build_model_features, build_poisson_variability, build_variability
+from features.build import build_poisson_variability, build_variability
+from features.featurestore import build_lock
 from features.poisson_variability import extract_poisson_variability
 from flows.runners import RunnerKind, make_task_runner
 
@@ -52,6 +53,8 @@ def runner_extract(runner, part_sources: int | None = None):
 
 @task(name="model-features", retries=1)
 def model_features_task(store: str, checkpoint: str, n_null: int | None) -> list[dict]:
+    from training.score import build_model_features  # torch: only when a checkpoint is given
+
     return [{**meta, "created": created} for meta, created in build_model_features(store, checkpoint, progress=False, n_null=n_null)]
 
 
@@ -69,12 +72,17 @@ def build_features(store: str, checkpoint: str | None = None, min_points: int = 
         Where the ``poisson_variability`` parts run (:func:`flows.runners.make_task_runner`).
     """
     logger = get_run_logger()
-    results = [variability_task(store, min_points)]
-    with make_task_runner(task_runner, workers, dask_address) as runner:
-        meta, created = build_poisson_variability(store, n_null=n_null, extract=runner_extract(runner))
-    results.append({**meta, "created": created})
-    if checkpoint:
-        results += model_features_task(store, checkpoint, n_null)
+
+    def waiting(holder: str) -> None:
+        logger.info("another feature build holds %s (%s); waiting for it", store, holder)
+
+    with build_lock(open_store(store), on_wait=waiting):  # the same lock as python -m features.build
+        results = [variability_task(store, min_points)]
+        with make_task_runner(task_runner, workers, dask_address) as runner:
+            meta, created = build_poisson_variability(store, n_null=n_null, extract=runner_extract(runner))
+        results.append({**meta, "created": created})
+        if checkpoint:
+            results += model_features_task(store, checkpoint, n_null)
     rows = ["| set | version | sources | columns | |", "|---|---:|---:|---:|---|"]
     for r in results:
         rows.append(f"| {r['name']} | {r['version']} | {r['rows']} | {len(r['columns'])} | {'built' if r['created'] else 'reused'} |")

@@ -13,30 +13,32 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from etl.ingest import BATCH_SIZE, check_options, in_order, ingest
+from common.location import filesystem
+from common.pool import in_order
+from etl.ingest import BATCH_SIZE, check_options, ingest
 from etl.ingestor import IngestSummary
-from etl.parse import ParsedBatch, parse_batch
 from etl.lightcurve import FRACEXP_MIN
-from etl.location import filesystem
+from etl.parse import ParsedBatch, parse_batch
 from flows.runners import RunnerKind, make_task_runner
 
 MAX_REJECTED_IN_ARTIFACT = 200
 
 
 @task(name="parse-batch", retries=3, retry_delay_seconds=[2, 10, 30], task_run_name="parse-batch-{index}")
-def parse_batch_task(files: list[str], known_hashes: list[str | None], fracexp_min: float, index: int = 0) -> ParsedBatch:
+def parse_batch_task(files: list[str], known_hashes: list[str | None], fracexp_min: float, binning: str = "none",
+                     index: int = 0) -> ParsedBatch:
     """Hash, read and validate one batch of files (see :func:`etl.ingest.parse_batch`)."""
-    return parse_batch(files, known_hashes, fracexp_min)
+    return parse_batch(files, known_hashes, fracexp_min, binning)
 
 
 def prefect_batch_runner(runner, in_flight: int):
     """A :data:`etl.ingest.BatchRunner` that submits each batch as a Prefect task to ``runner``."""
 
-    def run(batches, known_hashes, fracexp_min):
+    def run(batches, known_hashes, fracexp_min, binning):
         def submit(item):
             index, files = item
             return runner.submit(parse_batch_task, {"files": files, "known_hashes": known_hashes(files),
-                                                    "fracexp_min": fracexp_min, "index": index})
+                                                    "fracexp_min": fracexp_min, "binning": binning, "index": index})
 
         return in_order(submit, enumerate(batches), in_flight)
 
@@ -79,6 +81,7 @@ def ingest_fits(
     workers: int = 2,
     dask_address: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    bin: str = "none",
 ) -> dict:
     """Ingest an eROSITA light-curve FITS archive into a Zarr store + Parquet catalog.
 
@@ -100,6 +103,8 @@ def ingest_fits(
         ``tcp://host:8786`` of an existing Dask scheduler.
     storage_options : dict, optional
         fsspec options for URLs (``{"endpoint_url": ...}`` for S3-compatible servers).
+    bin : {"none", "eroday"}
+        ``eroday``: one bin per survey scan (``--bin`` of ``python -m etl.ingest``); a store holds one.
 
     Returns
     -------
@@ -107,7 +112,7 @@ def ingest_fits(
         discovered, ingested, unchanged, rejected, points, seconds, store, rejected_files.
     """
     logger = get_run_logger()
-    check_options(workers=workers, batch_size=batch_size, fracexp_min=fracexp_min)
+    check_options(workers=workers, batch_size=batch_size, fracexp_min=fracexp_min, binning=bin)
     check_paths(archive, store, storage_options)
 
     def progress(summary: IngestSummary) -> None:
@@ -116,7 +121,7 @@ def ingest_fits(
 
     with make_task_runner(task_runner, workers, dask_address) as runner:
         summary = ingest(archive, store, batch_size=batch_size, fracexp_min=fracexp_min, progress=False,
-                         storage_options=storage_options, on_batch=progress,
+                         storage_options=storage_options, on_batch=progress, binning=bin,
                          batch_runner=prefect_batch_runner(runner, in_flight=2 * workers))
     logger.info(summary.line())
     create_markdown_artifact(summary_markdown(summary), key="ingest-summary", description=f"ingest-fits into {store}")

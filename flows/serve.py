@@ -30,7 +30,10 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
-from etl.lifeline import set_parent_death_signal
+from common import cli
+from common.errors import UserError
+from common.extras import require
+from common.lifeline import set_parent_death_signal
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_API = "http://127.0.0.1:4200/api"
@@ -38,6 +41,10 @@ CRASH_AUTOMATION = "crash-runs-without-heartbeat"
 HEARTBEAT_SECONDS = 30  # Prefect's minimum
 #: A run is Crashed after this long without a heartbeat; must exceed HEARTBEAT_SECONDS.
 HEARTBEAT_GRACE = timedelta(seconds=float(os.environ.get("LCVAE_HEARTBEAT_GRACE_S", "90")))
+
+
+class ServeError(UserError):
+    """The Prefect server cannot be reached or started."""
 
 
 def api_healthy(api_url: str, timeout: float = 2.0) -> bool:
@@ -61,7 +68,7 @@ def start_server(api_url: str, home: Path, timeout: float = 180.0) -> subprocess
     """Start ``prefect server start`` on the loopback host/port of ``api_url``; wait until healthy."""
     parsed = urlparse(api_url)
     if parsed.hostname not in ("127.0.0.1", "localhost"):
-        raise SystemExit(f"error: no Prefect server answers at {api_url}, and it is not on this machine; start it first")
+        raise ServeError(f"no Prefect server answers at {api_url}, and it is not on this machine; start it first")
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "server.log", "ab")
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(parsed.port or 4200)]
@@ -72,12 +79,12 @@ def start_server(api_url: str, home: Path, timeout: float = 180.0) -> subprocess
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"error: prefect server exited with code {proc.returncode}; see {home / 'server.log'}")
+            raise ServeError(f"prefect server exited with code {proc.returncode}; see {home / 'server.log'}")
         if api_healthy(api_url):
             return proc
         time.sleep(0.5)
     stop_server(proc)
-    raise SystemExit(f"error: prefect server did not answer within {timeout:.0f} s; see {home / 'server.log'}")
+    raise ServeError(f"prefect server did not answer within {timeout:.0f} s; see {home / 'server.log'}")
 
 
 def stop_server(proc: subprocess.Popen | None) -> None:
@@ -135,16 +142,18 @@ def main(argv: list[str] | None = None) -> int:
         api_url = f"http://127.0.0.1:{args.port}/api"
     else:
         api_url = os.environ.get("PREFECT_API_URL") or _toml_api_url() or DEFAULT_API
-    server = None
-    if not api_healthy(api_url):
-        print(f"starting a Prefect server at {api_url} (PREFECT_HOME={args.home}) ...", flush=True)
-        server = start_server(api_url, args.home)
-    # Settings for this process and the flow-run subprocesses serve() starts.
+    # Settings for this process and the flow-run subprocesses serve() starts; set before Prefect is
+    # first imported (below), which reads them once.
     os.environ["PREFECT_API_URL"] = api_url
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "2")
     os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    require("python -m flows.serve", "prefect")
+    server = None
+    if not api_healthy(api_url):
+        print(f"starting a Prefect server at {api_url} (PREFECT_HOME={args.home}) ...", flush=True)
+        server = start_server(api_url, args.home)
 
     def terminate(signum, frame):
         raise KeyboardInterrupt
@@ -185,4 +194,4 @@ def _toml_api_url() -> str | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

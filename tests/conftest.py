@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from common import cli
+
 os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-from etl.synth import make_archive  # noqa: E402
 from etl.ingest import ingest  # noqa: E402
-from features.build import build_model_features, build_poisson_variability, build_variability  # noqa: E402
+from etl.synth import make_archive  # noqa: E402
+from features.build import build_poisson_variability, build_variability  # noqa: E402
 from training.fit import main as fit  # noqa: E402
+from training.score import build_model_features  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 REAL_FILES = sorted(DATA.glob("*.fits.gz"))
@@ -64,7 +67,7 @@ def explorer_store(tmp_path_factory) -> str:
     build_variability(store)
     build_poisson_variability(store, n_null=EXPLORER_N_NULL)
     run = root / "run"
-    assert fit(["--store", str(store), "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled",
+    assert cli.run(fit, ["--store", str(store), "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled",
                 "--no-progress", "--latent", "8", "--hidden", "16"]) == 0
     for _ in build_model_features(store, str(run / "checkpoints" / "best.h5"), progress=False, n_null=EXPLORER_N_NULL):
         pass

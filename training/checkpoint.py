@@ -32,6 +32,8 @@ import h5py
 import numpy as np
 import xxhash
 
+from common.errors import UserError
+
 FORMAT = "erosita-lcvae-checkpoint"
 #: 2: checksums. Version 1 files (no checksums) are still read.
 FORMAT_VERSION = 2
@@ -39,7 +41,7 @@ READABLE_VERSIONS = (1, 2)
 _META_KEYS = ("config", "architecture", "epoch", "step", "best_val", "wandb_id")
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint is missing, unreadable or does not fit the model."""
 
     def __init__(self, path, message: str):

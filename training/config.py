@@ -19,8 +19,10 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from common.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration key or value is invalid."""
 
 

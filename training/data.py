@@ -35,6 +35,8 @@ import torch
 import xxhash
 from torch.utils.data import IterableDataset, get_worker_info
 
+from common.errors import UserError
+from etl.lightcurve import ERODAY_S
 from etl.store import LightCurveStore, open_store
 
 #: Hash buckets of 10,000 per split: a source's split depends on its id only.
@@ -45,10 +47,9 @@ COUNT_COLUMNS = ("counts", "back_counts", "backratio", "fracexp", "timedel")
 #: Extra input features with ``time_inputs``: the gap since the previous bin and the exposure.
 N_TIME_INPUTS = 2
 SCALE_FLOOR = 1e-3
-ERODAY_S = 14400.0
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The store cannot feed training (empty, no sources left after filtering...)."""
 
 

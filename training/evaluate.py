@@ -2,11 +2,13 @@
 
     python -m training.evaluate --checkpoint RUN/checkpoints/best.h5 [--split test|val|train|all] [--out FILE]
 
-Writes Parquet keyed by ``source_id``: ``split``, ``n_steps``, ``recon_sse`` (masked squared
-error, scaled units; with ``--loss chi2`` the error-weighted residuals the model was trained
-on), ``n_values`` (valid elements), ``anomaly_score`` = recon_sse / n_values (per valid
-element, comparable across lengths; with ``--loss poisson`` the Poisson deviance per usable
-bin, recon_sse then holding the negative log-likelihood), ``anomaly_chi2`` (the
+``--split all`` scores every ok source of the store (the training run's ``--limit`` sample and
+``--min-len`` do not apply: a model encodes any light curve). Writes Parquet keyed by
+``source_id``: ``split``, ``n_steps``, ``recon_loss`` (the training loss's reconstruction term:
+masked squared error in scaled units, chi2 with ``--loss chi2``, the Poisson negative
+log-likelihood with ``--loss poisson``), ``n_values`` (valid elements), ``anomaly_score`` (per
+valid element, comparable across lengths: recon_loss / n_values, or with ``--loss poisson`` the
+Poisson deviance per usable bin), ``anomaly_chi2`` (the
 reduced chi2 of the band rates against the reconstruction, residuals divided by the mean of
 the lower and upper errors: the same score weighted by the measurement errors, so that faint,
 noisy sources do not dominate it) and ``mu_0`` ...
@@ -25,13 +27,12 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
-from etl.errors import EtlError
+from common import cli
+from etl.lightcurve import band_labels
 from etl.store import open_store
-from training.checkpoint import CheckpointError, load_checkpoint, restore
-from training.config import config_from_dict
-from training.data import SPLITS, BucketedLightCurves, DataError, features_from_batch, read_columns, select_splits
-from training.model import RNNVAE, architecture_bands, batch_elbo, build_model
-from training import plots
+from training.checkpoint import read_checkpoint_info
+from training.data import SPLITS, BucketedLightCurves, DataError, SourceTable, features_from_batch, read_columns, select_splits
+from training.model import RNNVAE, batch_elbo, load_model
 
 
 @torch.no_grad()
@@ -47,17 +48,17 @@ def score_dataset(model: RNNVAE, ds: BucketedLightCurves, device: torch.device, 
         b = x.shape[0]
         loss_sum += float(out["loss"]) * b
         count += b
-        sse = out["per_source_mse"].cpu().numpy()
+        recon_loss = out["per_source_recon"].cpu().numpy()
         k = batch["sigma"].shape[-1]  # bands: the first K outputs are the band rates
         chi2 = weighted_chi2(recon.float().cpu()[..., :k], batch["y"][..., :k], batch["target_mask"][..., :k], batch["sigma"])
         n_values = out["per_source_count"].cpu().numpy()
         # the anomaly score is the training loss's reconstruction term per valid value; for the
         # Poisson loss its deviance per bin (comparable across lengths and brightness)
-        per_value = out["per_source_deviance"].cpu().numpy() if loss == "poisson" else sse
+        per_value = out["per_source_deviance"].cpu().numpy() if loss == "poisson" else recon_loss
         frame = {
             "source_id": [ds.sources.source_ids[i] for i in batch["rows"].tolist()],
             "n_steps": batch["lengths"].numpy(),
-            "recon_sse": sse,
+            "recon_loss": recon_loss,
             "n_values": n_values,
             "anomaly_score": per_value / np.maximum(n_values, 1),
             "anomaly_chi2": chi2,
@@ -110,13 +111,46 @@ def reconstruct(model: RNNVAE, store, source_ids: list[str], max_len: int, targe
     return out
 
 
-def check_bands(ckpt, store) -> None:
-    """Refuse a checkpoint trained on another number of energy bands than the store has."""
-    trained = architecture_bands(ckpt.architecture)
-    if trained != len(store.e_min):
-        bands = ", ".join(f"{lo:g}-{hi:g}" for lo, hi in zip(store.e_min, store.e_max))
-        raise CheckpointError(ckpt.path, f"the model was trained on a {trained}-band store; {store.url} has "
-                                         f"{len(store.e_min)} bands ({bands} keV)")
+def sources_to_score(store, cfg, split: str) -> dict[str, SourceTable]:
+    """The sources of ``split`` as training drew them, or for ``"all"`` every ok source of the store."""
+    catalog = store.catalog().collect()
+    if split == "all":  # every source: no sample, no minimum length (a model encodes any light curve)
+        return select_splits(catalog, limit=0, seed=cfg.seed, min_len=1)
+    return {split: select_splits(catalog, cfg.limit, cfg.seed, cfg.min_len)[split]}
+
+
+def score_store(model: RNNVAE, cfg, store, split: str = "all", device: torch.device | str = "cpu",
+                progress: bool = False) -> tuple[pl.DataFrame, float]:
+    """Scores and latents of ``split``'s sources (``"all"``: every ok source), and the mean loss per light curve.
+
+    Raises
+    ------
+    DataError
+        When the store has no light curves, or the split none.
+    """
+    if len(store) == 0:
+        raise DataError(f"{store.url}: the store has no ingested light curves to score")
+    frames, losses, counts = [], [], []
+    for name, sources in sources_to_score(store, cfg, split).items():
+        if len(sources) == 0:
+            continue
+        ds = BucketedLightCurves(store.url, sources, cfg.batch_size, cfg.max_len, cfg.target, shuffle=False,
+                                 cache_mib=cfg.cache_mib, poisson=cfg.loss == "poisson", time_inputs=cfg.time_inputs,
+                                 storage_options=store.storage_options or None)
+        df, loss = score_dataset(model, ds, torch.device(device), cfg.kld_coef, name, progress, cfg.loss)
+        frames.append(df)
+        losses.append(loss * len(sources))
+        counts.append(len(sources))
+    if not frames:
+        raise DataError(f"{store.url}: no sources in split {split!r}")
+    return pl.concat(frames).sort("anomaly_score", descending=True), sum(losses) / max(sum(counts), 1)
+
+
+def pick_device(device: str) -> torch.device:
+    """``auto``: CUDA when present, else the CPU; anything else as torch spells it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def evaluate_checkpoint(checkpoint: str, store_url: str | None = None, split: str = "test", out: str | None = None,
@@ -127,63 +161,49 @@ def evaluate_checkpoint(checkpoint: str, store_url: str | None = None, split: st
     -------
     (parquet path, scores, mean loss per light curve)
     """
-    ckpt = load_checkpoint(checkpoint)
-    cfg = config_from_dict(ckpt.config)
-    store_url = store_url or cfg.store
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    store = open_store(store_url, cache_bytes=cfg.cache_mib * 2**20)
-    check_bands(ckpt, store)
-    model = build_model(cfg, len(store.e_min)).to(dev)
-    restore(ckpt, model, rng=False)
-    catalog = store.catalog().collect()
-    tables = select_splits(catalog, cfg.limit, cfg.seed, cfg.min_len)
-    splits = list(SPLITS) if split == "all" else [split]
-    frames, losses, counts = [], [], []
-    for name in splits:
-        sources = tables[name]
-        if len(sources) == 0:
-            continue
-        ds = BucketedLightCurves(store_url, sources, cfg.batch_size, cfg.max_len, cfg.target, shuffle=False, cache_mib=cfg.cache_mib,
-                                 poisson=cfg.loss == "poisson", time_inputs=cfg.time_inputs)
-        df, loss = score_dataset(model, ds, dev, cfg.kld_coef, name, progress, cfg.loss)
-        frames.append(df)
-        losses.append(loss * len(sources))
-        counts.append(len(sources))
-    if not frames:
-        raise DataError(f"{store_url}: no sources in split {split!r}")
-    scores = pl.concat(frames).sort("anomaly_score", descending=True)
+    info = read_checkpoint_info(checkpoint)
+    store = open_store(store_url or info["config"]["store"], cache_bytes=int(info["config"].get("cache_mib", 256)) * 2**20)
+    if len(store) == 0:
+        raise DataError(f"{store.url}: the store has no ingested light curves to score")
+    dev = pick_device(device)
+    model, cfg = load_model(checkpoint, store, dev)
+    scores, loss = score_store(model, cfg, store, split, dev, progress)
     path = Path(out) if out else Path(checkpoint).resolve().parent.parent / f"scores_{split}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     scores.write_parquet(path)
+    if top:
+        write_figures(model, cfg, store, scores, path, split, top, dev)
+    return path, scores, loss
+
+
+def write_figures(model: RNNVAE, cfg, store, scores: pl.DataFrame, path: Path, split: str, top: int, device) -> None:
+    """The latent PCA and the ``top`` worst reconstructions as PNG beside ``path``."""
+    from training import plots
+
     mu = scores.select(pl.col("^mu_\\d+$")).to_numpy()
     if len(scores) >= 3:
         plots.save(plots.latent_figure(mu, scores["anomaly_score"].to_numpy(), "anomaly score"), path.with_name(f"{path.stem}_latent_pca.png"))
     worst = scores["source_id"][: min(top, len(scores))].to_list()
-    records = reconstruct(model, store, worst, cfg.max_len, cfg.target, dev, cfg.time_inputs)
+    records = reconstruct(model, store, worst, cfg.max_len, cfg.target, device, cfg.time_inputs)
     for rec, score in zip(records, scores["anomaly_score"][: len(worst)]):
         rec["score"] = float(score)
-    bands = plots.band_labels(store.e_min, store.e_max)
+    bands = band_labels(store.e_min, store.e_max)
     plots.save(plots.reconstruction_figure(records, bands, f"{len(worst)} highest anomaly scores ({split})"), path.with_name(f"{path.stem}_worst.png"))
-    return path, scores, sum(losses) / max(sum(counts), 1)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description="Anomaly scores and latents of a trained GRU-VAE.")
     p.add_argument("--checkpoint", required=True, help="checkpoint .h5 (e.g. RUN/checkpoints/best.h5)")
     p.add_argument("--store", help="store path or URL (default: the one the model was trained on)")
-    p.add_argument("--split", default="test", choices=[*SPLITS, "all"])
+    p.add_argument("--split", default="test", choices=[*SPLITS, "all"], help="'all': every ok source of the store")
     p.add_argument("--out", help="output Parquet (default RUN/scores_<split>.parquet)")
-    p.add_argument("--top", type=int, default=16, help="worst-reconstructed light curves to plot")
+    p.add_argument("--top", type=int, default=16, help="worst-reconstructed light curves to plot (0: no figures)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
-    try:
-        path, scores, loss = evaluate_checkpoint(args.checkpoint, args.store, args.split, args.out, args.top, args.device)
-    except (CheckpointError, DataError, EtlError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    path, scores, loss = evaluate_checkpoint(args.checkpoint, args.store, args.split, args.out, args.top, args.device)
     print(f"{args.split}: {len(scores)} sources, loss per light curve {loss:.4g}; scores -> {path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

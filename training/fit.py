@@ -31,16 +31,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from etl.errors import EtlError
+from common import cli
+from common.errors import UserError
+from etl.lightcurve import band_labels
 from etl.store import open_store
 from training import plots
-from training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, read_checkpoint_info, restore, save_checkpoint
-from training.config import ConfigError, TrainConfig, load_config
+from training.checkpoint import find_checkpoint, load_checkpoint, read_checkpoint_info, restore, save_checkpoint
+from training.config import TrainConfig, load_config
 from training.data import BucketedLightCurves, DataError, select_splits
-from training.evaluate import check_bands, evaluate_checkpoint, reconstruct
-from training.model import batch_elbo, build_model, make_optimizer
+from training.evaluate import evaluate_checkpoint, reconstruct
+from training.model import batch_elbo, build_model, check_bands, make_optimizer
 from training.threads import tune_threads
-
 
 #: Thread tuning runs only when the run has at least this many batches to train (all epochs),
 #: and stops after TUNE_BUDGET_S seconds; a short run keeps torch's default thread count.
@@ -48,8 +49,10 @@ TUNE_MIN_BATCHES = 2000
 TUNE_BUDGET_S = 3.0
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (a NaN loss); the message says where the last good checkpoint is."""
+class TrainingError(UserError, RuntimeError):
+    """Training cannot go on (a NaN loss: lower --lr); the message says where the last good checkpoint is. Exit status 3."""
+
+    exit_code = 3
 
 
 def resolve_wandb_mode(cfg: TrainConfig) -> str:
@@ -215,7 +218,7 @@ class Trainer:
         """
         self.net.train()
         self.train_ds.set_epoch(epoch)
-        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss * B, mse, kl, non-finite steps
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss * B, recon, kl, non-finite steps
         n_curves = n_steps = 0
         started = time.perf_counter()
         bar = tqdm(self._loader(self.train_ds), total=len(self.train_ds), desc=f"epoch {epoch}/{self.cfg.epochs}",
@@ -234,7 +237,7 @@ class Trainer:
             self.step += 1
             b = x.shape[0]
             loss = out["loss"].detach()
-            sums += torch.stack([loss * b, out["mse"].detach(), out["kl"].detach(), (~torch.isfinite(loss)).double()])
+            sums += torch.stack([loss * b, out["recon"].detach(), out["kl"].detach(), (~torch.isfinite(loss)).double()])
             n_curves += b
             n_steps += int(batch["lengths"].sum())
             if i % self.cfg.log_every == 0 or i == len(self.train_ds):
@@ -242,9 +245,9 @@ class Trainer:
                 self._check_finite(totals[3], epoch)
                 bar.set_postfix(loss=f"{totals[0] / n_curves:.4g}")
         seconds = time.perf_counter() - started
-        loss_sum, mse_sum, kl_sum, bad, n_curves, n_steps = self._all_sum(*sums.tolist(), n_curves, n_steps)
+        loss_sum, recon_sum, kl_sum, bad, n_curves, n_steps = self._all_sum(*sums.tolist(), n_curves, n_steps)
         self._check_finite(bad, epoch)
-        return {"train_loss": loss_sum / n_curves, "train_mse": mse_sum / n_curves, "train_kl": kl_sum / n_curves,
+        return {"train_loss": loss_sum / n_curves, "train_recon": recon_sum / n_curves, "train_kl": kl_sum / n_curves,
                 "steps_per_s": n_steps / seconds, "curves": int(n_curves), "seconds": seconds}
 
     def _check_finite(self, bad: float, epoch: int) -> None:
@@ -280,13 +283,13 @@ class Trainer:
     def plot(self, epoch: int) -> None:
         records = reconstruct(self.model, self.store, self.benchmark_ids, self.cfg.max_len, self.cfg.target, self.device,
                               self.cfg.time_inputs)
-        fig = plots.reconstruction_figure(records, plots.band_labels(self.store.e_min, self.store.e_max), f"epoch {epoch}")
+        fig = plots.reconstruction_figure(records, band_labels(self.store.e_min, self.store.e_max), f"epoch {epoch}")
         path = self.plot_dir / f"reconstruction_epoch_{epoch:06d}.png"
+        plots.save(fig, path)
         if self.wandb_run is not None:
             import wandb
 
-            self.wandb_run.log({"reconstruction": wandb.Image(fig), "epoch": epoch}, step=epoch)
-        plots.save(fig, path)
+            self.wandb_run.log({"reconstruction": wandb.Image(str(path)), "epoch": epoch}, step=epoch)
 
     def fit(self) -> dict:
         cfg = self.cfg
@@ -370,15 +373,8 @@ def resolve_config(cfg: TrainConfig, with_saved) -> tuple[TrainConfig, str | Non
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        cfg, resume_from = resolve(argv)
-        summary = Trainer(cfg, resume_from).fit()
-    except (ConfigError, DataError, EtlError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except TrainingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
+    cfg, resume_from = resolve(argv)
+    summary = Trainer(cfg, resume_from).fit()
     if int(os.environ.get("RANK", "0")) == 0:
         lines = [f"done: {summary['epochs']} epochs, best validation loss {summary['best_val_loss']:.4g}"]
         if "test_loss" in summary:
@@ -391,4 +387,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

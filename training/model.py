@@ -92,6 +92,38 @@ def build_model(cfg, n_bands: int) -> RNNVAE:
                   cfg.dropout, cfg.latent)
 
 
+def load_model(checkpoint: str, store=None, device: str | torch.device = "cpu"):
+    """The model a checkpoint holds, in eval mode, with its training config: ``(model, cfg)``.
+
+    With ``store``, a checkpoint trained on another number of energy bands than the store has is
+    refused (:class:`~training.checkpoint.CheckpointError`). The one loader of the evaluation, the
+    feature sets and the explorer's overlay.
+    """
+    from training.checkpoint import load_checkpoint, restore
+    from training.config import config_from_dict
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = config_from_dict(ckpt.config)
+    n_bands = architecture_bands(ckpt.architecture)
+    if store is not None:
+        check_bands(ckpt, store)
+    model = build_model(cfg, n_bands).to(device)
+    restore(ckpt, model, rng=False)
+    model.eval()
+    return model, cfg
+
+
+def check_bands(ckpt, store) -> None:
+    """Refuse a checkpoint trained on another number of energy bands than the store has."""
+    from training.checkpoint import CheckpointError
+
+    trained = architecture_bands(ckpt.architecture)
+    if trained != len(store.e_min):
+        bands = ", ".join(f"{lo:g}-{hi:g}" for lo, hi in zip(store.e_min, store.e_max))
+        raise CheckpointError(ckpt.path, f"the model was trained on a {trained}-band store; {store.url} has "
+                                         f"{len(store.e_min)} bands ({bands} keV)")
+
+
 def architecture_bands(architecture: dict) -> int:
     """Energy bands of the store a model of this architecture was built for (3 inputs a band, plus 0 or 2 time inputs)."""
     return int(architecture["input_size"]) // 3
@@ -117,8 +149,9 @@ def masked_elbo(recon: torch.Tensor, target: torch.Tensor, target_mask: torch.Te
     Returns
     -------
     dict
-        ``loss`` (mean over the batch of mse + kld_coef * kl, per light curve), ``mse`` and
-        ``kl`` (batch sums), ``per_source_mse`` (B,) and ``per_source_count`` (B,) valid elements.
+        ``loss`` (mean over the batch of recon + kld_coef * kl, per light curve), ``recon`` (the
+        reconstruction term: squared error or chi2) and ``kl`` (batch sums), ``per_source_recon``
+        (B,) and ``per_source_count`` (B,) valid elements.
     """
     zero = torch.zeros((), device=recon.device)
     if sigma is not None:
@@ -135,9 +168,9 @@ def _elbo(per_source: torch.Tensor, valid: torch.Tensor, mu: torch.Tensor, logva
     batch = max(per_source.shape[0], 1)
     return {
         "loss": (per_source.sum() + kld_coef * kl.sum()) / batch,
-        "mse": per_source.sum(),
+        "recon": per_source.sum(),
         "kl": kl.sum(),
-        "per_source_mse": per_source.detach(),
+        "per_source_recon": per_source.detach(),
         "per_source_count": valid.sum(dim=(1, 2)).detach(),
     }
 
@@ -168,7 +201,7 @@ def poisson_elbo(recon: torch.Tensor, scale: torch.Tensor, counts: torch.Tensor,
     Returns
     -------
     dict
-        As :func:`masked_elbo` (``mse`` holds the negative log-likelihood), plus
+        As :func:`masked_elbo` (``recon`` holds the negative log-likelihood), plus
         ``per_source_deviance`` (B,): the Poisson deviance ``2 sum (C log(C / m) - (C - m))``,
         whose mean per bin is the anomaly score (about 1 per bin for a good fit, whatever the
         brightness and length).

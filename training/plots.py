@@ -1,16 +1,14 @@
 """Figures: benchmark reconstructions, loss curves, latent space (PCA) and worst-reconstructed sources.
 
-Every function returns a matplotlib Figure (Agg backend, no screen needed); callers save it
-as PNG and hand it to wandb.
+Every function returns a :class:`matplotlib.figure.Figure` made without pyplot, so no GUI
+backend is needed or switched (a library must leave the user's backend alone); callers save
+it as PNG (:func:`save`) and hand the file to wandb.
 """
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 BAND_COLOURS = ("tab:red", "tab:green", "tab:blue", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive")
 
@@ -20,11 +18,7 @@ def band_colour(b: int) -> str:
     return BAND_COLOURS[b % len(BAND_COLOURS)]
 
 
-def band_labels(e_min, e_max) -> list[str]:
-    return [f"{lo:g}-{hi:g} keV" for lo, hi in zip(e_min, e_max)]
-
-
-def reconstruction_figure(records: list[dict], bands: list[str], title: str = "") -> plt.Figure:
+def reconstruction_figure(records: list[dict], bands: list[str], title: str = "") -> Figure:
     """Input vs reconstruction for a few light curves, one row each, one column per band.
 
     Parameters
@@ -38,7 +32,8 @@ def reconstruction_figure(records: list[dict], bands: list[str], title: str = ""
     n = max(len(records), 1)
     k = max(len(bands), 1)
     height = 2.2 * n + 0.6
-    fig, axes = plt.subplots(n, k, figsize=(3.7 * k + 0.5, height), squeeze=False, sharex="row")
+    fig = Figure(figsize=(3.7 * k + 0.5, height))
+    axes = fig.subplots(n, k, squeeze=False, sharex="row")
     for row, rec in zip(axes, records):
         t = rec["time"]
         for b, ax in enumerate(row):
@@ -61,9 +56,10 @@ def reconstruction_figure(records: list[dict], bands: list[str], title: str = ""
     return fig
 
 
-def loss_figure(history: list[dict]) -> plt.Figure:
+def loss_figure(history: list[dict]) -> Figure:
     """Train and validation loss per epoch (log scale)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [h["train_loss"] for h in history], label="train")
     val = [(h["epoch"], h["val_loss"]) for h in history if h.get("val_loss") is not None]
@@ -92,10 +88,11 @@ def pca(latents: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
     return centred @ vt[:k].T, var[:k] / max(var.sum(), 1e-30)
 
 
-def latent_figure(latents: np.ndarray, colour: np.ndarray, colour_label: str, categorical: bool = False) -> plt.Figure:
+def latent_figure(latents: np.ndarray, colour: np.ndarray, colour_label: str, categorical: bool = False) -> Figure:
     """PCA of the latent means, coloured by a score or by class."""
     xy, explained = pca(latents)
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
     if categorical:
         for name in sorted({str(c) for c in colour}):
             sel = np.asarray([str(c) == name for c in colour])
@@ -111,6 +108,6 @@ def latent_figure(latents: np.ndarray, colour: np.ndarray, colour_label: str, ca
     return fig
 
 
-def save(fig: plt.Figure, path) -> None:
+def save(fig: Figure, path) -> None:
+    """Write ``fig`` as PNG (matplotlib's Agg renderer, whatever the interactive backend)."""
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -63,7 +63,7 @@ def tune_threads(model: nn.Module, ds: BucketedLightCurves, kld_coef: float, los
     candidates = thread_candidates(available)
     if len(candidates) == 1:
         return available, {}
-    started = time.perf_counter()
+    began = time.perf_counter()  # the budget counts from here, reading the batches included
     order = ds.rank_batches()
     picks = sorted({int(i) for i in np.linspace(0, len(order) - 1, min(n_batches, len(order)))})
     batches = [ds.load(order[i]) for i in picks]
@@ -79,14 +79,14 @@ def tune_threads(model: nn.Module, ds: BucketedLightCurves, kld_coef: float, los
     try:
         for _ in range(rounds):
             for n in candidates:
-                if time.perf_counter() - started > budget_s and math.isfinite(timings[candidates[0]]):
+                if time.perf_counter() - began > budget_s and math.isfinite(timings[candidates[0]]):
                     break
                 torch.set_num_threads(n)
                 train_pass(batches[0])  # warm-up: thread pool start, allocator
-                started = time.perf_counter()
+                timed = time.perf_counter()
                 for batch in batches:
                     train_pass(batch)
-                timings[n] = min(timings[n], (time.perf_counter() - started) / len(batches))
+                timings[n] = min(timings[n], (time.perf_counter() - timed) / len(batches))
     finally:
         torch.set_rng_state(rng)
         model.zero_grad(set_to_none=True)

@@ -90,7 +90,7 @@ def _astropy_columns(path):
 
 @pytest.mark.parametrize("keyword, value", [("TSCAL", 2.0), ("TZERO", 5.0), ("TSCAL", 0.5)])
 def test_tscal_tzero_on_real_file_match_astropy(tmp_path, real_files, keyword, value):
-    """Issue 9.10: TSCAL3 = 2.0 on COUNTS once sent a real file to a path that shuffled every column."""
+    """TSCAL3 = 2.0 on COUNTS once sent a real file to a path that shuffled every column."""
     raw = gzip.decompress(real_files[2].read_bytes())
     _, header, _ = fitstable.find_extension(raw, "RATE")
     index = next(i for i in range(1, header["TFIELDS"] + 1) if header[f"TTYPE{i}"].strip() == "COUNTS")
@@ -131,3 +131,12 @@ def test_truncated_table_is_unreadable(tmp_path, real_files):
     with pytest.raises(reader.InvalidLightCurveError) as info:
         read_lightcurve(path)
     assert info.value.code == "unreadable"
+
+
+def test_header_is_a_mapping_of_every_card():
+    """A fresh Header's ``.values()`` was [] (a dict subclass that parsed lazily)."""
+    header = fitstable.Header({"NAXIS": "                   2 / axes", "OBJECT": "'00002   '", "FLAG": "T"})
+    assert list(header.values()) == [2, "00002", True]
+    assert dict(header) == {"NAXIS": 2, "OBJECT": "00002", "FLAG": True}
+    assert list(header.items())[1] == ("OBJECT", "00002") and len(header) == 3 and "FLAG" in header
+    assert header.get("MISSING", 7) == 7

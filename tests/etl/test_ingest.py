@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from common import cli
 from etl.catalog import read_catalog
 from etl.errors import StoreError, StoreLockedError
 from etl.fitswriter import bintable_fits_bytes
@@ -68,7 +69,7 @@ def test_rerun_is_idempotent(rebinned_archive, tmp_path):
 
 def _rewrite(path: Path, seed: int, source_id: str):
     rng = np.random.default_rng(seed)
-    cols, _ = simulate_source(rng, "rebinned", 10.0, 20.0, 9, "flare")
+    cols, _ = simulate_source(rng, "rebinned", 9, "flare")
     path.write_bytes(bintable_fits_bytes(cols, header=lightcurve_header(source_id, 10.0, 20.0, cols)))
 
 
@@ -86,7 +87,7 @@ def test_changed_and_new_files(archive_copy, tmp_path):
     assert cat.filter(pl.col("source_id") == sid).height == 1  # replaced, not duplicated
     s = assert_store_matches_files(store)
     np.testing.assert_array_equal(s.read(sid).rate, read_lightcurve(archive_copy / name).rate)
-    assert "1eRASS Jnew" in s
+    assert "em01_000000_99999" in s and s.catalog().filter(pl.col("object") == "1eRASS Jnew").collect().height == 1
 
 
 def test_real_fixtures_with_shared_object(real_files, tmp_path):
@@ -151,18 +152,18 @@ def test_locked_store_fails_fast(rebinned_archive, tmp_path):
 
 
 def test_cli_errors(tmp_path, capsys):
-    assert main([str(tmp_path / "nope"), "--store", str(tmp_path / "s"), "--quiet"]) == 2
+    assert cli.run(main, [str(tmp_path / "nope"), "--store", str(tmp_path / "s"), "--quiet"]) == 2
     assert "archive directory does not exist" in capsys.readouterr().err
     (tmp_path / "a").mkdir()
     (tmp_path / "file").write_text("x")
-    assert main([str(tmp_path / "a"), "--store", str(tmp_path / "file" / "s"), "--quiet"]) == 2
+    assert cli.run(main, [str(tmp_path / "a"), "--store", str(tmp_path / "file" / "s"), "--quiet"]) == 2
     assert "cannot create the store directory" in capsys.readouterr().err
     with pytest.raises(StoreError):
         ingest(tmp_path / "a", tmp_path / "file" / "s", progress=False)
 
 
 def test_cli_summary_and_rejects(rebinned_archive, tmp_path, capsys):
-    assert main([str(rebinned_archive), "--store", str(tmp_path / "s"), "--quiet"]) == 0
+    assert cli.run(main, [str(rebinned_archive), "--store", str(tmp_path / "s"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "discovered 212 | ingested 200 | unchanged 0 | rejected 12" in out
     assert "not_fits" in out and "and 2 more" in out

@@ -11,7 +11,8 @@ from astropy.io import fits
 
 from etl.errors import InvalidLightCurveError
 from etl.fitswriter import bintable_fits_bytes
-from etl.reader import REJECT_CODES, gehrels_errors, read_lightcurve
+from etl.poisson import gehrels_errors
+from etl.reader import REJECT_CODES, read_lightcurve
 from etl.synth import BAD_KINDS, lightcurve_header, simulate_source
 
 
@@ -104,7 +105,7 @@ def _write(tmp_path, name, cols, header):
 
 def test_timedel_keyword_instead_of_column(tmp_path):
     rng = np.random.default_rng(0)
-    cols, _ = simulate_source(rng, "rebinned", 1.0, 2.0, 8, "constant")
+    cols, _ = simulate_source(rng, "rebinned", 8, "constant")
     cols.pop("TIMEDEL")
     header = [c for c in lightcurve_header("src", 1.0, 2.0, {"TIME": cols["TIME"], "TIMEDEL": np.array([40.0])})] + [("TIMEDEL", 40.0, "")]
     lc = read_lightcurve(_write(tmp_path, "kw.fits", cols, header))
@@ -113,7 +114,7 @@ def test_timedel_keyword_instead_of_column(tmp_path):
 
 def test_missing_rate_err_falls_back_to_gehrels(tmp_path):
     rng = np.random.default_rng(1)
-    cols, _ = simulate_source(rng, "srctool", 1.0, 2.0, 6, "constant")
+    cols, _ = simulate_source(rng, "srctool", 6, "constant")
     exposed = np.flatnonzero(cols["FRACEXP"].max(axis=1) >= 0.1)
     cols["RATE_ERR"][exposed[0], 1] = np.nan
     path = _write(tmp_path, "nanerr.fits", cols, lightcurve_header("src", 1.0, 2.0, cols))
@@ -128,7 +129,7 @@ def test_missing_rate_err_falls_back_to_gehrels(tmp_path):
 
 def test_source_id_falls_back_to_file_name(tmp_path):
     rng = np.random.default_rng(2)
-    cols, _ = simulate_source(rng, "rebinned", 1.0, 2.0, 6, "constant")
+    cols, _ = simulate_source(rng, "rebinned", 6, "constant")
     header = [c for c in lightcurve_header("x", 1.0, 2.0, cols) if c[0] != "OBJECT"]
     path = _write(tmp_path, "em01_123_020_LightCurve_00007_c010.fits", cols, header)
     gz = tmp_path / "em01_123_020_LightCurve_00008_c010.fits.gz"
@@ -139,7 +140,7 @@ def test_source_id_falls_back_to_file_name(tmp_path):
 
 def test_missing_band_edges_and_mismatched_bands(tmp_path):
     rng = np.random.default_rng(3)
-    cols, _ = simulate_source(rng, "rebinned", 1.0, 2.0, 6, "constant")
+    cols, _ = simulate_source(rng, "rebinned", 6, "constant")
     header = [c for c in lightcurve_header("x", 1.0, 2.0, cols) if not c[0].startswith("E_M")]
     with pytest.raises(InvalidLightCurveError) as info:
         read_lightcurve(_write(tmp_path, "nobands.fits", cols, header))
@@ -152,7 +153,7 @@ def test_missing_band_edges_and_mismatched_bands(tmp_path):
 
 def test_no_exposed_rows(tmp_path):
     rng = np.random.default_rng(4)
-    cols, _ = simulate_source(rng, "rebinned", 1.0, 2.0, 6, "constant")
+    cols, _ = simulate_source(rng, "rebinned", 6, "constant")
     cols["FRACEXP"][:] = 0.05
     with pytest.raises(InvalidLightCurveError) as info:
         read_lightcurve(_write(tmp_path, "lowexp.fits", cols, lightcurve_header("x", 1.0, 2.0, cols)))
@@ -162,7 +163,7 @@ def test_no_exposed_rows(tmp_path):
 
 def test_duplicate_times_are_unsorted(tmp_path):
     rng = np.random.default_rng(5)
-    cols, _ = simulate_source(rng, "rebinned", 1.0, 2.0, 6, "constant")
+    cols, _ = simulate_source(rng, "rebinned", 6, "constant")
     cols["TIME"][2] = cols["TIME"][1]
     with pytest.raises(InvalidLightCurveError) as info:
         read_lightcurve(_write(tmp_path, "dup.fits", cols, lightcurve_header("x", 1.0, 2.0, cols)))
@@ -171,7 +172,7 @@ def test_duplicate_times_are_unsorted(tmp_path):
 
 def test_band_edges_in_primary_header(tmp_path):
     rng = np.random.default_rng(6)
-    cols, _ = simulate_source(rng, "rebinned", 1.0, 2.0, 6, "constant")
+    cols, _ = simulate_source(rng, "rebinned", 6, "constant")
     full = lightcurve_header("x", 1.0, 2.0, cols)
     table = [c for c in full if not c[0].startswith("E_M")]
     primary = [c for c in full if c[0].startswith("E_M")]
@@ -187,7 +188,7 @@ def test_band_edges_in_primary_header(tmp_path):
 ])
 def test_position_error_keywords(tmp_path, cards, expected):
     rng = np.random.default_rng(7)
-    cols, _ = simulate_source(rng, "rebinned", 1.0, 2.0, 6, "constant")
+    cols, _ = simulate_source(rng, "rebinned", 6, "constant")
     lc = read_lightcurve(_write(tmp_path, "p.fits", cols, lightcurve_header("p", 1.0, 2.0, cols) + cards))
     assert (np.isnan(lc.pos_err) if expected is None else lc.pos_err == expected)
 
@@ -196,7 +197,7 @@ def test_position_error_keywords(tmp_path, cards, expected):
 def test_bad_position_error_is_rejected(tmp_path, value):
     """A corrupt position error would widen or narrow every cross-match of the source: rejected, not stored."""
     rng = np.random.default_rng(8)
-    cols, _ = simulate_source(rng, "rebinned", 1.0, 2.0, 6, "constant")
+    cols, _ = simulate_source(rng, "rebinned", 6, "constant")
     path = _write(tmp_path, "bad.fits", cols, lightcurve_header("p", 1.0, 2.0, cols) + [("POS_ERR", value, "")])
     with pytest.raises(InvalidLightCurveError) as info:
         read_lightcurve(path)

@@ -8,6 +8,7 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
+from common import cli
 from etl.catalog import read_catalog, with_sky_index, write_catalog
 from etl.cone import main as cone_main
 from etl.ingest import ingest
@@ -100,13 +101,13 @@ def test_ingest_writes_the_index_and_old_catalogs_gain_it(archive_copy, tmp_path
     (("abc", "0", "5"), "ra must be a number"),
 ])
 def test_bad_cones_are_clear_errors(sky_store, capsys, args, message):
-    assert cone_main([sky_store.url, *args]) == 2
+    assert cli.run(cone_main, [sky_store.url, *args]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_cone_on_the_command_line(sky_store, capsys, tmp_path):
-    assert cone_main([sky_store.url, "359.999", "10", "600", "--out", str(tmp_path / "m.parquet")]) == 0
+    assert cli.run(cone_main, [sky_store.url, "359.999", "10", "600", "--out", str(tmp_path / "m.parquet")]) == 0
     out = capsys.readouterr().out
     n = pl.read_parquet(tmp_path / "m.parquet").height
     assert f"{n} source(s) within 600 arcsec" in out and n > 0
-    assert cone_main([str(tmp_path / "nothing"), "1", "1", "1"]) == 2
+    assert cli.run(cone_main, [str(tmp_path / "nothing"), "1", "1", "1"]) == 2

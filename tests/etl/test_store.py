@@ -101,7 +101,8 @@ def test_catalog_is_plain_parquet(store):
     assert (ok["t_stop"] > ok["t_start"]).all()
     assert ok["offset"].is_unique().all()
     attrs = dict(zarr.open_group(store.url, mode="r").attrs)
-    assert attrs["schema_version"] == 2 and attrs["bands"]["e_min"] == [0.2, 0.6, 2.3]
+    assert attrs["schema_version"] == 3 and attrs["bands"]["e_min"] == [0.2, 0.6, 2.3]
+    assert attrs["binning"] == "none" and attrs["id_scheme"] == "name"
     assert attrs["builder"].startswith("etl ")
 
 
@@ -128,7 +129,7 @@ def test_open_errors(tmp_path):
 
 
 def test_times_carry_their_reference(real_files, tmp_path):
-    """Issue 9.6: MJDREF/TIMESYS per source, LightCurve.mjd, units and band coordinates in Zarr."""
+    """MJDREF/TIMESYS per source, LightCurve.mjd, units and band coordinates in Zarr."""
     import shutil
 
     import xarray as xr
@@ -157,7 +158,7 @@ def test_times_carry_their_reference(real_files, tmp_path):
 
 
 def test_store_shared_between_threads(store):
-    """Review (issue 9): ChunkCache had no lock; eight threads reading through one store agree with one."""
+    """ChunkCache had no lock; eight threads reading through one store agree with one."""
     from concurrent.futures import ThreadPoolExecutor
 
     ids = store.source_ids

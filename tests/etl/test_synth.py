@@ -7,14 +7,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from common import cli
+from etl.morphology import COMMON_CLASSES
+from etl.observation import draw_n_erodays, ecliptic_latitude
 from etl.reader import read_lightcurve
-from etl.synth import BAD_KINDS, CLASSES, draw_n_erodays, ecliptic_latitude, main, make_archive, variability
+from etl.synth import BAD_KINDS, main, make_archive
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def test_cli_writes_files_and_truth(tmp_path, capsys):
-    assert main([str(tmp_path), "--n", "30", "--seed", "3", "--bad", "12", "--quiet"]) == 0
+    assert cli.run(main, [str(tmp_path), "--n", "30", "--seed", "3", "--bad", "12", "--quiet"]) == 0
     truth = pl.read_parquet(tmp_path / "truth.parquet")
     assert truth.height == 42
     assert sorted(truth.filter(pl.col("expected") != "ok")["expected"].to_list()) == sorted(BAD_KINDS)
@@ -22,9 +25,16 @@ def test_cli_writes_files_and_truth(tmp_path, capsys):
     assert len(files) == 42
     good = truth.filter(pl.col("expected") == "ok")
     assert all(f.startswith("em01_") and "_020_LightCurve_" in f and f.endswith("_c010_rebinned.fits") for f in good["file"])
-    assert set(good["class"]) <= set(CLASSES)
+    assert set(good["class"]) <= set(COMMON_CLASSES)
     assert good["source_id"].n_unique() == 30
     assert "wrote 42 files" in capsys.readouterr().out
+
+
+def test_only_bad_files(tmp_path, capsys):
+    """--n 0 --bad 11 wrote the bad files, then failed in write_reference with a traceback."""
+    assert cli.run(main, [str(tmp_path), "--n", "0", "--bad", "11", "--quiet"]) == 0
+    assert len(list(tmp_path.glob("*.fits*"))) == 11 and "wrote 11 files" in capsys.readouterr().out
+    assert pl.read_parquet(tmp_path / "reference.parquet").height == 0
 
 
 def test_same_seed_same_bytes(tmp_path):
@@ -54,19 +64,6 @@ def test_srctool_flavour_has_zero_exposure_rows(tmp_path):
     assert lc.n_rows_file > lc.n_points
 
 
-def test_variability_shapes():
-    rng = np.random.default_rng(1)
-    t = np.arange(40, dtype=float)
-    flat, _ = variability(rng, "constant", t)
-    flare, p = variability(rng, "flare", t)
-    dip, d = variability(rng, "dip", t)
-    red, _ = variability(rng, "red_noise", t)
-    assert np.all(flat == 1)
-    assert flare.max() >= 1 + 0.5 * p["amplitude"]
-    assert dip.min() < 0.35 and dip.max() == 1.0
-    assert red.std() > 0.2 and (red > 0).all()
-
-
 def _error_over_gehrels(path) -> tuple[np.ndarray, np.ndarray]:
     """RATE_ERR x exposure / (1 + sqrt(N + 0.75)) of the well-exposed bins, and their counts N."""
     from astropy.io import fits
@@ -91,7 +88,7 @@ def test_srctool_errors_behave_like_the_real_files(tmp_path):
 
 
 def test_brightness_follows_euclidean_lognlogs(tmp_path):
-    """Issue 10.3: most sources near the detection limit (5-10 counts in all), a minority with hundreds."""
+    """Most sources near the detection limit (5-10 counts in all), a minority with hundreds."""
     from etl.synth import ERASS1_RATE_MIN, draw_mean_rate
 
     rng = np.random.default_rng(0)

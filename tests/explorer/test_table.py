@@ -132,3 +132,14 @@ def test_feature_values_are_each_sets_own_from_memory(table, explorer_store):
                 else:
                     assert value == expected, (name, column)
     assert table.feature_values("no such source") == {}
+
+
+def test_combined_score_keeps_the_order_of_tiny_fpps(tmp_path):
+    """The first 20+ rows of the default ranking all showed combined_score = 12 for FPPs from 1e-13 to 1e-45."""
+    fpp = np.array([1e-13, 1e-45, 3e-20, 1e-300, 0.5, 1e-30, 0.0])
+    ids = [f"s{i}" for i in range(len(fpp))]
+    frame = pl.DataFrame({"source_id": ids, "variable_fpp": fpp, "anomaly_fpp": np.full(len(fpp), 0.9)})
+    table = CandidateTable(frame, LabelLog(tmp_path / "labels.jsonl"))
+    rows, _ = table.page(Query(page_size=10))
+    assert rows["source_id"].to_list() == ["s6", "s3", "s1", "s5", "s2", "s0", "s4"]  # 0 first, then by FPP
+    assert rows["combined_score"].n_unique() == len(fpp)  # no ties, no cap

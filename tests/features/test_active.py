@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from common import cli
 from features.active import ActiveRanker, feature_matrix, forest_labels, main, simulate_expert
 
 
@@ -57,8 +58,8 @@ def test_cli(explorer_store, tmp_path, capsys):
     csv = tmp_path / "l.csv"
     csv.write_text(f"source_id,label\n{ids[0]},boring\n")
     out = tmp_path / "rank.parquet"
-    assert main(["--store", explorer_store, "--labels", str(csv), "--n", "5", "--out", str(out)]) == 0
+    assert cli.run(main, ["--store", explorer_store, "--labels", str(csv), "--n", "5", "--out", str(out)]) == 0
     ranking = pl.read_parquet(out)
     assert ranking.height == len(ids) - 1 and ids[0] not in ranking["source_id"].to_list()
     assert "next 5 candidates" in capsys.readouterr().out
-    assert main(["--store", str(tmp_path / "none")]) == 2
+    assert cli.run(main, ["--store", str(tmp_path / "none")]) == 2

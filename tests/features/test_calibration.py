@@ -90,20 +90,22 @@ def calibrated_store(tmp_path_factory):
 
 def test_flags_on_constants_never_seen_match_the_3sigma_rate(calibrated_store):
     """The calibration check: 6,000 new constant sources (another seed) against the store's tables."""
-    from features.build import _uncalibrated_poisson, null_lineage, null_store
+    from features.build import null_lineage, null_store, uncalibrated_poisson
     from features.featurestore import as_store
     from features.poisson_variability import STATISTICS, calibrate
 
     store = as_store(calibrated_store[0])
-    tables = _uncalibrated_poisson(null_store(store, null_lineage(store, 12000, 0)), False)
-    check = _uncalibrated_poisson(null_store(store, null_lineage(store, 6000, 9)), False)
+    tables = uncalibrated_poisson(null_store(store, null_lineage(store, 12000, 0)), False)
+    check = uncalibrated_poisson(null_store(store, null_lineage(store, 6000, 9)), False)
     assert set(check["source_id"]).isdisjoint(set(store.source_ids)) and check.height == 6000
     cal = calibrate(check, tables, 3)
-    lo, hi = binomial_band(FPP_3SIGMA, cal.height)
+    _, hi = binomial_band(FPP_3SIGMA, cal.height)
     for flag in [f"{s}_variable_3sigma" for s in STATISTICS] + ["variable_3sigma"]:
         flagged = cal[flag].mean()
         assert flagged <= hi, (flag, flagged)  # never more false detections than promised
-        assert flagged >= lo or flagged * cal.height >= 1, (flag, flagged)
+        # nor far fewer: at n = 6,000 the 3-sigma band's lower edge is below zero, so the lower
+        # bound is the binomial tail itself (8.1 expected; 0 flagged has probability 3e-4)
+        assert stats.binom.cdf(int(cal[flag].sum()), cal.height, FPP_3SIGMA) > 1e-3, (flag, flagged)
     combined = cal["variable_fpp"].to_numpy()
     for level in (0.01, 0.05, 0.2):  # the combined FPP is calibrated on the null itself: uniform
         lo, hi = binomial_band(level, combined.size, 4.0)

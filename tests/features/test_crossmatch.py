@@ -8,6 +8,7 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord, match_coordinates_sky
 
+from common import cli
 from features import get_features
 from features.crossmatch import CrossmatchError, crossmatch, main
 from features.featurestore import get_feature_set
@@ -90,7 +91,7 @@ def test_galactic_reference_is_converted(matched, tmp_path):
 def test_bad_references_fail_clearly(matched, tmp_path, capsys, columns, message):
     root, _ = matched
     pl.DataFrame(columns).write_parquet(tmp_path / "bad.parquet")
-    assert main(["--store", str(root / "s"), "--reference", str(tmp_path / "bad.parquet"), "--radius", "10", "--name", "bad"]) == 2
+    assert cli.run(main, ["--store", str(root / "s"), "--reference", str(tmp_path / "bad.parquet"), "--radius", "10", "--name", "bad"]) == 2
     assert message in capsys.readouterr().err
 
 

@@ -10,12 +10,13 @@ import numpy as np
 import polars as pl
 import pytest
 
+from common import cli
 from etl.ingest import ingest
 from etl.store import open_store
+from etl.synth import make_archive
 from features import FeatureSetError, get_feature_set, get_features, list_feature_sets
 from features.build import build_variability, main
-from features.featurestore import catalog_hash, write_feature_set
-from etl.synth import make_archive
+from features.featurestore import write_feature_set
 
 
 @pytest.fixture()
@@ -36,7 +37,7 @@ def test_build_reuse_and_new_version(store, tmp_path):
     ingest(tmp_path / "b", store, progress=False)
     meta3, created3 = build_variability(store)
     assert created3 and meta3["version"] == 2 and meta3["rows"] == 130
-    assert meta3["lineage"]["catalog_hash"] == catalog_hash(open_store(store)) != meta["lineage"]["catalog_hash"]
+    assert meta3["lineage"]["catalog_hash"] == open_store(store).snapshot_hash() != meta["lineage"]["catalog_hash"]
     old, data = get_feature_set(store, "variability@1")
     assert old["version"] == 1 and data.collect().height == 120
     listing = list_feature_sets(store)
@@ -63,15 +64,15 @@ def test_joined_query(store):
         get_features(store, ["variability@7"])
 
 
-def test_model_derived_sets_via_cli(store, tmp_path, capsys):
+def test_model_derived_sets_via_cli(store, tmp_path, capfd):
     import training.fit as fit
 
     run = tmp_path / "run"
-    assert fit.main(["--store", str(store), "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled",
+    assert cli.run(fit.main, ["--store", str(store), "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled",
                      "--no-progress", "--no-evaluate", "--lr", "1e-3"]) == 0
     ckpt = run / "checkpoints" / "best.h5"
-    assert main(["--store", str(store), "--checkpoint", str(ckpt), "--null-sources", "2000"]) == 0
-    out = capsys.readouterr().out
+    assert cli.run(main, ["--store", str(store), "--checkpoint", str(ckpt), "--null-sources", "2000"]) == 0
+    out = capfd.readouterr().out
     assert "variability@1: 120 sources" in out and "vae_latent@1" in out and "vae_anomaly@1" in out
     meta, data = get_feature_set(store, "vae_anomaly")
     assert meta["lineage"]["checkpoint"] == str(ckpt.resolve()) and meta["lineage"]["config"]["latent"] == 40
@@ -81,17 +82,17 @@ def test_model_derived_sets_via_cli(store, tmp_path, capsys):
     assert meta["lineage"]["null"]["n"] == 2000 and {"anomaly_fpp", "vae_variable_3sigma"} <= set(meta["columns"])
     fpp = data.collect()["anomaly_fpp"].drop_nulls()
     assert fpp.len() >= 110 and ((fpp > 0) & (fpp <= 1)).all()
-    assert main(["--store", str(store), "--checkpoint", str(ckpt), "--null-sources", "2000"]) == 0
-    assert capsys.readouterr().out.count("unchanged, reused") == 4
+    assert cli.run(main, ["--store", str(store), "--checkpoint", str(ckpt), "--null-sources", "2000"]) == 0
+    assert capfd.readouterr().out.count("unchanged, reused") == 4
     shutil.copy(ckpt, tmp_path / "other.h5")  # another model file: new lineage, new version
     with open(tmp_path / "other.h5", "ab") as fh:
         fh.write(b"\0")
-    assert main(["--store", str(store), "--checkpoint", str(tmp_path / "other.h5"), "--null-sources", "2000"]) == 0
+    assert cli.run(main, ["--store", str(store), "--checkpoint", str(tmp_path / "other.h5"), "--null-sources", "2000"]) == 0
     assert get_feature_set(store, "vae_anomaly")[0]["version"] == 2
 
 
 def test_cli_errors(tmp_path, capsys):
-    assert main(["--store", str(tmp_path / "missing")]) == 2
+    assert cli.run(main, ["--store", str(tmp_path / "missing")]) == 2
     assert "not a light-curve store" in capsys.readouterr().err
 
 
@@ -112,7 +113,7 @@ def test_join_of_three_sets_on_many_sources_is_fast(tmp_path):
 
 
 def test_sets_read_from_another_working_directory(tmp_path, monkeypatch):
-    """Issue 9.1: a set built with a relative --store was unreadable from another folder."""
+    """A set built with a relative --store was unreadable from another folder."""
     import subprocess
     import sys
     from pathlib import Path
@@ -143,3 +144,64 @@ def test_features_package_never_imports_torch(tmp_path):
     code = "import sys, features, features.build, features.variability; assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def _write_versions(store: str, tag: str, n: int) -> None:
+    """A writer process: n versions of one set, each with its own lineage and recognisable data."""
+    for i in range(n):
+        write_feature_set(store, "race", pl.DataFrame({"source_id": [f"{tag}{i}"], "value": [i]}), {"writer": tag, "i": i})
+
+
+def test_two_writers_at_once_lose_no_version(store):
+    """Two processes writing 150 versions each once listed 258 versions, one with another's data."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_versions, args=(str(store), tag, 150)) for tag in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=240)
+        assert p.exitcode == 0
+    listed = list_feature_sets(store).filter(pl.col("name") == "race")
+    assert sorted(listed["version"].to_list()) == list(range(1, 301))
+    for version, lineage in zip(listed["version"].to_list(), listed["lineage"].to_list()):
+        lineage = json.loads(lineage)
+        data = get_feature_set(store, f"race@{version}")[1].collect()
+        assert data.rows() == [(f"{lineage['writer']}{lineage['i']}", lineage["i"])], version
+    assert not list((store / "features" / "race").glob(".*"))  # no side folder left behind
+
+
+def test_two_builds_at_once(store):
+    """Two feature builds at once: the second waits for the first and reuses what it built (exit 0 both)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "features.build", "--store", str(store), "--null-sources", "2000"]
+    procs = [subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=280) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    assert sum("waiting for it" in err for _, err in outs) == 1
+    assert sum("unchanged, reused" in out for out, _ in outs) == 1
+    listed = list_feature_sets(store)
+    assert listed["name"].to_list() == ["poisson_variability", "variability"] and listed["version"].to_list() == [1, 1]
+    assert len(list((store / "calibration").iterdir())) == 1  # one null store, complete
+
+
+def test_a_build_that_may_not_wait_says_who_holds_the_lock(store, capsys):
+    import subprocess
+    import sys
+
+    hold = ("import sys, time; from etl.store import open_store; from features.featurestore import build_lock\n"
+            "with build_lock(open_store(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(store)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert cli.run(main, ["--store", str(store), "--no-wait"]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"another feature build holds the store lock (pid {holder.pid}" in capsys.readouterr().err
+    assert cli.run(main, ["--store", str(store), "--no-wait", "--null-sources", "2000"]) == 0

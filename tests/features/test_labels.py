@@ -12,6 +12,7 @@ import time
 import polars as pl
 import pytest
 
+from common import cli
 from etl.ingest import ingest
 from etl.store import open_store
 from etl.synth import make_archive
@@ -110,12 +111,36 @@ def test_csv_import(store, tmp_path):
         log.read_csv(tmp_path / "x.csv")
 
 
+def test_csv_import_refuses_bad_rows_with_their_line(store, tmp_path):
+    """Non-UTF-8 bytes and ragged rows were refused without a line number, a non-ISO time was stored,
+    an empty label said "unknown label 'None'"."""
+    a, b = store.source_ids[:2]
+    log = LabelLog(tmp_path / "l.jsonl", set(store.source_ids))
+    cases = {
+        f"source_id,label\n{a},known\n{b},bor\xe9\n".encode("latin-1"): r"line 3: not UTF-8 text \(byte 0xe9\)",
+        f"source_id,label,comment\n{a},known,fine\n{b},variable,one,two\n".encode(): "line 3: 4 fields, the header has 3",
+        f"source_id,label,time\n{a},known,yesterday\n".encode(): "line 2: time 'yesterday' is not ISO-8601",
+        f"source_id,label\n{a},\n".encode(): "line 2: .*empty label",
+        f"source_id,label,colour\n{a},known,red\n".encode(): "line 1: unknown column",
+    }
+    for i, (content, message) in enumerate(cases.items()):
+        path = tmp_path / f"bad{i}.csv"
+        path.write_bytes(content)
+        with pytest.raises(LabelError, match=message):
+            log.read_csv(path)
+    assert log.history().height == 0  # nothing of a bad file is stored
+    good = tmp_path / "good.csv"
+    good.write_text(f'source_id,label,comment,time\n{a},known,"SIMBAD: CV, eclipsing",2026-01-02T03:04:05+01:00\n\n')
+    (record,) = log.read_csv(good)
+    assert record["comment"] == "SIMBAD: CV, eclipsing" and record["time"] == "2026-01-02T02:04:05.000+00:00"
+
+
 def test_cli_import_and_show(store, tmp_path, capsys):
     csv = tmp_path / "labels.csv"
     csv.write_text(f"source_id,label\n{store.source_ids[8]},interesting\n")
     labels = tmp_path / "cli.jsonl"
-    assert main(["import", "--store", store.url, "--labels", str(labels), str(csv)]) == 0
-    assert main(["show", "--store", store.url, "--labels", str(labels)]) == 0
+    assert cli.run(main, ["import", "--store", store.url, "--labels", str(labels), str(csv)]) == 0
+    assert cli.run(main, ["show", "--store", store.url, "--labels", str(labels)]) == 0
     assert "interesting" in capsys.readouterr().out
     assert json.loads(labels.read_text().splitlines()[0])["label"] == "interesting"
-    assert main(["import", "--store", str(tmp_path / "none"), str(csv)]) == 2
+    assert cli.run(main, ["import", "--store", str(tmp_path / "none"), str(csv)]) == 2

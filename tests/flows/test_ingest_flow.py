@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import polars as pl
 import pytest
@@ -105,10 +104,10 @@ def test_build_features_flow(prefect_server, rebinned_archive, tmp_path):
 
 
 def test_build_features_on_dask_gives_the_same_set(prefect_server, rebinned_archive, tmp_path):
-    from etl.ingest import ingest
-    from features.featurestore import get_feature_set
     from polars.testing import assert_frame_equal
 
+    from etl.ingest import ingest
+    from features.featurestore import get_feature_set
     from flows import feature_sets
 
     for name in ("threads", "dask"):

@@ -1,4 +1,4 @@
-"""Training, evaluation and plots on stores of 1, 2 and 4 energy bands (issue 9.2)."""
+"""Training, evaluation and plots on stores of 1, 2 and 4 energy bands."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 import training.fit as fit
+from common import cli
 from etl.fitswriter import bintable_fits_bytes
 from etl.ingest import ingest
 from etl.store import open_store
@@ -23,7 +24,7 @@ def band_store(root, k: int, n: int = 120) -> str:
     archive = root / f"archive{k}"
     archive.mkdir()
     for i in range(n):
-        cols, _ = simulate_source(rng, "rebinned", 10.0 + i * 0.01, 20.0, int(rng.integers(4, 14)), "flare" if i % 3 else "constant")
+        cols, _ = simulate_source(rng, "rebinned", int(rng.integers(4, 14)), "flare" if i % 3 else "constant")
         out = {}
         for name, arr in cols.items():
             if arr.ndim == 2:
@@ -46,21 +47,21 @@ def stores(tmp_path_factory):
 @pytest.mark.parametrize("k", [1, 2, 4])
 def test_train_evaluate_and_plot_any_band_count(stores, tmp_path, k):
     run = tmp_path / f"run{k}"
-    assert fit.main(["--store", stores[k], "--epochs", "1", "--run-dir", str(run), "--plot-every", "1", *QUICK]) == 0
+    assert cli.run(fit.main, ["--store", stores[k], "--epochs", "1", "--run-dir", str(run), "--plot-every", "1", *QUICK]) == 0
     assert (run / "training_plots" / "reconstruction_epoch_000001.png").exists()
     scores = pl.read_parquet(run / "scores_test.parquet")
     assert scores["anomaly_chi2"].is_finite().all() and scores.height > 0
     assert len(open_store(stores[k]).e_min) == k
     out = tmp_path / f"all{k}.parquet"
-    assert evaluate_main(["--checkpoint", str(run / "checkpoints" / "best.h5"), "--split", "all", "--out", str(out), "--top", "3"]) == 0
+    assert cli.run(evaluate_main, ["--checkpoint", str(run / "checkpoints" / "best.h5"), "--split", "all", "--out", str(out), "--top", "3"]) == 0
     assert pl.read_parquet(out).height == 120
 
 
 def test_checkpoint_of_other_band_count_is_refused(stores, tmp_path, capsys):
     run = tmp_path / "run2"
-    assert fit.main(["--store", stores[2], "--epochs", "1", "--run-dir", str(run), "--no-evaluate", *QUICK]) == 0
+    assert cli.run(fit.main, ["--store", stores[2], "--epochs", "1", "--run-dir", str(run), "--no-evaluate", *QUICK]) == 0
     ckpt = str(run / "checkpoints" / "best.h5")
-    assert evaluate_main(["--checkpoint", ckpt, "--store", stores[4], "--out", str(tmp_path / "x.parquet")]) == 2
+    assert cli.run(evaluate_main, ["--checkpoint", ckpt, "--store", stores[4], "--out", str(tmp_path / "x.parquet")]) == 2
     assert "trained on a 2-band store" in capsys.readouterr().err
-    assert fit.main(["--resume", str(run), "--store", stores[4], "--epochs", "2"]) == 2
+    assert cli.run(fit.main, ["--resume", str(run), "--store", stores[4], "--epochs", "2"]) == 2
     assert "trained on a 2-band store" in capsys.readouterr().err

@@ -59,7 +59,7 @@ def test_chi2_loss_needs_rate_targets():
 
 
 def test_help_lists_every_field_with_its_doc():
-    """Issue 9.4: --help printed "unknown option --help" and exited 2."""
+    """--help printed "unknown option --help" and exited 2."""
     import subprocess
     import sys
     from pathlib import Path
@@ -92,7 +92,7 @@ def test_flag_spellings_and_precedence(tmp_path):
     (["--store", "x", "--dropout", "nan"], "dropout must be"),
 ])
 def test_nan_values_are_refused(argv, message):
-    """Issue 9.16: --lr nan ended in a torch traceback."""
+    """--lr nan ended in a torch traceback."""
     with pytest.raises(ConfigError, match=message):
         load_config(argv).validate()
 

@@ -8,8 +8,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from etl.store import open_store
-from training.data import (SPLITS, BucketedLightCurves, DataError, SourceTable, features_from_batch, make_batches,
-                           select_sources, split_of)
+from training.data import (
+    SPLITS,
+    BucketedLightCurves,
+    DataError,
+    SourceTable,
+    features_from_batch,
+    make_batches,
+    select_sources,
+    split_of,
+)
 
 
 def realistic_lengths(n, seed=0):
@@ -119,7 +127,7 @@ def test_empty_split_is_an_error():
 
 
 def test_source_scale_hand_computed():
-    """Issue 9.3: s = max(mean_t sum_k rate, sqrt(mean_t sum_k errp^2), 1e-3), over valid steps only."""
+    """s = max(mean_t sum_k rate, sqrt(mean_t sum_k errp^2), 1e-3), over valid steps only."""
     from training.data import source_scale
 
     rate = np.array([[[1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [99.0, 99.0, 99.0]],      # bright: 6 ct/s in all bands

@@ -19,6 +19,7 @@ import torch
 import zarr
 
 import training.fit as fit
+from common import cli
 from training.evaluate import main as evaluate_main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ def test_two_epoch_run_with_wandb_offline(train_store, tmp_path, capsys, monkeyp
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     run = tmp_path / "run"
     threads = torch.get_num_threads()
-    assert fit.main(["--store", train_store, "--epochs", "2", "--run-dir", str(run), "--plot-every", "1", *QUICK]) == 0
+    assert cli.run(fit.main, ["--store", train_store, "--epochs", "2", "--run-dir", str(run), "--plot-every", "1", *QUICK]) == 0
     assert torch.get_num_threads() == threads  # the run's choice does not outlive it
     out = capsys.readouterr().out
     assert "done: 2 epochs" in out and "test loss" in out and "best checkpoint" in out
@@ -60,11 +61,11 @@ def test_two_epoch_run_with_wandb_offline(train_store, tmp_path, capsys, monkeyp
 
 def test_evaluate_cli(train_store, tmp_path):
     run = tmp_path / "run"
-    assert fit.main(["--store", train_store, "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled", "--no-evaluate",
+    assert cli.run(fit.main, ["--store", train_store, "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled", "--no-evaluate",
                      "--loss", "chi2", *QUICK]) == 0
     assert all(r["train_loss"] > 0 for r in metrics(run))
     out = tmp_path / "all.parquet"
-    assert evaluate_main(["--checkpoint", str(run / "checkpoints" / "best.h5"), "--split", "all", "--out", str(out), "--top", "4"]) == 0
+    assert cli.run(evaluate_main, ["--checkpoint", str(run / "checkpoints" / "best.h5"), "--split", "all", "--out", str(out), "--top", "4"]) == 0
     scores = pl.read_parquet(out)
     assert set(scores["split"]) == {"train", "val", "test"}
     assert scores["source_id"].is_unique().all()
@@ -77,7 +78,7 @@ def test_evaluate_cli(train_store, tmp_path):
 ])
 def test_bad_stores_fail_fast(tmp_path, capsys, make_store, message):
     store = make_store(tmp_path)
-    assert fit.main(["--store", str(store), "--epochs", "1", "--run-dir", str(tmp_path / "r"), "--wandb-mode", "disabled"]) == 2
+    assert cli.run(fit.main, ["--store", str(store), "--epochs", "1", "--run-dir", str(tmp_path / "r"), "--wandb-mode", "disabled"]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -86,16 +87,16 @@ def test_empty_store_and_no_sources_left(train_store, tmp_path, capsys):
 
     (tmp_path / "empty_archive").mkdir()
     ingest(tmp_path / "empty_archive", tmp_path / "empty", progress=False)
-    assert fit.main(["--store", str(tmp_path / "empty"), "--run-dir", str(tmp_path / "r1"), "--wandb-mode", "disabled"]) == 2
+    assert cli.run(fit.main, ["--store", str(tmp_path / "empty"), "--run-dir", str(tmp_path / "r1"), "--wandb-mode", "disabled"]) == 2
     assert "no ingested light curves" in capsys.readouterr().err
-    assert fit.main(["--store", train_store, "--min-len", "100000", "--run-dir", str(tmp_path / "r2"), "--wandb-mode", "disabled"]) == 2
+    assert cli.run(fit.main, ["--store", train_store, "--min-len", "100000", "--run-dir", str(tmp_path / "r2"), "--wandb-mode", "disabled"]) == 2
     assert "no training sources left after filtering" in capsys.readouterr().err
 
 
 def test_resume_with_other_architecture_fails(train_store, tmp_path, capsys):
     run = tmp_path / "run"
-    assert fit.main(["--store", train_store, "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled", "--no-evaluate", *QUICK]) == 0
-    assert fit.main(["--resume", str(run), "--epochs", "2", "--hidden", "32"]) == 2
+    assert cli.run(fit.main, ["--store", train_store, "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled", "--no-evaluate", *QUICK]) == 0
+    assert cli.run(fit.main, ["--resume", str(run), "--epochs", "2", "--hidden", "32"]) == 2
     assert "does not match the model's" in capsys.readouterr().err
 
 
@@ -112,7 +113,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(train_store, tmp_path, ca
 
     monkeypatch.setattr(fit, "batch_elbo", poisoned)
     run = tmp_path / "run"
-    code = fit.main(["--store", train_store, "--epochs", "5", "--run-dir", str(run), "--wandb-mode", "disabled", *QUICK])
+    code = cli.run(fit.main, ["--store", train_store, "--epochs", "5", "--run-dir", str(run), "--wandb-mode", "disabled", *QUICK])
     assert code == 3
     err = capsys.readouterr().err
     assert "loss became NaN" in err and "last.h5" in err
@@ -183,12 +184,12 @@ def select_train_count(store):
 
 
 def test_resume_writes_where_it_points(train_store, tmp_path):
-    """Issue 9.17: after cp -r runs/A runs/B, --resume runs/B continued in runs/A."""
+    """After cp -r runs/A runs/B, --resume runs/B continued in runs/A."""
     a, b = tmp_path / "A", tmp_path / "B"
-    assert fit.main(["--store", train_store, "--epochs", "1", "--run-dir", str(a), "--wandb-mode", "disabled", "--no-evaluate", *QUICK]) == 0
+    assert cli.run(fit.main, ["--store", train_store, "--epochs", "1", "--run-dir", str(a), "--wandb-mode", "disabled", "--no-evaluate", *QUICK]) == 0
     shutil.copytree(a, b)
     before = {p: p.stat().st_mtime_ns for p in a.rglob("*") if p.is_file()}
-    assert fit.main(["--resume", str(b), "--epochs", "2"]) == 0
+    assert cli.run(fit.main, ["--resume", str(b), "--epochs", "2"]) == 0
     assert [r["epoch"] for r in metrics(b)] == [1, 2]
     assert [r["epoch"] for r in metrics(a)] == [1]
     assert {p: p.stat().st_mtime_ns for p in a.rglob("*") if p.is_file()} == before
@@ -196,30 +197,30 @@ def test_resume_writes_where_it_points(train_store, tmp_path):
 
 
 def test_damaged_checkpoint_is_refused_by_evaluate_and_resume(train_store, tmp_path, capsys):
-    """Issue 9.18: a flipped bit in a weight went unnoticed by training.evaluate and --resume."""
+    """A flipped bit in a weight went unnoticed by training.evaluate and --resume."""
     from tests.training.test_checkpoint import _flip_bit
 
     run = tmp_path / "run"
-    assert fit.main(["--store", train_store, "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled", "--no-evaluate", *QUICK]) == 0
+    assert cli.run(fit.main, ["--store", train_store, "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled", "--no-evaluate", *QUICK]) == 0
     _flip_bit(run / "checkpoints" / "last.h5", "model/head.weight")
     _flip_bit(run / "checkpoints" / "best.h5", "model/head.weight")
-    assert evaluate_main(["--checkpoint", str(run / "checkpoints" / "best.h5"), "--out", str(tmp_path / "x.parquet")]) == 2
+    assert cli.run(evaluate_main, ["--checkpoint", str(run / "checkpoints" / "best.h5"), "--out", str(tmp_path / "x.parquet")]) == 2
     assert "checksum mismatch" in capsys.readouterr().err
-    assert fit.main(["--resume", str(run), "--epochs", "2"]) == 2
+    assert cli.run(fit.main, ["--resume", str(run), "--epochs", "2"]) == 2
     assert "checksum mismatch" in capsys.readouterr().err
 
 
 def test_one_source_store_trains_and_ends_cleanly(tmp_path, capsys):
-    """Minor (issue 9): a one-source store trained an epoch, then exited 2 on an empty test split."""
+    """A one-source store trained an epoch, then exited 2 on an empty test split."""
     from etl.fitswriter import bintable_fits_bytes
     from etl.ingest import ingest
     from etl.synth import lightcurve_header, simulate_source
     from training.data import split_of
 
     sid = next(f"solo{i}" for i in range(100) if split_of([f"solo{i}"])[0] == "train")
-    cols, _ = simulate_source(np.random.default_rng(0), "rebinned", 10.0, 10.0, 8, "flare")
+    cols, _ = simulate_source(np.random.default_rng(0), "rebinned", 8, "flare")
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "solo.fits").write_bytes(bintable_fits_bytes(cols, header=lightcurve_header(sid, 10.0, 10.0, cols)))
     ingest(tmp_path / "a", tmp_path / "s", progress=False)
-    assert fit.main(["--store", str(tmp_path / "s"), "--epochs", "1", "--run-dir", str(tmp_path / "r"), "--wandb-mode", "disabled", *QUICK]) == 0
+    assert cli.run(fit.main, ["--store", str(tmp_path / "s"), "--epochs", "1", "--run-dir", str(tmp_path / "r"), "--wandb-mode", "disabled", *QUICK]) == 0
     assert "no sources in the test split" in capsys.readouterr().out

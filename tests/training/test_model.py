@@ -35,7 +35,7 @@ def test_masked_loss_counts_valid_elements_only():
     mask[1, 2] = False
     mu, logvar = torch.zeros(2, 4), torch.zeros(2, 4)
     out = masked_elbo(recon, target, mask, mu, logvar, kld_coef=0.5)
-    assert out["mse"] == 15.0  # 9 + 6 valid elements, each (2-1)^2
+    assert out["recon"] == 15.0  # 9 + 6 valid elements, each (2-1)^2
     assert out["kl"] == 0.0
     assert out["loss"] == 7.5
     assert out["per_source_count"].tolist() == [9, 6]
@@ -64,7 +64,7 @@ def test_chi2_loss_divides_by_errors_and_drops_zero_errors():
     sigma[0, 1, 2] = 0.0  # unusable error: left out
     zeros = torch.zeros(1, 4)
     out = masked_elbo(recon, target, mask, zeros, zeros, 0.0, sigma=sigma)
-    assert out["mse"] == 5.0  # five elements, each ((3 - 1) / 2)^2 = 1
+    assert out["recon"] == 5.0  # five elements, each ((3 - 1) / 2)^2 = 1
     assert out["per_source_count"].tolist() == [5]
 
 

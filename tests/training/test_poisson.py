@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import training.fit as fit
+from common import cli
 from etl.store import open_store
 from training.data import features_from_batch, read_columns
 from training.model import poisson_elbo
@@ -82,9 +83,9 @@ def test_batches_carry_counts_and_time_inputs(train_store):
 def test_poisson_training_scores_and_resume(train_store, tmp_path):
     args = ["--store", train_store, "--loss", "poisson", "--time-inputs", "--no-evaluate", *QUICK]
     straight, first = tmp_path / "straight", tmp_path / "resumed"
-    assert fit.main([*args, "--epochs", "2", "--run-dir", str(straight)]) == 0
-    assert fit.main([*args, "--epochs", "1", "--run-dir", str(first)]) == 0
-    assert fit.main(["--resume", str(first), "--epochs", "2"]) == 0
+    assert cli.run(fit.main, [*args, "--epochs", "2", "--run-dir", str(straight)]) == 0
+    assert cli.run(fit.main, [*args, "--epochs", "1", "--run-dir", str(first)]) == 0
+    assert cli.run(fit.main, ["--resume", str(first), "--epochs", "2"]) == 0
     a = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (first / "metrics.jsonl").read_text().splitlines()]
     assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]  # resume continues exactly
@@ -92,6 +93,6 @@ def test_poisson_training_scores_and_resume(train_store, tmp_path):
     from training.evaluate import main as evaluate_main
 
     out = tmp_path / "scores.parquet"
-    assert evaluate_main(["--checkpoint", str(straight / "checkpoints" / "best.h5"), "--split", "all", "--out", str(out), "--top", "2"]) == 0
+    assert cli.run(evaluate_main, ["--checkpoint", str(straight / "checkpoints" / "best.h5"), "--split", "all", "--out", str(out), "--top", "2"]) == 0
     scores = pl.read_parquet(out)
     assert scores["anomaly_score"].is_finite().all() and scores["anomaly_score"].median() > 0.3  # deviance per bin

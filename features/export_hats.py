@@ -1,6 +1,6 @@
 """Export a store's ok sources as a HATS catalog that LSDB opens.
 
-    python -m etl.export_hats STORE OUT [--feature-sets variability poisson_variability ...] [--lightcurves]
+    python -m features.export_hats STORE OUT [--feature-sets variability poisson_variability ...] [--lightcurves]
                                         [--name erosita_lc] [--update | --overwrite]
 
 Written with lsdb/hats themselves (``lsdb.from_dataframe(...).write_catalog(OUT)``): HEALPix-partitioned
@@ -42,14 +42,22 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from etl.errors import EtlError
+from common import cli
+from common.errors import UserError
+from common.extras import require
+from common.lifeline import pid_alive
 from etl.store import LightCurveStore, open_store
+from features.featurestore import get_feature_set, get_features
 
 #: Points read per light-curve batch for the nested column.
 BATCH_SOURCES = 20_000
 _DROP = ("offset", "status", "reason")
 MANIFEST = "erosita_export.json"
 _SIDE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|old)-(?P<pid>\d+)-[0-9a-f]+$")
+
+
+class ExportError(UserError):
+    """An export that cannot be written as asked (OUT occupied, nothing to export)."""
 
 
 @dataclass(frozen=True)
@@ -105,21 +113,9 @@ def read_manifest(out: str | Path) -> dict | None:
 
 def _made_from(store: LightCurveStore, feature_sets: list[str], lightcurves: bool, name: str) -> dict:
     """The export's inputs: equal for two stores/options exactly when the export would be equal."""
-    from features.featurestore import catalog_hash, get_feature_set
-
-    return {"catalog_hash": catalog_hash(store),
+    return {"catalog_hash": store.snapshot_hash(),
             "feature_sets": {spec: get_feature_set(store, spec)[0]["version"] for spec in feature_sets},
             "lightcurves": bool(lightcurves), "name": name}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's, alive
-        return True
-    return True
 
 
 def _recover(out: Path) -> None:
@@ -131,7 +127,7 @@ def _recover(out: Path) -> None:
     dead = []
     for entry in out.parent.glob(f".{out.name}.*-*"):
         m = _SIDE.match(entry.name)
-        if m is not None and m["name"] == out.name and not _alive(int(m["pid"])):
+        if m is not None and m["name"] == out.name and not pid_alive(int(m["pid"])):
             dead.append((m["kind"], entry))
     if not out.exists():
         complete = [e for kind, e in dead if kind == "partial" and (e / MANIFEST).exists()]
@@ -162,14 +158,12 @@ def export_hats(store: LightCurveStore | str, out: str | Path, feature_sets: lis
 
     With ``update``, options left as None (and ``feature_sets`` None) are taken from the
     existing export's manifest. ``progress`` shows lsdb's bar over the partitions written.
-    Raises FileExistsError when ``out`` holds something and neither
+    Raises :class:`ExportError` when ``out`` holds something and neither
     ``update`` nor ``overwrite`` is given, or ``update`` finds a folder that is not an export.
     """
-    try:
-        import lsdb
-        import nested_pandas as npd
-    except ImportError as exc:
-        raise ImportError(f"the HATS export needs lsdb and hats: pip install 'erosita-lcvae[hats]' ({exc})") from None
+    require("the HATS export", "lsdb", "hats", "nested_pandas")
+    import lsdb
+    import nested_pandas as npd
 
     _tokenize_nested_by_arrow()
     store = store if isinstance(store, LightCurveStore) else open_store(str(store))
@@ -180,9 +174,9 @@ def export_hats(store: LightCurveStore | str, out: str | Path, feature_sets: lis
     previous = previous if isinstance(previous, dict) and isinstance(previous.get("made_from"), dict) else None
     occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
     if occupied and update and previous is None:
-        raise FileExistsError(f"{out} is not an export of this tool (no {MANIFEST}): pass --overwrite to replace it")
+        raise ExportError(f"{out} is not an export of this tool (no {MANIFEST}): pass --overwrite to replace it")
     if occupied and not (update or overwrite):
-        raise FileExistsError(f"{out} exists: pass --update to bring it up to date or --overwrite to replace it")
+        raise ExportError(f"{out} exists: pass --update to bring it up to date or --overwrite to replace it")
     recorded = previous["made_from"] if update and previous else {}
     feature_sets = list(recorded.get("feature_sets", {})) if feature_sets is None else list(feature_sets)
     lightcurves = bool(recorded.get("lightcurves", False)) if lightcurves is None else lightcurves
@@ -192,15 +186,13 @@ def export_hats(store: LightCurveStore | str, out: str | Path, feature_sets: lis
         return ExportResult(int(previous["sources"]), False)
 
     if feature_sets:
-        from features.featurestore import get_features  # the feature layer sits on the store; only asked-for sets
-
         frame = get_features(store, feature_sets).collect()
     else:
         frame = store.catalog().filter(pl.col("status") == "ok").collect()
     frame = frame.filter(pl.col("ra").is_not_null() & pl.col("dec").is_not_null())
     frame = frame.drop([c for c in _DROP if c in frame.columns])
     if frame.height == 0:
-        raise ValueError(f"{store.url}: no ok sources with a position to export")
+        raise ExportError(f"{store.url}: no ok sources with a position to export")
     table = npd.NestedFrame(frame.to_pandas(use_pyarrow_extension_array=True))
     if lightcurves:
         table = table.join_nested(lightcurve_points(store, frame["source_id"].to_list()), "lc")
@@ -227,7 +219,7 @@ def _now() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m etl.export_hats", description="Export a store as a HATS catalog for LSDB.")
+    p = argparse.ArgumentParser(prog="python -m features.export_hats", description="Export a store as a HATS catalog for LSDB.")
     p.add_argument("store", help="store path or URL")
     p.add_argument("out", help="HATS catalog folder to write")
     p.add_argument("--feature-sets", nargs="*", default=None, help="feature sets to join (name or name@version)")
@@ -238,12 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="re-export only if the store or a feature set changed (options default to the recorded ones)")
     mode.add_argument("--overwrite", action="store_true", help="replace whatever is at OUT")
     args = p.parse_args(argv)
-    try:
-        result = export_hats(args.store, args.out, args.feature_sets, args.lightcurves or None, args.name,
-                             args.overwrite, args.update, progress=sys.stderr.isatty())
-    except (EtlError, LookupError, ValueError, FileExistsError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = export_hats(args.store, args.out, args.feature_sets, args.lightcurves or None, args.name,
+                         args.overwrite, args.update, progress=sys.stderr.isatty())
     if result.written:
         print(f"{result.sources} sources -> {args.out} (lsdb.open_catalog({str(args.out)!r}))")
     else:
@@ -252,4 +240,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -62,3 +62,14 @@ def die_with_parent(parent: int | None = None) -> None:
     """
     set_parent_death_signal(signal.SIGKILL)
     watch_parent(parent)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` exists on this machine (someone else's counts too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's, alive
+        return True
+    return True

@@ -14,10 +14,11 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord, match_coordinates_sky
 
-from etl.export_hats import main as export_main
-from etl.export_hats import read_manifest
+from common import cli
 from etl.ingest import ingest
 from etl.store import open_store
+from features.export_hats import main as export_main
+from features.export_hats import read_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +30,7 @@ def exported(tmp_path_factory, rebinned_archive):
     root = tmp_path_factory.mktemp("hats")
     ingest(rebinned_archive, root / "s", progress=False)
     build_variability(root / "s")
-    assert export_main([str(root / "s"), str(root / "hats"), "--feature-sets", "variability", "--lightcurves"]) == 0
+    assert cli.run(export_main, [str(root / "s"), str(root / "hats"), "--feature-sets", "variability", "--lightcurves"]) == 0
     return open_store(str(root / "s")), root / "hats"
 
 
@@ -79,9 +80,9 @@ def test_lsdb_crossmatch_agrees_with_astropy(exported, tmp_path):
 
 def test_export_refuses_to_overwrite_and_unknown_sets(exported, capsys):
     store, out = exported
-    assert export_main([store.url, str(out)]) == 2
+    assert cli.run(export_main, [store.url, str(out)]) == 2
     assert "--update" in capsys.readouterr().err
-    assert export_main([store.url, str(out) + "-2", "--feature-sets", "nope"]) == 2
+    assert cli.run(export_main, [store.url, str(out) + "-2", "--feature-sets", "nope"]) == 2
     assert "no feature set 'nope'" in capsys.readouterr().err
 
 
@@ -101,11 +102,11 @@ def test_update_is_a_noop_until_the_store_grows_then_rewrites_it_whole(growing, 
     import lsdb
 
     archive, later, store_path, out = growing
-    assert export_main([str(store_path), str(out), "--lightcurves"]) == 0
+    assert cli.run(export_main, [str(store_path), str(out), "--lightcurves"]) == 0
     first = read_manifest(out)
     assert first["made_from"]["lightcurves"] and first["sources"] == len(open_store(str(store_path)))
     capsys.readouterr()
-    assert export_main([str(store_path), str(out), "--update"]) == 0
+    assert cli.run(export_main, [str(store_path), str(out), "--update"]) == 0
     assert "up to date" in capsys.readouterr().out
     assert read_manifest(out)["written_at"] == first["written_at"]
 
@@ -114,7 +115,7 @@ def test_update_is_a_noop_until_the_store_grows_then_rewrites_it_whole(growing, 
     ingest(archive, store_path, progress=False)
     store = open_store(str(store_path))
     assert len(store) > first["sources"]
-    assert export_main([str(store_path), str(out), "--update"]) == 0  # options from the manifest: light curves kept
+    assert cli.run(export_main, [str(store_path), str(out), "--update"]) == 0  # options from the manifest: light curves kept
     frame = lsdb.open_catalog(out).compute()
     ok = store.catalog().filter(pl.col("status") == "ok").collect()
     assert sorted(frame["source_id"]) == sorted(ok["source_id"]) and "lc" in frame.columns
@@ -128,7 +129,7 @@ def test_update_refuses_a_folder_that_is_not_an_export(tmp_path, exported, capsy
     store, _ = exported
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    assert export_main([store.url, str(tmp_path / "mine"), "--update"]) == 2
+    assert cli.run(export_main, [store.url, str(tmp_path / "mine"), "--update"]) == 2
     assert "not an export" in capsys.readouterr().err
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
@@ -138,10 +139,10 @@ def test_kill9_mid_export_leaves_the_previous_export_whole(growing):
     import lsdb
 
     _, _, store_path, out = growing
-    assert export_main([str(store_path), str(out), "--lightcurves"]) == 0
+    assert cli.run(export_main, [str(store_path), str(out), "--lightcurves"]) == 0
     before = read_manifest(out)
     rng = np.random.default_rng()
-    cmd = [sys.executable, "-m", "etl.export_hats", str(store_path), str(out), "--overwrite"]
+    cmd = [sys.executable, "-m", "features.export_hats", str(store_path), str(out), "--overwrite"]
     for delay in rng.uniform(0.5, 8.0, 2):
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
@@ -152,7 +153,7 @@ def test_kill9_mid_export_leaves_the_previous_export_whole(growing):
         # old (light curves) or new (none, if the run got as far as the swap): never a mix
         assert now["made_from"]["lightcurves"] == ("lc" in lsdb.open_catalog(out).columns)
     assert now["written_at"] >= before["written_at"]
-    assert export_main([str(store_path), str(out), "--overwrite"]) == 0
+    assert cli.run(export_main, [str(store_path), str(out), "--overwrite"]) == 0
     assert not list(out.parent.glob(f".{out.name}.*"))
 
 
@@ -161,7 +162,7 @@ def test_dask_tokens_of_nested_light_curves_are_cheap_and_tell_data_apart():
     import pandas as pd
     from dask.base import tokenize
 
-    from etl.export_hats import _tokenize_nested_by_arrow
+    from features.export_hats import _tokenize_nested_by_arrow
 
     _tokenize_nested_by_arrow()
 
@@ -176,12 +177,12 @@ def test_dask_tokens_of_nested_light_curves_are_cheap_and_tell_data_apart():
 def test_a_kill_between_the_two_renames_is_repaired_by_the_next_run(growing):
     """No OUT, the old export as .OUT.old-<dead pid>, the new one as a complete .OUT.partial-<dead pid>."""
     _, _, store_path, out = growing
-    assert export_main([str(store_path), str(out)]) == 0
+    assert cli.run(export_main, [str(store_path), str(out)]) == 0
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
     shutil.copytree(out, out.parent / f".{out.name}.partial-{dead}-0a1b2c3d")  # complete: has its manifest
     (out.parent / f".{out.name}.partial-{dead}-0a1b2c3d" / "erosita_export.json").write_text(
         (out / "erosita_export.json").read_text().replace('"written_at": "', '"written_at": "new '))
     out.rename(out.parent / f".{out.name}.old-{dead}-4e5f6a7b")
-    assert export_main([str(store_path), str(out), "--update"]) == 0
+    assert cli.run(export_main, [str(store_path), str(out), "--update"]) == 0
     assert read_manifest(out)["written_at"].startswith("new ")  # the new one was put in place, and is current
     assert not list(out.parent.glob(f".{out.name}.*"))

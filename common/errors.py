@@ -1,0 +1,23 @@
+"""The base class of every error a user can cause and fix: bad input, a missing file, a busy store.
+
+Command lines (:func:`common.cli.run`) print such an error as one ``error: ...`` line and exit
+with its ``exit_code`` (2 unless a subclass says otherwise); anything else is a bug and raises
+with its traceback. Every exception carries what it is about (file, store, source id, key), so a
+message in a log of a million files still says which one.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """An error in what the user asked for or gave, not in the code; exit status :attr:`exit_code`."""
+
+    exit_code: int = 2
+
+
+class MissingExtraError(UserError, ImportError):
+    """A feature needs an optional dependency group that is not installed."""
+
+    def __init__(self, what: str, module: str, extra: str):
+        self.module, self.extra = module, extra
+        super().__init__(f"{what} needs {module}, which is not installed: pip install 'erosita-lcvae[{extra}]'")

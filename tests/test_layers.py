@@ -1,0 +1,78 @@
+"""The project's architecture as tests: layers import downwards only (import-linter), and the core
+installs and imports without the extras of the layers above it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXTRAS = ("torch", "prefect", "prefect_dask", "dash", "wandb", "sklearn", "h5py", "matplotlib", "coniferest", "lsdb", "hats")
+
+
+def test_import_contracts_are_kept():
+    """Pyproject's [tool.importlinter] contracts: layers, Prefect only in flows/, no torch in the core."""
+    proc = subprocess.run([sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; "
+                           "sys.exit(lint_imports(config_filename='pyproject.toml'))"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "3 kept, 0 broken" in proc.stdout
+
+
+def test_import_contracts_catch_an_upward_import(tmp_path):
+    """The same contracts fail on a copy of the tree where etl/ imports features/ (as it once did)."""
+    for name in ("common", "etl", "features", "training", "explorer", "flows"):
+        subprocess.run(["cp", "-r", str(ROOT / name), str(tmp_path / name)], check=True)
+    (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    with open(tmp_path / "etl" / "store.py", "a") as fh:
+        fh.write("\n\ndef _upward():\n    from features.featurestore import get_features  # noqa: F401\n")
+    proc = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, '.'); from importlinter.cli import lint_imports; "
+                           "sys.exit(lint_imports(config_filename='pyproject.toml'))"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    assert "etl.store -> features.featurestore" in proc.stdout
+
+
+def _without_extras(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter where every extra's package fails to import."""
+    # importing any of them raises ModuleNotFoundError, as when the package is not installed
+    blocker = textwrap.dedent(f"""
+        import importlib.abc, importlib.machinery, sys
+        class Missing(importlib.abc.Loader):
+            def create_module(self, spec):
+                raise ModuleNotFoundError(f"No module named {{spec.name!r}}", name=spec.name)
+            def exec_module(self, module):
+                pass
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {EXTRAS!r}:
+                    return importlib.machinery.ModuleSpec(name, Missing())
+        sys.meta_path.insert(0, Block())
+    """)
+    return subprocess.run([sys.executable, "-c", blocker + textwrap.dedent(code)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_core_imports_without_the_extras():
+    proc = _without_extras("""
+        import importlib, pkgutil
+        for pkg in ("common", "etl", "features"):
+            for info in pkgutil.iter_modules(importlib.import_module(pkg).__path__):
+                importlib.import_module(f"{pkg}.{info.name}")
+        from features.build import main
+        print("core ok")
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "core ok" in proc.stdout
+
+
+def test_a_missing_extra_is_named():
+    cases = {"import runpy; runpy.run_module('training.fit', run_name='__main__')": "erosita-lcvae[train]",
+             "from common import cli; from flows.serve import main; sys.exit(cli.run(main, ['--port', '9']))": "erosita-lcvae[flows]",
+             "import explorer.app": "erosita-lcvae[explorer]",
+             "from features.active import ActiveRanker; ActiveRanker(['a'], [[0.0]])": "erosita-lcvae[explorer]"}
+    for code, extra in cases.items():
+        proc = _without_extras(code)
+        assert proc.returncode != 0 and extra in proc.stderr, (code, proc.stderr[-2000:])
