@@ -10,6 +10,12 @@ for 100,000 sources in under 10 minutes) with its peak memory, the reference ``b
 ``--bexvar-reference`` light curves, when the package is installed), and
 ``get_features`` joining three feature sets with the catalog (target: well under a second).
 The two extra sets hold random numbers shaped like the VAE sets (40 latents, 6 score columns).
+Then the discovery path as ``features.build --checkpoint`` runs it: the ``poisson_variability``
+and ``morphology`` sets, and the model sets (``vae_latent``, ``vae_anomaly``, ``discovery``:
+every source and the simulated constants scored; target for ``discovery``: 100,000 sources in
+under 2 minutes) with the model of ``--checkpoint`` (default: one epoch of
+``configs/discovery.toml`` on 2,000 of the sources; scoring time does not depend on how well it
+was trained; ``--checkpoint none`` leaves this part out).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,11 +32,11 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from archives import ensure_store  # noqa: E402
+from archives import ROOT, ensure_store  # noqa: E402
 
 from etl.store import open_store  # noqa: E402
 from features import get_features  # noqa: E402
-from features.build import null_lineage, null_store, uncalibrated_poisson  # noqa: E402
+from features.build import build_morphology, build_poisson_variability, null_lineage, null_store, uncalibrated_poisson  # noqa: E402
 from features.featurestore import write_feature_set  # noqa: E402
 from features.poisson_variability import calibrate, extract_poisson_variability  # noqa: E402
 from features.variability import extract_variability  # noqa: E402
@@ -41,6 +48,7 @@ def main() -> None:
     p.add_argument("--dir", type=Path, default=Path("/tmp/bench-read"))
     p.add_argument("--null", type=int, default=None, help="simulated constant sources (default: features.build's)")
     p.add_argument("--bexvar-reference", type=int, default=3, help="light curves timed with the reference package (0: skip)")
+    p.add_argument("--checkpoint", default=None, help="discovery model to score with ('none': skip; default: a quick one)")
     args = p.parse_args()
     store_path = ensure_store(args.dir, args.n, seed=3)
     shutil.rmtree(store_path / "features", ignore_errors=True)
@@ -93,6 +101,34 @@ def main() -> None:
     print(f"get_features, 3 sets joined with the catalog: {df.height} rows x {df.width} columns in "
           f"{min(timings) * 1e3:.0f} ms (best of 3; target well under 1 s)")
     print(f"filtered query (chi2_b2 > 3, 2 sets): {picked.height} rows in {query_s * 1e3:.0f} ms")
+    if args.checkpoint != "none":
+        time_discovery(store, args.checkpoint or quick_checkpoint(store_path, args.dir), args.null)
+
+
+def quick_checkpoint(store_path: Path, out: Path) -> Path:
+    """One epoch of ``configs/discovery.toml`` on 2,000 sources: a model of the discovery architecture."""
+    run = out / "run-discovery-quick"
+    shutil.rmtree(run, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "training.fit", "--config", str(ROOT / "configs" / "discovery.toml"), "--store",
+                    str(store_path), "--run-dir", str(run), "--epochs", "1", "--limit", "2000", "--wandb-mode", "disabled",
+                    "--no-progress"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return run / "checkpoints" / "best.h5"
+
+
+def time_discovery(store, checkpoint, n_null: int | None) -> None:
+    """The sets ``features.build --checkpoint`` makes after ``variability``, timed one by one."""
+    from training.score import build_model_features
+
+    times = {}
+    for name, build in (("poisson_variability", lambda: build_poisson_variability(store, n_null=n_null)),
+                        ("morphology", lambda: build_morphology(store, n_null=n_null)),
+                        ("vae_latent + vae_anomaly + discovery", lambda: build_model_features(store, checkpoint, False, n_null))):
+        t = time.perf_counter()
+        build()
+        times[name] = time.perf_counter() - t
+    n = len(store.ok_sources())
+    print(f"discovery path with {checkpoint}: {n} sources; " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
+          + f"; model sets {n / times['vae_latent + vae_anomaly + discovery']:,.0f} sources/s (target: 100k in < 120 s)")
 
 
 def reference_seconds(store, n: int) -> float | None:

@@ -256,7 +256,7 @@ def figures(args, run: Path, frame: pl.DataFrame, names: list[str], y: np.ndarra
     store = open_store(test_store)
     model = build_model(cfg, len(store.e_min))
     restore(ck, model, rng=False)
-    records = reconstruct(model, store, top["source_id"].to_list(), cfg.max_len, cfg.target, torch.device("cpu"), cfg.time_inputs)
+    records = reconstruct(model, store, top["source_id"].to_list(), cfg, torch.device("cpu"))
     for rec, p, c, n in zip(records, top[fpp], top["class"], top["net_counts"]):
         rec["score"], rec["source_id"] = float(p), f"{rec['source_id']}\n[{c}, {n:.0f} ct, FPP {p:.1e}]"
     plots.save(plots.reconstruction_figure(records, band_labels(store.e_min, store.e_max), title), run / "vae_only.png")

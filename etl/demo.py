@@ -21,10 +21,10 @@ from etl.synth import make_archive
 
 
 def build_archive(archive: Path, n: int, seed: int = 2026) -> None:
-    """The demo archive, built once: n synthetic light curves of both flavours + 12 malformed files."""
+    """The demo archive, built once: n synthetic light curves of both flavours (2 % rare morphologies) + 12 malformed files."""
     if not (archive / "truth.parquet").exists():
-        print(f"building a synthetic archive of {n} light curves (+12 malformed files) in {archive}")
-        make_archive(archive, n=n, seed=seed, flavour="mixed", bad=12)
+        print(f"building a synthetic archive of {n} light curves (2 % rare morphologies, +12 malformed files) in {archive}")
+        make_archive(archive, n=n, seed=seed, flavour="mixed", bad=12, rare=0.02)
 
 
 def ensure_reference(archive: Path) -> Path:

@@ -35,6 +35,7 @@ REJECT_CODES: dict[str, str] = {
     "not_fits": "the file does not start with a FITS primary header",
     "unreadable": "cfitsio could not read the file (truncated or damaged)",
     "no_rate_extension": "no binary-table extension named RATE",
+    "background_lightcurve": "an eSASS flaregti background light curve (HDU LIGHTCRV, no bands), not a source's",
     "missing_columns": "a required column is missing",
     "missing_band_edges": "no E_MIN{i}/E_MAX{i} keywords",
     "single_band": "per-band columns are 1-D while the header gives several bands",
@@ -197,6 +198,10 @@ def _read_fits(file: str, data: bytes, fracexp_min: float) -> LightCurve:
     except (fitstable.BadHeader, fitstable.Unsupported) as exc:
         raise InvalidLightCurveError(file, "unreadable", f"bad header before the RATE table: {exc}") from None
     if found is None:
+        if _has_extension(data, "LIGHTCRV"):
+            raise InvalidLightCurveError(file, "background_lightcurve", "HDU LIGHTCRV (TIME, COUNTS, RATE, FILTRATE, THRESHOLD...): "
+                                                                        "the field's background light curve from eSASS flaregti, "
+                                                                        "not a source light curve (srctool's RATE extension)")
         raise InvalidLightCurveError(file, "no_rate_extension", "no HDU with EXTNAME = 'RATE'")
     primary, header, start = found
     try:
@@ -214,6 +219,13 @@ def _read_fits(file: str, data: bytes, fracexp_min: float) -> LightCurve:
     table = _Table(header, set(rows.dtype.names), len(rows),
                    lambda names: {n: fitstable.column(rows, n, scaling) for n in names}, lambda: primary)
     return _validate(file, table, fracexp_min)
+
+
+def _has_extension(data: bytes, extname: str) -> bool:
+    try:
+        return fitstable.find_extension(data, extname) is not None
+    except (fitstable.Truncated, fitstable.BadHeader, fitstable.Unsupported):
+        return False
 
 
 def _check_size(file: str, data: bytes, header, start: int) -> None:

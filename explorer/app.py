@@ -157,6 +157,16 @@ def _pos_err(row: dict) -> str:
     return f" ± {err:.1f}\"" if err is not None and err == err else ""
 
 
+def why_block(row: dict) -> html.Div:
+    """Why the source ranks where it does (the discovery set's reason), or nothing without that set."""
+    reason = row.get("discovery_reason")
+    if not reason:
+        return html.Div(id="why")
+    score, classical = row.get("discovery_score"), row.get("discovery_score_classical")
+    figures_ = f"discovery_score {fmt(score)} (classical, without the model: {fmt(classical)})"
+    return html.Div(id="why", className="why", children=[html.B("Why it ranks here: "), reason, html.Br(), figures_])
+
+
 def source_layout(ex: Explorer, source_id: str) -> html.Div:
     row = ex.table.source(source_id)
     if row is None:
@@ -170,6 +180,7 @@ def source_layout(ex: Explorer, source_id: str) -> html.Div:
         html.Div(className="position", children=[
             f"{row.get('object') or ''}  RA {row['ra']:.5f}°  Dec {row['dec']:+.5f}°{_pos_err(row)}  ·  l {c.l.deg:.4f}°  b {c.b.deg:+.4f}°"
             + (f"  ·  MJD {row['mjd_start']:.2f}–{row['mjd_stop']:.2f}" if row.get("mjd_start") is not None else "")]),
+        why_block(row),
         html.Div(className="labels", children=[
             *[html.Button(f"{name} ({KEYS[name]})", id=f"label-{name}", n_clicks=0, className="label") for name in LABELS],
             dcc.Input(id="label-comment", type="text", placeholder="comment (optional)", debounce=False,
@@ -257,7 +268,9 @@ def build_app(ex: Explorer) -> Dash:
         row = ex.table.source(source_id)
         recon = reconstruction(ex.store, ex.vae_lineage, source_id, len(lc.columns["time"])) if ex.vae_lineage else None
         mjdref = row.get("mjdref") if row else None
-        return (figures.lightcurve_figure(lc.columns, ex.bands, mjdref, unit, recon),
+        soft = int(np.argmin(ex.store.e_min)) + 1 if len(ex.store.e_min) else 1
+        peak = row.get(f"surprise_bin_b{soft}") if row else None
+        return (figures.lightcurve_figure(lc.columns, ex.bands, mjdref, unit, recon, peak),
                 figures.context_figure(lc.columns, ex.bands, mjdref, unit))
 
     @app.callback(Output("label-status", "children"), *[Input(f"label-{name}", "n_clicks") for name in LABELS],

@@ -23,13 +23,14 @@ def times(lc: dict, mjdref: float | None, unit: str) -> tuple[np.ndarray, str]:
 
 
 def lightcurve_figure(lc: dict, bands: list[str], mjdref: float | None, unit: str = "mjd",
-                      recon: np.ndarray | None = None) -> go.Figure:
+                      recon: np.ndarray | None = None, highlight: int | None = None) -> go.Figure:
     """Rate per band with asymmetric 1-sigma errors (one marker trace per band), the VAE's reconstruction dashed.
 
     Parameters
     ----------
     lc : per-point columns of one source (``rate``/``rate_errm``/``rate_errp`` (T, K), ``time``, ``timedel`` (T,)).
     recon : (T, K) reconstruction in ct/s, or None.
+    highlight : index of a bin to mark (where the discovery model was most surprised), or None.
     """
     t, label = times(lc, mjdref, unit)
     fig = go.Figure()
@@ -42,6 +43,9 @@ def lightcurve_figure(lc: dict, bands: list[str], mjdref: float | None, unit: st
         if recon is not None:
             fig.add_trace(go.Scatter(x=t, y=recon[:, k], mode="lines", name=f"VAE {name}", legendgroup=name,
                                      line={"color": colour, "dash": "dash", "width": 1.5}))
+    if highlight is not None and 0 <= highlight < len(t):
+        fig.add_vline(x=float(t[highlight]), line={"color": "#f9a825", "width": 2, "dash": "dot"},
+                      annotation_text="most surprising bin", annotation_position="top left")
     fig.update_layout(margin={"l": 60, "r": 10, "t": 30, "b": 40}, height=330, template="plotly_white",
                       title={"text": "light curve", "font": {"size": 13}}, legend={"orientation": "h", "y": -0.25},
                       xaxis_title=label, yaxis_title="rate (ct/s)", xaxis_tickformat=".2f")

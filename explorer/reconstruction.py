@@ -34,7 +34,7 @@ def reconstruction(store, lineage: dict | None, source_id: str, n_points: int) -
 
         model, cfg = _model(str(checkpoint))
         with torch.no_grad():
-            (rec,) = reconstruct(model, store, [source_id], cfg.max_len, cfg.target, torch.device("cpu"), cfg.time_inputs)
+            (rec,) = reconstruct(model, store, [source_id], cfg, torch.device("cpu"))
     except Exception as exc:  # a stale or foreign checkpoint must not break the page: no overlay, logged
         log.warning("no reconstruction of %s from %s: %s", source_id, checkpoint, exc)
         return None

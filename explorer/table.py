@@ -24,9 +24,9 @@ from features.labels import LABELS, LabelLog
 #: Catalog columns shown beside the features (the rest: file paths, hashes, offsets... stay out)
 CATALOG_COLUMNS = ("source_id", "object", "ra", "dec", "pos_err_arcsec", "n_points", "mjd_start", "mjd_stop", "mjdref", "flavour")
 LABEL_COLUMNS = ("label", "label_comment", "label_user", "label_time", "n_labels")
-#: Score columns offered first, in this order, when present
-PREFERRED_SCORES = ("combined_score", "anomaly_fpp", "variable_fpp", "anomaly_score", "anomaly_chi2", "bexvar_fpp",
-                    "nev_fpp", "ampl_sig_fpp")
+#: Score columns offered first, in this order, when present (the first is the default ranking)
+PREFERRED_SCORES = ("discovery_score", "combined_score", "discovery_score_classical", "anomaly_fpp", "variable_fpp",
+                    "anomaly_score", "anomaly_chi2", "bexvar_fpp", "nev_fpp", "ampl_sig_fpp")
 #: FPP-like columns: small is remarkable, so they rank ascending
 ASCENDING = re.compile(r".*_fpp(_b\d+)?$")
 LABEL_STATES = ("any", "unlabelled", "labelled", *LABELS)
@@ -179,7 +179,8 @@ class CandidateTable:
         """The columns the table shows: id, the ranking score, position, counts, labels and the main scores."""
         main = [c for c in ("ra", "dec", "abs_gal_b", "n_bins", "n_points") if c in self.frame.columns]
         nets = [c for c in self.frame.columns if c.startswith("net_counts_b")]
-        extra = [c for c in ("combined_score", "variable_fpp", "anomaly_fpp", "anomaly_score", "hr_12", "hr_23") if c in self.frame.columns]
+        extra = [c for c in ("discovery_score", "combined_score", "variable_fpp", "anomaly_fpp", "anomaly_score", "hr_12", "hr_23")
+                 if c in self.frame.columns]
         cols = ["source_id", *([score] if score and score != "source_id" else []), *main, *nets, *extra, "label"]
         return list(dict.fromkeys(cols))
 

@@ -13,7 +13,8 @@ Labels map to the forest's two kinds: ``variable`` and ``interesting`` are the a
 user wants more of; ``boring``, ``artefact`` and ``known`` are regular (not what the search is
 for, even when physically unusual). Features (``feature_matrix``): the calibrated
 significances -log10 FPP of the classical statistics and of the VAE, the raw VAE score, hardness
-ratios, total net counts, number of bins and the VAE latent means where a model set exists.
+ratios, total net counts, number of bins, the cross-band tests (``morphology``, ``discovery``) and the
+VAE latent means where those sets exist.
 
 The same loop runs without a browser (``ActiveRanker``, ``simulate_expert``, the CLI) so it
 can be benchmarked (``benchmarks/active_learning.py``).
@@ -22,6 +23,7 @@ can be benchmarked (``benchmarks/active_learning.py``).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 
@@ -35,11 +37,13 @@ from common.extras import require
 ANOMALY_LABELS = ("variable", "interesting")
 REGULAR_LABELS = ("boring", "artefact", "known")
 FPP_COLUMNS = ("variable_fpp", "ampl_sig_fpp", "nev_fpp", "bexvar_fpp", "anomaly_fpp")
+#: Per-band FPPs of the cross-band tests (morphology's lbo, discovery's surprise), used when present.
+BAND_FPP = re.compile(r"^(lbo|surprise)_fpp_b\d+$")
 LOG_COLUMNS = ("anomaly_score", "anomaly_chi2")
-PLAIN_COLUMNS = ("hr_12", "hr_23", "n_bins", "time_span_d", "mean_fracexp")
+PLAIN_COLUMNS = ("hr_12", "hr_23", "n_bins", "time_span_d", "mean_fracexp", "discovery_score")
 MODELS = ("aad", "pine")
 #: The feature sets a ranking reads, when the store has them.
-RANKING_SETS = ("variability", "poisson_variability", "vae_anomaly", "vae_latent")
+RANKING_SETS = ("variability", "poisson_variability", "morphology", "vae_anomaly", "vae_latent", "discovery")
 #: The forest's inputs clip significances here: beyond it a source is "certainly variable", and a
 #: feature spanning 1e-12 to 1e-300 would let that one axis isolate everything.
 FOREST_MIN_FPP = 1e-12
@@ -65,7 +69,8 @@ def combined_score(columns: list[str]) -> pl.Expr | None:
 
 def feature_columns(columns: list[str]) -> list[pl.Expr]:
     """The forest's inputs available among ``columns`` (a joined feature frame's columns)."""
-    exprs = [significance(c, FOREST_MIN_FPP).alias(f"sig_{c}") for c in FPP_COLUMNS if c in columns]
+    exprs = [significance(c, FOREST_MIN_FPP).alias(f"sig_{c}") for c in [*FPP_COLUMNS, *filter(BAND_FPP.match, columns)]
+             if c in columns]
     exprs += [pl.col(c).clip(1e-9).log10().alias(f"log_{c}") for c in LOG_COLUMNS if c in columns]
     exprs += [pl.col(c).cast(pl.Float64) for c in PLAIN_COLUMNS if c in columns]
     nets = [c for c in columns if c.startswith("net_counts_b")]

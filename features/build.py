@@ -3,13 +3,14 @@
     python -m features.build --store STORE [--checkpoint RUN/checkpoints/best.h5] [--min-points 3]
                              [--null-sources N] [--seed 0] [--no-wait]
 
-Always builds (or reuses) the classical ``variability`` set and ``poisson_variability``
+Always builds (or reuses) the classical ``variability`` set, ``poisson_variability``
 (AMPL_MAX/AMPL_SIG, the normalised excess variance and the Bayesian excess variance per band,
 with false-positive probabilities calibrated on simulated constant sources: see
-:mod:`features.poisson_variability`, :mod:`features.calibration`, :mod:`features.null_model`).
-With ``--checkpoint`` it then hands the model-derived sets (``vae_latent``, ``vae_anomaly``,
-``discovery``) to ``python -m training.score`` in a subprocess: this package never imports torch
-or the training layer, which sits above it.
+:mod:`features.poisson_variability`, :mod:`features.calibration`, :mod:`features.null_model`) and
+``morphology`` (does a band vary as the others do: :mod:`features.morphology`, calibrated on the
+same constants). With ``--checkpoint`` it then hands the model-derived sets (``vae_latent``,
+``vae_anomaly``, ``discovery``) to ``python -m training.score`` in a subprocess: this package never
+imports torch or the training layer, which sits above it.
 
 The simulated constants live in ``STORE/calibration/null-<key>.zarr`` (a store of their own,
 built once per catalog snapshot, size and seed). One feature build runs at a time per store
@@ -36,6 +37,8 @@ from common import cli
 from common.errors import UserError
 from features.calibration import CALIBRATION_VERSION, MIN_CELL
 from features.featurestore import as_store, build_lock, find_version, get_feature_set, write_feature_set
+from features.morphology import MORPHOLOGY_VERSION, extract_morphology
+from features.morphology import calibrate as calibrate_morphology
 from features.null_model import N_NULL, NULL_MODEL_VERSION, build_null_store
 from features.poisson_variability import POISSON_FEATURES_VERSION, calibrate, extract_poisson_variability
 from features.variability import MIN_POINTS, extract_variability
@@ -82,14 +85,19 @@ def null_store(store, null: dict, progress: bool = False):
         return build_null_store(store, key, null["n"], null["seed"], progress=progress)
 
 
-def uncalibrated_poisson(store, progress: bool, extract=extract_poisson_variability) -> pl.DataFrame:
-    """The set's uncalibrated columns of a (null) store, kept as its own feature set there."""
-    lineage = {"catalog_hash": store.snapshot_hash(), "features_version": POISSON_FEATURES_VERSION, "calibrated": False}
+def uncalibrated(store, name: str, version: int, extract, progress: bool = False) -> pl.DataFrame:
+    """A set's uncalibrated columns of a (null) store, kept as its own feature set there (computed once)."""
+    lineage = {"catalog_hash": store.snapshot_hash(), "features_version": version, "calibrated": False}
     with build_lock(store):
-        meta = find_version(store, "poisson_variability", lineage)
+        meta = find_version(store, name, lineage)
         if meta is None:
-            meta, _ = write_feature_set(store, "poisson_variability", extract(store, progress=progress), lineage)
-    return get_feature_set(store, f"poisson_variability@{meta['version']}")[1].collect()  # rows by source_id
+            meta, _ = write_feature_set(store, name, extract(store, progress=progress), lineage)
+    return get_feature_set(store, f"{name}@{meta['version']}")[1].collect()  # rows by source_id
+
+
+def uncalibrated_poisson(store, progress: bool, extract=extract_poisson_variability) -> pl.DataFrame:
+    """``poisson_variability``'s uncalibrated columns of a (null) store (:func:`uncalibrated`)."""
+    return uncalibrated(store, "poisson_variability", POISSON_FEATURES_VERSION, extract, progress)
 
 
 def build_poisson_variability(store, progress: bool = False, n_null: int | None = None, seed: int = 0,
@@ -117,6 +125,29 @@ def build_poisson_variability(store, progress: bool = False, n_null: int | None 
         null_frame = uncalibrated_poisson(null_store(store, null, progress), progress, extract)
         frame = extract(store, progress=progress)
         return write_feature_set(store, "poisson_variability", calibrate(frame, null_frame, len(store.e_min)), lineage)
+
+
+def build_morphology(store, progress: bool = False, n_null: int | None = None, seed: int = 0,
+                     extract=extract_morphology) -> tuple[dict, bool]:
+    """Build the calibrated ``morphology`` set (:mod:`features.morphology`), or reuse the version of this catalog, code and null.
+
+    ``extract`` as for :func:`build_poisson_variability` (parts on a flow's task runner).
+    """
+    store = as_store(store)
+    null = null_lineage(store, n_null, seed)
+    lineage = {"catalog_hash": store.snapshot_hash(), "features_version": MORPHOLOGY_VERSION, "null": null}
+    with build_lock(store):
+        existing = find_version(store, "morphology", lineage)
+        if existing is not None:
+            return existing, False
+        poisson, _ = build_poisson_variability(store, progress=progress, n_null=n_null, seed=seed)  # its net counts
+        constants = null_store(store, null, progress)
+        null_frame = uncalibrated(constants, "morphology", MORPHOLOGY_VERSION, extract, progress)
+        frame = extract(store, progress=progress)
+        net = total_net_counts(get_feature_set(store, f"poisson_variability@{poisson['version']}")[1].collect())
+        null_net = total_net_counts(uncalibrated_poisson(constants, progress))
+        return write_feature_set(store, "morphology", calibrate_morphology(frame, null_frame, net, null_net, len(store.e_min)),
+                                 lineage)
 
 
 def total_net_counts(frame: pl.DataFrame) -> pl.DataFrame:
@@ -151,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with build_lock(store, wait=0.0 if args.no_wait else float("inf"), on_wait=waiting):
         results = [build_variability(store, args.min_points, args.jobs, progress=True),
-                   build_poisson_variability(store, progress=True, n_null=args.null_sources, seed=args.seed)]
+                   build_poisson_variability(store, progress=True, n_null=args.null_sources, seed=args.seed),
+                   build_morphology(store, progress=True, n_null=args.null_sources, seed=args.seed)]
     for meta, created in results:
         print(f"{meta['name']}@{meta['version']}: {meta['rows']} sources, {len(meta['columns'])} columns "
               f"({'built' if created else 'unchanged, reused'})", flush=True)

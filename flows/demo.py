@@ -6,8 +6,9 @@
 2. starts ``python -m flows.serve`` (which starts a local Prefect server on SQLite when none
    answers at PREFECT_API_URL / prefect.toml);
 3. runs the deployments as a user would, ``prefect deployment run ... --watch``:
-   ``ingest-fits`` -> ``train-vae`` (2 epochs, wandb offline) -> ``build-features`` (with the
-   checkpoint) -> ``cross-match`` (against the archive's reference catalogue of known objects);
+   ``ingest-fits`` -> ``train-vae`` (``configs/discovery.toml`` for 2 epochs, wandb offline) ->
+   ``build-features`` (with the checkpoint: the discovery set too) -> ``cross-match`` (against the
+   archive's reference catalogue of known objects);
 4. prints a Polars query over the catalog and the feature sets, and the most significant
    sources that have no known counterpart;
 5. stops the serving process and the server it started.
@@ -31,6 +32,7 @@ from common import cli
 from common.errors import UserError
 from etl.demo import build_archive, ensure_reference, summarize
 from flows.serve import DEFAULT_API, _toml_api_url
+from training.config import read_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             if serve.poll() is not None:
                 raise DemoError(f"flows.serve exited with code {serve.returncode}; see {log}")
         run_deployment("ingest-fits/ingest-fits", {"archive": str(archive), "store": str(store)}, env)
+        discovery = read_toml(ROOT / "configs" / "discovery.toml")  # the recommended training, for a few epochs
+        options = {k: v for k, v in discovery.items() if k not in ("epochs",)} | {"wandb_mode": env["WANDB_MODE"]}
         run_deployment("train-vae/train-vae", {"store": str(store), "epochs": args.epochs, "run_dir": str(run_dir),
-                                               "options": {"lr": 0.001, "wandb_mode": env["WANDB_MODE"]}}, env)
+                                               "options": options}, env)
         run_deployment("build-features/build-features", {"store": str(store), "checkpoint": str(run_dir / "checkpoints" / "best.h5")}, env)
         reference = ensure_reference(archive)
         run_deployment("cross-match/cross-match", {"store": str(store), "reference": str(reference), "radius": 15,
@@ -102,12 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     from features import get_features
 
     truth = pl.read_parquet(archive / "truth.parquet").select("source_id", "class")
-    top = (get_features(store, ["variability", "vae_anomaly"]).join(truth.lazy(), on="source_id", how="left")
-           .sort("anomaly_chi2", descending=True, nulls_last=True)
-           .select("source_id", "class", "n_points", "mean_rate_b2", "reduced_chi2_b2", "anomaly_score", "anomaly_chi2")
+    top = (get_features(store, ["poisson_variability", "discovery"]).join(truth.lazy(), on="source_id", how="left")
+           .sort("discovery_score", descending=True, nulls_last=True)
+           .select("source_id", "class", "n_points", "variable_fpp", "surprise_fpp_b1", "discovery_score", "discovery_score_classical")
            .head(10).collect())
-    with pl.Config(tbl_width_chars=140, float_precision=3):
-        print("\nten highest VAE anomaly chi2 (2-epoch model), with the classical reduced chi2:")
+    with pl.Config(tbl_width_chars=160, fmt_float="mixed"):
+        print(f"\nten highest discovery scores ({args.epochs}-epoch model; classes from the archive's truth table, rare ones: "
+              "qpe, eclipse, absorption, step):")
         print(top)
     new = (get_features(store, ["poisson_variability", "vae_anomaly", "xmatch_known"]).join(truth.lazy(), on="source_id", how="left")
            .filter(pl.col("xmatch_known_id").is_null())

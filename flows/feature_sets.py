@@ -1,27 +1,31 @@
-"""The ``build-features`` flow: the variability sets, and with a checkpoint the VAE sets.
+"""The ``build-features`` flow: the classical sets, and with a checkpoint the model sets (discovery included).
 
 (Not named features.py: Prefect loads flow files by path, and that name would shadow the
 top-level ``features`` package.)
 
-The ``poisson_variability`` set (and its simulated constant sources) is the expensive part: it
-is computed in parts of :data:`PART_SOURCES` sources, each a Prefect task on the flow's task
-runner: threads by default, or Dask (a temporary LocalCluster, or a scheduler's address) as for
-ingest.
+The expensive parts run in parts of :data:`PART_SOURCES` sources, each a Prefect task on the flow's
+task runner (threads by default, or Dask: a temporary LocalCluster, or a scheduler's address) as
+for ingest: the ``poisson_variability`` and ``morphology`` statistics of the store and of its
+simulated constant sources, and the model's scores (latents, anomaly, cross-band surprises). The
+whole build holds the store's feature-build lock, as ``python -m features.build`` does.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from etl.store import open_store
-from features.build import build_poisson_variability, build_variability
+from features.build import build_morphology, build_poisson_variability, build_variability
 from features.featurestore import build_lock
+from features.morphology import extract_morphology
 from features.poisson_variability import extract_poisson_variability
 from flows.runners import RunnerKind, make_task_runner
 
-#: Sources per ``poisson-variability-part`` task (~10 s of work on one core).
+#: Sources per part task (~10 s of work on one core).
 PART_SOURCES = 5_000
 
 
@@ -37,25 +41,31 @@ def poisson_part_task(store: str, start: int, stop: int) -> pl.DataFrame:
     return extract_poisson_variability(open_store(store), n_jobs=1, rows=(start, stop))
 
 
-def runner_extract(runner, part_sources: int | None = None):
-    """An ``extract`` for :func:`features.build.build_poisson_variability` that runs parts on ``runner``."""
-    part_sources = part_sources or PART_SOURCES
+@task(name="morphology-part", retries=1)
+def morphology_part_task(store: str, start: int, stop: int) -> pl.DataFrame:
+    """Uncalibrated cross-band statistics of ok sources ``start:stop`` of a (null) store."""
+    return extract_morphology(open_store(store), n_jobs=1, rows=(start, stop))
 
-    def extract(store, progress: bool = False) -> pl.DataFrame:
-        n_ok = store.catalog().filter(pl.col("status") == "ok").select(pl.len()).collect().item()
-        futures = [runner.submit(poisson_part_task, {"store": store.url, "start": lo, "stop": min(lo + part_sources, n_ok)})
-                   for lo in range(0, n_ok, part_sources)]
+
+@task(name="model-scores-part", retries=1)
+def score_part_task(store: str, checkpoint: str, start: int, stop: int) -> pl.DataFrame:
+    """The model's scores, latents and cross-band surprises of ok sources ``start:stop`` of a (null) store."""
+    from training.score import score_rows  # torch: only when a checkpoint is given
+
+    return score_rows(open_store(store), checkpoint, (start, stop), device="cpu")
+
+
+def in_parts(runner, part: Callable, part_sources: int | None = None, **fixed):
+    """``(store, progress=False) -> DataFrame``: ``part`` run on ``runner`` for every slice of the store's ok sources."""
+    size = part_sources or PART_SOURCES
+
+    def run(store, progress: bool = False) -> pl.DataFrame:
+        futures = [runner.submit(part, {"store": store.url, **fixed, "start": lo, "stop": min(lo + size, len(store))})
+                   for lo in range(0, len(store), size)]
         parts = [f.result() for f in futures]
-        return pl.concat(parts) if parts else extract_poisson_variability(store)  # none: the empty frame's schema
+        return pl.concat(parts) if parts else part.fn(store.url, **fixed, start=0, stop=0)  # none: the empty frame's schema
 
-    return extract
-
-
-@task(name="model-features", retries=1)
-def model_features_task(store: str, checkpoint: str, n_null: int | None) -> list[dict]:
-    from training.score import build_model_features  # torch: only when a checkpoint is given
-
-    return [{**meta, "created": created} for meta, created in build_model_features(store, checkpoint, progress=False, n_null=n_null)]
+    return run
 
 
 @flow(name="build-features", log_prints=True)
@@ -69,7 +79,7 @@ def build_features(store: str, checkpoint: str | None = None, min_points: int = 
         Simulated constant sources for the false-positive probabilities (default: 10 per source,
         4,000 to 50,000).
     task_runner, workers, dask_address
-        Where the ``poisson_variability`` parts run (:func:`flows.runners.make_task_runner`).
+        Where the parts run (:func:`flows.runners.make_task_runner`).
     """
     logger = get_run_logger()
 
@@ -79,10 +89,15 @@ def build_features(store: str, checkpoint: str | None = None, min_points: int = 
     with build_lock(open_store(store), on_wait=waiting):  # the same lock as python -m features.build
         results = [variability_task(store, min_points)]
         with make_task_runner(task_runner, workers, dask_address) as runner:
-            meta, created = build_poisson_variability(store, n_null=n_null, extract=runner_extract(runner))
-        results.append({**meta, "created": created})
-        if checkpoint:
-            results += model_features_task(store, checkpoint, n_null)
+            for build, part in ((build_poisson_variability, poisson_part_task), (build_morphology, morphology_part_task)):
+                meta, created = build(store, n_null=n_null, extract=in_parts(runner, part))
+                results.append({**meta, "created": created})
+            if checkpoint:
+                from training.score import build_model_features
+
+                score = in_parts(runner, score_part_task, checkpoint=checkpoint)
+                results += [{**meta, "created": created}
+                            for meta, created in build_model_features(store, checkpoint, progress=False, n_null=n_null, score=score)]
     rows = ["| set | version | sources | columns | |", "|---|---:|---:|---:|---|"]
     for r in results:
         rows.append(f"| {r['name']} | {r['version']} | {r['rows']} | {len(r['columns'])} | {'built' if r['created'] else 'reused'} |")

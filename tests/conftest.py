@@ -15,11 +15,12 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 from etl.ingest import ingest  # noqa: E402
 from etl.synth import make_archive  # noqa: E402
-from features.build import build_poisson_variability, build_variability  # noqa: E402
+from features.build import build_morphology, build_poisson_variability, build_variability  # noqa: E402
 from training.fit import main as fit  # noqa: E402
 from training.score import build_model_features  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
 REAL_FILES = sorted(DATA.glob("*.fits.gz"))
 
 
@@ -59,16 +60,19 @@ EXPLORER_N_NULL = 2000  # simulated constants for the calibration: the smallest 
 
 @pytest.fixture(scope="session")
 def explorer_store(tmp_path_factory) -> str:
-    """150 synthetic sources (truth.parquet beside the store), features, a 1-epoch VAE and its sets."""
+    """150 synthetic sources (a tenth of them rare; truth.parquet beside the store), the classical sets, a 1-epoch
+    discovery model (configs/discovery.toml, small) and its sets: vae_latent, vae_anomaly, discovery."""
     root = tmp_path_factory.mktemp("explorer")
-    make_archive(root / "archive", n=150, seed=21, flavour="rebinned", progress=False)
+    make_archive(root / "archive", n=150, seed=21, flavour="rebinned", rare=0.1, progress=False)
     store = root / "store.zarr"
     ingest(root / "archive", store, progress=False)
     build_variability(store)
     build_poisson_variability(store, n_null=EXPLORER_N_NULL)
+    build_morphology(store, n_null=EXPLORER_N_NULL)
     run = root / "run"
-    assert cli.run(fit, ["--store", str(store), "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled",
-                "--no-progress", "--latent", "8", "--hidden", "16"]) == 0
+    assert cli.run(fit, ["--store", str(store), "--config", str(ROOT / "configs" / "discovery.toml"), "--epochs", "1",
+                         "--run-dir", str(run), "--wandb-mode", "disabled", "--no-progress", "--no-evaluate", "--latent", "8",
+                         "--hidden", "16"]) == 0
     for _ in build_model_features(store, str(run / "checkpoints" / "best.h5"), progress=False, n_null=EXPLORER_N_NULL):
         pass
     return str(store)

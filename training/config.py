@@ -50,6 +50,12 @@ class TrainConfig:
     loss: str = _knob("mse", "'mse': the seed's squared error; 'chi2': residuals divided by the rate errors; "
                       "'poisson': Poisson likelihood of the counts (rate x exposure + background)")
     time_inputs: bool = _knob(False, "give the encoder the gap since the previous bin and the exposure as inputs")
+    condition: str = _knob("none", "'none': one scale per source (the seed); 'band_mean': each band scaled by its own "
+                           "mean and the decoder conditioned on those means, so the latents carry shape and spectral change")
+    decoder_time: bool = _knob(False, "give the decoder the time inputs at every step too (needs time_inputs)")
+    hide_band: float = _knob(0.0, "probability that a training light curve has one random band hidden from the encoder "
+                             "(the decoder still reconstructs it): the model learns to predict a band from the others "
+                             "(needs condition band_mean)")
     max_len: int = _knob(512, "cap on time steps per light curve (the seed cut at 20); longer ones are cut")
     min_len: int = _knob(2, "sources with fewer points are left out")
     limit: int = _knob(0, "train on a seeded random sample of this many sources (0: all; the seed used 16384)")
@@ -88,6 +94,14 @@ class TrainConfig:
             raise ConfigError(f"target must be 'rates' or 'all', got {self.target!r}")
         if self.loss not in ("mse", "chi2", "poisson"):
             raise ConfigError(f"loss must be 'mse', 'chi2' or 'poisson', got {self.loss!r}")
+        if self.condition not in ("none", "band_mean"):
+            raise ConfigError(f"condition must be 'none' or 'band_mean', got {self.condition!r}")
+        if self.decoder_time and not self.time_inputs:
+            raise ConfigError("decoder_time needs time_inputs")
+        if not 0.0 <= self.hide_band <= 1.0:
+            raise ConfigError(f"hide_band must be a probability in [0, 1], got {self.hide_band}")
+        if self.hide_band and self.condition != "band_mean":
+            raise ConfigError("hide_band needs condition 'band_mean' (the flags of hidden bands travel with the conditioning)")
         if self.loss in ("chi2", "poisson") and self.target != "rates":
             raise ConfigError(f"loss {self.loss!r} models the band rates: it needs target 'rates'")
         if self.wandb_mode not in ("", "online", "offline", "disabled"):

@@ -155,13 +155,33 @@ def source_scale(rate: np.ndarray, errp: np.ndarray, mask: np.ndarray) -> np.nda
     return np.maximum(np.maximum(mean_total, rms_error), SCALE_FLOOR).astype(np.float32)
 
 
+def band_scales(rate: np.ndarray, errp: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-band scale ``s_k = max(mean_t rate_k, sqrt(mean_t errp_k^2), 1e-3 / K ct/s)``, (B, T, K) -> (B, K).
+
+    The band version of :func:`source_scale`: each band is divided by its own scale, so the model
+    sees every band's *relative* light curve (its shape), and gets the scales themselves as
+    conditioning (:func:`features_from_batch`, ``band_scale``): brightness and mean spectrum are
+    given, and the latents are free to carry shape and changes of spectrum.
+    """
+    valid = mask[..., None] & np.isfinite(rate)
+    steps = np.maximum(mask.sum(1), 1)[:, None]
+    mean = np.where(valid, rate, 0.0).sum(axis=1) / steps
+    err = np.where(mask[..., None] & np.isfinite(errp), errp, 0.0)
+    rms_error = np.sqrt((err * err).sum(axis=1) / steps)
+    return np.maximum(np.maximum(mean, rms_error), SCALE_FLOOR / rate.shape[-1]).astype(np.float32)
+
+
+#: Conditioning inputs are log10 of the band scales shifted by this (typical faint eRASS sources: ~0).
+LOG_SCALE_OFFSET = 1.5
+
+
 def read_columns(poisson: bool = False, time_inputs: bool = False) -> tuple[str, ...]:
     """Store columns :func:`features_from_batch` needs for these options."""
     return RATE_FEATURES + (COUNT_COLUMNS if poisson or time_inputs else ()) + (("time",) if time_inputs else ())
 
 
 def features_from_batch(batch, max_len: int, target: str = "rates", poisson: bool = False,
-                        time_inputs: bool = False) -> dict[str, np.ndarray]:
+                        time_inputs: bool = False, band_scale: bool = False) -> dict[str, np.ndarray]:
     """Turn a :class:`~etl.store.LightCurveBatch` into model arrays.
 
     Parameters
@@ -175,6 +195,10 @@ def features_from_batch(batch, max_len: int, target: str = "rates", poisson: boo
         erodays (0 for the first bin), and ``asinh`` of the best band's exposure
         (FRACEXP x TIMEDEL) in units of 10 s. eRASS bins are not evenly spaced: this tells the
         encoder how far apart two measurements are and how much each is worth.
+    band_scale : bool
+        Scale each band by its own :func:`band_scales` instead of one scale for the source, and
+        return them as conditioning ``cond`` (B, 2K): ``log10(s_k) + 1.5``, then a flag per band
+        that is 1 while the band's values are among the inputs (:func:`hide_band` sets it to 0).
 
     Returns
     -------
@@ -182,7 +206,9 @@ def features_from_batch(batch, max_len: int, target: str = "rates", poisson: boo
         ``x`` (B, T, 3K [+2]) float32 inputs (rates of the K bands, then their lower errors,
         then their upper errors, then the time inputs); ``y`` (B, T, K or 3K) float32 targets;
         ``mask`` (B, T) bool valid steps; ``target_mask`` (B, T, K or 3K) bool valid and finite;
-        ``lengths`` (B,) int64; ``scale`` (B,) float32; ``sigma`` (B, T, K) float32, the scaled
+        ``lengths`` (B,) int64; ``scale`` (B,) float32, or (B, K) with ``band_scale`` (then also
+        ``cond`` (B, 2K) float32); ``steps`` (B, T, 2) the time inputs alone, with ``time_inputs``;
+        ``sigma`` (B, T, K) float32, the scaled
         symmetric rate error ``(errm + errp) / 2 / s`` (0 where unusable). With ``poisson``:
         ``counts`` (B, T, K) observed source-aperture counts, ``background`` (B, T, K) expected
         background counts in the aperture (BACK_COUNTS x BACKRATIO), ``exposure`` (B, T, K)
@@ -192,8 +218,12 @@ def features_from_batch(batch, max_len: int, target: str = "rates", poisson: boo
     cols = [batch.padded(name, length=length, fill=np.nan)[0] for name in RATE_FEATURES]
     k = cols[0].shape[-1]
     mask = np.arange(cols[0].shape[1])[None, :] < np.minimum(batch.lengths, max_len)[:, None]
-    scale = source_scale(cols[0], cols[2], mask)
-    values = np.concatenate(cols, axis=-1) / scale[:, None, None]  # (B, T, 3K) linear, scaled
+    if band_scale:
+        scale = band_scales(cols[0], cols[2], mask)  # (B, K)
+        values = np.concatenate(cols, axis=-1) / np.tile(scale, 3)[:, None, :]  # (B, T, 3K) each band by its own
+    else:
+        scale = source_scale(cols[0], cols[2], mask)
+        values = np.concatenate(cols, axis=-1) / scale[:, None, None]  # (B, T, 3K) linear, scaled
     finite = np.isfinite(values) & mask[..., None]
     x = np.where(finite, np.arcsinh(np.where(finite, values, 0.0)), 0.0).astype(np.float32)
     y_all = np.where(finite, values, 0.0).astype(np.float32)
@@ -209,6 +239,8 @@ def features_from_batch(batch, max_len: int, target: str = "rates", poisson: boo
         "lengths": np.minimum(batch.lengths, max_len).astype(np.int64),
         "scale": scale,
     }
+    if band_scale:  # the band scales, then a flag per band: 1 = its values are among the inputs (hide_band)
+        out["cond"] = np.concatenate([np.log10(scale) + LOG_SCALE_OFFSET, np.ones_like(scale)], axis=1).astype(np.float32)
     if poisson or time_inputs:
         fracexp = batch.padded("fracexp", length=length, fill=np.nan)[0].astype("f8")
         timedel = batch.padded("timedel", length=length, fill=np.nan)[0]
@@ -228,6 +260,7 @@ def features_from_batch(batch, max_len: int, target: str = "rates", poisson: boo
         extra = np.stack([np.arcsinh(np.where(mask & np.isfinite(gap), gap, 0.0)),
                           np.arcsinh(np.where(mask, best, 0.0))], axis=-1).astype(np.float32)
         x = np.concatenate([x, extra], axis=-1)
+        out["steps"] = extra
     out["x"] = x
     return out
 
@@ -237,9 +270,55 @@ def input_width(n_bands: int, time_inputs: bool = False) -> int:
     return len(RATE_FEATURES) * n_bands + (N_TIME_INPUTS if time_inputs else 0)
 
 
+def hide_band(x: torch.Tensor, cond: torch.Tensor, band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hide one band of each light curve from the encoder: its rate and errors become 0, its flag 0.
+
+    Parameters
+    ----------
+    x : Tensor, shape (B, T, F)
+        Inputs of :func:`features_from_batch` (rates of the K bands, their lower errors, upper errors, ...).
+    cond : Tensor, shape (B, 2K)
+        Band scales and observed flags (``band_scale``).
+    band : Tensor of int64, shape (B,)
+        The band to hide per light curve, -1 for none.
+
+    Returns
+    -------
+    x, cond : new tensors; the decoder still reconstructs every band, so a model trained with hidden
+    bands learns to predict a band from the others (``hide_band`` of the config).
+    """
+    k = cond.shape[1] // 2
+    rows = torch.nonzero(band >= 0).flatten()
+    if not len(rows):
+        return x, cond
+    x, cond = x.clone(), cond.clone()
+    b = band[rows]
+    for group in range(len(RATE_FEATURES)):
+        x[rows, :, group * k + b] = 0.0
+    cond[rows, k + b] = 0.0
+    return x, cond
+
+
+def model_inputs(batch: dict, device) -> tuple:
+    """``(x, lengths, cond, steps)`` of a batch on ``device`` (cond and steps None when the batch has none)."""
+    get = batch.get
+    return (batch["x"].to(device, non_blocking=True), batch["lengths"].to(device),
+            None if get("cond") is None else batch["cond"].to(device), None if get("steps") is None else batch["steps"].to(device))
+
+
 def output_width(n_bands: int, target: str) -> int:
     """O: the band rates (``target="rates"``) or all input features (``"all"``)."""
     return n_bands if target == "rates" else input_width(n_bands)
+
+
+def feature_options(cfg) -> dict:
+    """The options of :func:`features_from_batch` a training config implies."""
+    return {"poisson": cfg.loss == "poisson", "time_inputs": cfg.time_inputs, "band_scale": cfg.condition == "band_mean"}
+
+
+def conditioning_width(n_bands: int, condition: str) -> int:
+    """C: the band scales and observed flags with ``condition = "band_mean"``, else 0."""
+    return 2 * n_bands if condition == "band_mean" else 0
 
 
 class BucketedLightCurves(IterableDataset):
@@ -255,7 +334,8 @@ class BucketedLightCurves(IterableDataset):
 
     def __init__(self, store_url: str, sources: SourceTable, batch_size: int, max_len: int, target: str = "rates",
                  seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1, cache_mib: int = 256,
-                 storage_options: dict | None = None, poisson: bool = False, time_inputs: bool = False):
+                 storage_options: dict | None = None, poisson: bool = False, time_inputs: bool = False,
+                 band_scale: bool = False):
         super().__init__()
         if len(sources) == 0:
             raise DataError(f"{store_url}: no sources in this split")
@@ -267,7 +347,7 @@ class BucketedLightCurves(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.cache_mib = cache_mib
         self.storage_options = storage_options
-        self.poisson, self.time_inputs = poisson, time_inputs
+        self.poisson, self.time_inputs, self.band_scale = poisson, time_inputs, band_scale
         self.epoch = 0
         self._store: LightCurveStore | None = None
 
@@ -305,7 +385,7 @@ class BucketedLightCurves(IterableDataset):
         """Read and featurise the sources at ``rows``."""
         batch = self.store.read_spans(self.sources.offsets[rows], self.sources.lengths[rows],
                                       read_columns(self.poisson, self.time_inputs))
-        arrays = features_from_batch(batch, self.max_len, self.target, self.poisson, self.time_inputs)
+        arrays = features_from_batch(batch, self.max_len, self.target, self.poisson, self.time_inputs, self.band_scale)
         out = {k: torch.from_numpy(v) for k, v in arrays.items()}
         out["rows"] = torch.from_numpy(np.asarray(rows, dtype=np.int64))
         return out

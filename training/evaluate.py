@@ -31,19 +31,40 @@ from common import cli
 from etl.lightcurve import band_labels
 from etl.store import open_store
 from training.checkpoint import read_checkpoint_info
-from training.data import SPLITS, BucketedLightCurves, DataError, SourceTable, features_from_batch, read_columns, select_splits
-from training.model import RNNVAE, batch_elbo, load_model
+from training.data import (
+    SPLITS,
+    BucketedLightCurves,
+    DataError,
+    SourceTable,
+    feature_options,
+    features_from_batch,
+    hide_band,
+    model_inputs,
+    read_columns,
+    select_splits,
+)
+from training.model import RNNVAE, batch_elbo, expected_counts, load_model, poisson_deviance
+
+#: Light curves per batch when scoring (at least): no gradients are kept, so batches larger than
+#: training's cost little memory and spread the per-batch overhead of the Python loop.
+SCORE_BATCH = 512
 
 
 @torch.no_grad()
 def score_dataset(model: RNNVAE, ds: BucketedLightCurves, device: torch.device, kld_coef: float,
-                  split: str = "", progress: bool = False, loss: str = "mse") -> tuple[pl.DataFrame, float]:
-    """Per-source scores and latents of every source of ``ds``, and the mean loss per light curve."""
+                  split: str = "", progress: bool = False, loss: str = "mse", surprise: bool = False) -> tuple[pl.DataFrame, float]:
+    """Per-source scores and latents of every source of ``ds``, and the mean loss per light curve.
+
+    With ``surprise`` (a model that can hide bands: :func:`can_hide_bands`) also, per band k,
+    ``surprise_b{k}``: the Poisson deviance of band k's counts when band k is hidden from the
+    encoder, i.e. how surprising the band is given the other bands (the model's cross-band
+    prediction), and ``surprise_bin_b{k}``: the bin where it is largest.
+    """
     model.eval()
     parts, loss_sum, count = [], 0.0, 0
     for batch in tqdm(ds, total=len(ds), desc=f"score {split}", disable=not progress, leave=False):
-        x, lengths = batch["x"].to(device), batch["lengths"].to(device)
-        recon, mu, logvar = model(x, lengths)
+        x, lengths, cond, steps = model_inputs(batch, device)
+        recon, mu, logvar = model(x, lengths, cond, steps)
         out = batch_elbo(recon, mu, logvar, batch, device, kld_coef, loss)
         b = x.shape[0]
         loss_sum += float(out["loss"]) * b
@@ -65,9 +86,32 @@ def score_dataset(model: RNNVAE, ds: BucketedLightCurves, device: torch.device, 
         }
         mu_np = mu.float().cpu().numpy()
         frame.update({f"mu_{j}": mu_np[:, j] for j in range(mu_np.shape[1])})
+        if surprise:
+            frame.update(band_surprise(model, batch, device, (x, lengths, cond, steps)))
         parts.append(pl.DataFrame(frame))
     df = pl.concat(parts).with_columns(pl.lit(split).alias("split")) if parts else pl.DataFrame()
     return df, loss_sum / max(count, 1)
+
+
+def can_hide_bands(model: RNNVAE, cfg) -> bool:
+    """Whether the model was trained to predict a hidden band from the others (and on counts)."""
+    return model.cond_size > 0 and cfg.hide_band > 0 and cfg.loss == "poisson"
+
+
+def band_surprise(model: RNNVAE, batch: dict, device, inputs: tuple) -> dict[str, np.ndarray]:
+    """``surprise_b{k}`` (B,) and ``surprise_bin_b{k}`` (B,) of each band (see :func:`score_dataset`)."""
+    x, lengths, cond, steps = inputs
+    n_bands = cond.shape[1] // 2
+    counts, mask = batch["counts"].to(device), batch["count_mask"].to(device)
+    out = {}
+    for k in range(n_bands):
+        xh, ch = hide_band(x, cond, torch.full((x.shape[0],), k, device=device))
+        recon, _, _ = model(xh, lengths, ch, steps)
+        expected = expected_counts(recon, batch["scale"].to(device), batch["background"].to(device), batch["exposure"].to(device), mask)
+        dev = poisson_deviance(counts, expected, mask)[..., k]  # (B, T)
+        out[f"surprise_b{k + 1}"] = dev.sum(1).cpu().numpy()
+        out[f"surprise_bin_b{k + 1}"] = dev.argmax(1).cpu().numpy().astype(np.int64)
+    return out
 
 
 def weighted_chi2(recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, sigma: torch.Tensor) -> np.ndarray:
@@ -92,15 +136,16 @@ def weighted_chi2(recon: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
 
 
 @torch.no_grad()
-def reconstruct(model: RNNVAE, store, source_ids: list[str], max_len: int, target: str, device: torch.device,
-                time_inputs: bool = False) -> list[dict]:
+def reconstruct(model: RNNVAE, store, source_ids: list[str], cfg, device: torch.device) -> list[dict]:
     """Inputs and reconstructions in ct/s for plotting (time in days since the first bin)."""
     model.eval()
-    batch = store.read_many(source_ids, columns=tuple(dict.fromkeys(("time",) + read_columns(time_inputs=time_inputs))))
-    arrays = features_from_batch(batch, max_len, target, time_inputs=time_inputs)
-    recon, _, _ = model(torch.from_numpy(arrays["x"]).to(device), torch.from_numpy(arrays["lengths"]).to(device))
+    options = feature_options(cfg) | {"poisson": False}  # the rates alone: the reconstruction is in ct/s
+    batch = store.read_many(source_ids, columns=tuple(dict.fromkeys(("time",) + read_columns(time_inputs=cfg.time_inputs))))
+    arrays = features_from_batch(batch, cfg.max_len, cfg.target, **options)
+    recon, _, _ = model(*model_inputs({k: torch.from_numpy(v) for k, v in arrays.items()}, device))
     k = arrays["sigma"].shape[-1]
-    recon = recon.float().cpu().numpy()[..., :k] * arrays["scale"][:, None, None]
+    scale = arrays["scale"][:, None, :] if arrays["scale"].ndim == 2 else arrays["scale"][:, None, None]
+    recon = recon.float().cpu().numpy()[..., :k] * scale
     out = []
     for i, sid in enumerate(source_ids):
         n = int(arrays["lengths"][i])
@@ -111,17 +156,23 @@ def reconstruct(model: RNNVAE, store, source_ids: list[str], max_len: int, targe
     return out
 
 
-def sources_to_score(store, cfg, split: str) -> dict[str, SourceTable]:
-    """The sources of ``split`` as training drew them, or for ``"all"`` every ok source of the store."""
+def sources_to_score(store, cfg, split: str, rows: tuple[int, int] | None = None) -> dict[str, SourceTable]:
+    """The sources of ``split`` as training drew them, or for ``"all"`` every ok source of the store
+    (``rows``: only ok sources ``start:stop`` in store order)."""
     catalog = store.catalog().collect()
     if split == "all":  # every source: no sample, no minimum length (a model encodes any light curve)
+        if rows is not None:
+            catalog = store.ok_sources()[rows[0] : rows[1]]
         return select_splits(catalog, limit=0, seed=cfg.seed, min_len=1)
     return {split: select_splits(catalog, cfg.limit, cfg.seed, cfg.min_len)[split]}
 
 
 def score_store(model: RNNVAE, cfg, store, split: str = "all", device: torch.device | str = "cpu",
-                progress: bool = False) -> tuple[pl.DataFrame, float]:
+                progress: bool = False, surprise: bool = False, rows: tuple[int, int] | None = None) -> tuple[pl.DataFrame, float]:
     """Scores and latents of ``split``'s sources (``"all"``: every ok source), and the mean loss per light curve.
+
+    ``surprise``: add the cross-band surprises (:func:`score_dataset`). ``rows``: only the ok sources
+    ``start:stop`` in store order (a part of a flow's work; ``split`` must be ``"all"``).
 
     Raises
     ------
@@ -131,13 +182,12 @@ def score_store(model: RNNVAE, cfg, store, split: str = "all", device: torch.dev
     if len(store) == 0:
         raise DataError(f"{store.url}: the store has no ingested light curves to score")
     frames, losses, counts = [], [], []
-    for name, sources in sources_to_score(store, cfg, split).items():
+    for name, sources in sources_to_score(store, cfg, split, rows).items():
         if len(sources) == 0:
             continue
-        ds = BucketedLightCurves(store.url, sources, cfg.batch_size, cfg.max_len, cfg.target, shuffle=False,
-                                 cache_mib=cfg.cache_mib, poisson=cfg.loss == "poisson", time_inputs=cfg.time_inputs,
-                                 storage_options=store.storage_options or None)
-        df, loss = score_dataset(model, ds, torch.device(device), cfg.kld_coef, name, progress, cfg.loss)
+        ds = BucketedLightCurves(store.url, sources, max(cfg.batch_size, SCORE_BATCH), cfg.max_len, cfg.target, shuffle=False,
+                                 cache_mib=cfg.cache_mib, storage_options=store.storage_options or None, **feature_options(cfg))
+        df, loss = score_dataset(model, ds, torch.device(device), cfg.kld_coef, name, progress, cfg.loss, surprise)
         frames.append(df)
         losses.append(loss * len(sources))
         counts.append(len(sources))
@@ -184,7 +234,7 @@ def write_figures(model: RNNVAE, cfg, store, scores: pl.DataFrame, path: Path, s
     if len(scores) >= 3:
         plots.save(plots.latent_figure(mu, scores["anomaly_score"].to_numpy(), "anomaly score"), path.with_name(f"{path.stem}_latent_pca.png"))
     worst = scores["source_id"][: min(top, len(scores))].to_list()
-    records = reconstruct(model, store, worst, cfg.max_len, cfg.target, device, cfg.time_inputs)
+    records = reconstruct(model, store, worst, cfg, device)
     for rec, score in zip(records, scores["anomaly_score"][: len(worst)]):
         rec["score"] = float(score)
     bands = band_labels(store.e_min, store.e_max)

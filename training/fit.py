@@ -38,7 +38,7 @@ from etl.store import open_store
 from training import plots
 from training.checkpoint import find_checkpoint, load_checkpoint, read_checkpoint_info, restore, save_checkpoint
 from training.config import TrainConfig, load_config
-from training.data import BucketedLightCurves, DataError, select_splits
+from training.data import BucketedLightCurves, DataError, feature_options, hide_band, model_inputs, select_splits
 from training.evaluate import evaluate_checkpoint, reconstruct
 from training.model import batch_elbo, build_model, check_bands, make_optimizer
 from training.threads import tune_threads
@@ -113,7 +113,7 @@ class Trainer:
             raise DataError(f"{cfg.store}: no training sources left after filtering (min_len={cfg.min_len}, limit={cfg.limit})")
         self.val_sources = tables["val"]
         common = dict(target=cfg.target, seed=cfg.seed, rank=self.rank, world_size=self.world, cache_mib=cfg.cache_mib,
-                      poisson=cfg.loss == "poisson", time_inputs=cfg.time_inputs)
+                      **feature_options(cfg))
         self.train_ds = BucketedLightCurves(cfg.store, self.train_sources, cfg.batch_size, cfg.max_len, shuffle=True, **common)
         self.val_ds = (BucketedLightCurves(cfg.store, self.val_sources, cfg.batch_size, cfg.max_len, shuffle=False, **common)
                        if len(self.val_sources) >= self.world else None)
@@ -224,11 +224,12 @@ class Trainer:
         bar = tqdm(self._loader(self.train_ds), total=len(self.train_ds), desc=f"epoch {epoch}/{self.cfg.epochs}",
                    disable=not (self.cfg.progress and self.main), leave=False, unit="batch")
         for i, batch in enumerate(bar, start=1):
-            x = batch["x"].to(self.device, non_blocking=True)
-            lengths = batch["lengths"].to(self.device)
+            x, lengths, cond, steps = model_inputs(batch, self.device)
+            if self.cfg.hide_band:
+                x, cond = hide_band(x, cond, self._bands_to_hide(x.shape[0], cond.shape[1] // 2))
             ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
             with ctx:
-                recon, mu, logvar = self.net(x, lengths)
+                recon, mu, logvar = self.net(x, lengths, cond, steps)
             out = batch_elbo(recon, mu, logvar, batch, self.device, self.cfg.kld_coef, self.cfg.loss)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(out["loss"]).backward()
@@ -250,6 +251,11 @@ class Trainer:
         return {"train_loss": loss_sum / n_curves, "train_recon": recon_sum / n_curves, "train_kl": kl_sum / n_curves,
                 "steps_per_s": n_steps / seconds, "curves": int(n_curves), "seconds": seconds}
 
+    def _bands_to_hide(self, n: int, n_bands: int) -> torch.Tensor:
+        """Per light curve: a random band to hide with probability ``hide_band``, else -1 (torch's RNG: resumable)."""
+        hide = torch.rand(n) < self.cfg.hide_band
+        return torch.where(hide, torch.randint(0, n_bands, (n,)), torch.full((n,), -1)).to(self.device)
+
     def _check_finite(self, bad: float, epoch: int) -> None:
         bad = self._all_sum(bad)[0]
         if bad or not math.isfinite(bad):
@@ -263,7 +269,7 @@ class Trainer:
         self.net.eval()
         loss_sum = count = 0.0
         for batch in self._loader(self.val_ds):
-            recon, mu, logvar = self.net(batch["x"].to(self.device), batch["lengths"].to(self.device))
+            recon, mu, logvar = self.net(*model_inputs(batch, self.device))
             out = batch_elbo(recon, mu, logvar, batch, self.device, self.cfg.kld_coef, self.cfg.loss)
             loss_sum += float(out["loss"]) * batch["x"].shape[0]
             count += batch["x"].shape[0]
@@ -281,8 +287,7 @@ class Trainer:
             save_checkpoint(self.ckpt_dir / f"epoch_{epoch:06d}.h5", *args)
 
     def plot(self, epoch: int) -> None:
-        records = reconstruct(self.model, self.store, self.benchmark_ids, self.cfg.max_len, self.cfg.target, self.device,
-                              self.cfg.time_inputs)
+        records = reconstruct(self.model, self.store, self.benchmark_ids, self.cfg, self.device)
         fig = plots.reconstruction_figure(records, band_labels(self.store.e_min, self.store.e_max), f"epoch {epoch}")
         path = self.plot_dir / f"reconstruction_epoch_{epoch:06d}.png"
         plots.save(fig, path)

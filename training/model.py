@@ -1,8 +1,9 @@
-"""The seed's recurrent VAE, with a masked ELBO.
+"""The seed's recurrent VAE, with a masked ELBO, and its conditioned form for discovery.
 
 Shape legend: B = batch, T = time steps, K = energy bands, F = input features (3K: 9 for
 eRASS1's three bands), O = reconstructed features (K band rates, or 3K), H = GRU hidden size,
-L = latent size.
+L = latent size, C = conditioning inputs (K band scales and K observed flags, or 0), S = per-step decoder inputs
+(the 2 time inputs, or 0).
 """
 
 from __future__ import annotations
@@ -29,27 +30,35 @@ class RNNVAE(nn.Module):
         GRU size, depth and inter-layer dropout (seed: 64, 2, 0.2).
     latent : int
         L (seed: 40).
+    cond_size : int
+        C: conditioning inputs given to the encoder at every step and to the decoder (its initial
+        state and every step): the band scales with ``condition = "band_mean"``, 0 for the seed.
+    step_size : int
+        S: per-step decoder inputs besides the latent (the time inputs with ``decoder_time``).
     """
 
     def __init__(self, input_size: int = 9, output_size: int = 3, hidden: int = 64, layers: int = 2,
-                 dropout: float = 0.2, latent: int = 40):
+                 dropout: float = 0.2, latent: int = 40, cond_size: int = 0, step_size: int = 0):
         super().__init__()
         self.hidden, self.layers, self.latent = hidden, layers, latent
+        self.cond_size, self.step_size = cond_size, step_size
         gru_dropout = dropout if layers > 1 else 0.0
-        self.encoder = nn.GRU(input_size, hidden, layers, batch_first=True, dropout=gru_dropout)
+        self.encoder = nn.GRU(input_size + cond_size, hidden, layers, batch_first=True, dropout=gru_dropout)
         self.to_mu = nn.Linear(hidden, latent)
         self.to_logvar = nn.Linear(hidden, latent)
-        self.latent_to_hidden = nn.Linear(latent, hidden * layers)
-        self.decoder = nn.GRU(latent, hidden, layers, batch_first=True, dropout=gru_dropout)
+        self.latent_to_hidden = nn.Linear(latent + cond_size, hidden * layers)
+        self.decoder = nn.GRU(latent + cond_size + step_size, hidden, layers, batch_first=True, dropout=gru_dropout)
         self.head = nn.Linear(hidden, output_size)
 
-    def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode (B, T, F) inputs to mu, logvar (B, L).
+    def encode(self, x: torch.Tensor, lengths: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode (B, T, F) inputs (and (B, C) conditioning) to mu, logvar (B, L).
 
         The summary is the top layer's output at each sequence's last real step. A GRU is
         causal, so padding after a sequence's end cannot change it, and batches of nearly
         equal length need no packing.
         """
+        if self.cond_size:
+            x = torch.cat([x, cond[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)
         out = run_gru(self.encoder, x.transpose(0, 1))  # a view: the module path on CUDA turns it back; (T, B, H)
         last = (lengths - 1).clamp(min=0).to(out.device)
         summary = out[last, torch.arange(out.shape[1], device=out.device)]
@@ -61,35 +70,51 @@ class RNNVAE(nn.Module):
             return mu
         return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
-    def decode(self, z: torch.Tensor, steps: int) -> torch.Tensor:
-        """Decode (B, L) latents to (B, T, O) positive outputs; z initialises the hidden state."""
+    def decode(self, z: torch.Tensor, steps: int, cond: torch.Tensor | None = None,
+               step_inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode (B, L) latents (and (B, C) conditioning, (B, T, S) step inputs) to (B, T, O) positive outputs.
+
+        z (with the conditioning) initialises the hidden state and is the input at every step.
+        """
+        if self.cond_size:
+            z = torch.cat([z, cond], dim=-1)
         h0 = torch.tanh(self.latent_to_hidden(z)).view(z.shape[0], self.layers, self.hidden).transpose(0, 1).contiguous()
-        out = run_gru(self.decoder, z, h0, steps=steps)  # z is the input at every step; (T, B, H)
+        if self.step_size:
+            inputs = torch.cat([z[None].expand(steps, -1, -1), step_inputs.transpose(0, 1)], dim=-1)  # (T, B, L + C + S)
+            out = run_gru(self.decoder, inputs, h0)
+        else:
+            out = run_gru(self.decoder, z, h0, steps=steps)  # the same input at every step: projected once; (T, B, H)
         return torch.exp(self.head(out).float().clamp(max=MAX_LOG_OUTPUT)).transpose(0, 1)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, cond: torch.Tensor | None = None,
+                step_inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return reconstruction (B, T, O), mu (B, L), logvar (B, L)."""
-        mu, logvar = self.encode(x, lengths)
+        mu, logvar = self.encode(x, lengths, cond)
         z = self.reparameterize(mu, logvar)
-        return self.decode(z, x.shape[1]), mu, logvar
+        return self.decode(z, x.shape[1], cond, step_inputs), mu, logvar
 
     def architecture(self) -> dict:
         """What a checkpoint must match to be loaded into this model."""
-        return {
-            "input_size": self.encoder.input_size,
+        arch = {
+            "input_size": self.encoder.input_size - self.cond_size,
             "output_size": self.head.out_features,
             "hidden": self.hidden,
             "layers": self.layers,
             "latent": self.latent,
         }
+        if self.cond_size or self.step_size:  # only then: the seed's checkpoints keep loading
+            arch |= {"cond_size": self.cond_size, "step_size": self.step_size}
+        return arch
 
 
 def build_model(cfg, n_bands: int) -> RNNVAE:
     """The model a training config describes, for a store of ``n_bands`` energy bands."""
-    from training.data import input_width, output_width
+    from training.data import N_TIME_INPUTS, conditioning_width, input_width, output_width
 
+    cond = conditioning_width(n_bands, cfg.condition)
+    steps = N_TIME_INPUTS if cfg.decoder_time else 0
     return RNNVAE(input_width(n_bands, cfg.time_inputs), output_width(n_bands, cfg.target), cfg.hidden, cfg.layers,
-                  cfg.dropout, cfg.latent)
+                  cfg.dropout, cfg.latent, cond, steps)
 
 
 def load_model(checkpoint: str, store=None, device: str | torch.device = "cpu"):
@@ -193,7 +218,8 @@ def poisson_elbo(recon: torch.Tensor, scale: torch.Tensor, counts: torch.Tensor,
     Parameters
     ----------
     recon : Tensor, shape (B, T, K)
-    scale : Tensor, shape (B,)
+    scale : Tensor, shape (B,) or (B, K)
+        The source's scale, or each band's (``condition = "band_mean"``).
     counts, background, exposure : Tensor, shape (B, T, K)
     count_mask : Tensor of bool, shape (B, T, K)
     mu, logvar : Tensor, shape (B, L)
@@ -206,18 +232,32 @@ def poisson_elbo(recon: torch.Tensor, scale: torch.Tensor, counts: torch.Tensor,
         whose mean per bin is the anomaly score (about 1 per bin for a good fit, whatever the
         brightness and length).
     """
-    k = counts.shape[-1]
-    rate = recon[..., :k].float() * scale.float()[:, None, None]
-    expected = rate * exposure.float() + background.float()
-    one = torch.ones((), device=recon.device)
-    zero = torch.zeros((), device=recon.device)
-    m = torch.where(count_mask, expected.clamp(min=1e-8), one)
-    c = torch.where(count_mask, counts.float(), zero)
-    nll = torch.where(count_mask, m - c * torch.log(m) + torch.lgamma(c + 1), zero)
+    m = expected_counts(recon, scale, background, exposure, count_mask)
+    c = torch.where(count_mask, counts.float(), torch.zeros((), device=recon.device))
+    nll = torch.where(count_mask, m - c * torch.log(m) + torch.lgamma(c + 1), torch.zeros((), device=recon.device))
     with torch.no_grad():
-        c_log = torch.where(c > 0, c * torch.log(torch.where(c > 0, c, one) / m), zero)
-        deviance = torch.where(count_mask, 2 * (c_log - (c - m)), zero).sum(dim=(1, 2))
+        deviance = poisson_deviance(c, m, count_mask).sum(dim=(1, 2))
     return _elbo(nll.sum(dim=(1, 2)), count_mask, mu, logvar, kld_coef) | {"per_source_deviance": deviance}
+
+
+def expected_counts(recon: torch.Tensor, scale: torch.Tensor, background: torch.Tensor, exposure: torch.Tensor,
+                    count_mask: torch.Tensor) -> torch.Tensor:
+    """Expected source-aperture counts (B, T, K) ``recon x s x exposure + background``; 1 where not usable.
+
+    ``scale`` is (B,) (one per source) or (B, K) (per band, ``condition = "band_mean"``).
+    """
+    k = exposure.shape[-1]
+    scale = scale.float()[:, None, :] if scale.dim() == 2 else scale.float()[:, None, None]
+    expected = recon[..., :k].float() * scale * exposure.float() + background.float()
+    return torch.where(count_mask, expected.clamp(min=1e-8), torch.ones((), device=recon.device))
+
+
+def poisson_deviance(counts: torch.Tensor, expected: torch.Tensor, count_mask: torch.Tensor) -> torch.Tensor:
+    """Element-wise Poisson deviance ``2 (C log(C / m) - (C - m))`` (B, T, K), 0 where not usable."""
+    one, zero = torch.ones((), device=counts.device), torch.zeros((), device=counts.device)
+    c = torch.where(count_mask, counts.float(), zero)
+    c_log = torch.where(c > 0, c * torch.log(torch.where(c > 0, c, one) / expected), zero)
+    return torch.where(count_mask, 2 * (c_log - (c - expected)), zero)
 
 
 def batch_elbo(recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, batch: dict, device: torch.device,

@@ -1,4 +1,4 @@
-"""The model-derived feature sets of a store: ``vae_latent`` and ``vae_anomaly`` from a checkpoint.
+"""The model-derived feature sets of a store: ``vae_latent``, ``vae_anomaly`` and ``discovery``.
 
     python -m training.score --store STORE --checkpoint RUN/checkpoints/best.h5 [--null-sources N] [--seed 0]
 
@@ -11,7 +11,22 @@ of the store is scored (a model trained on a ``--limit`` sample scores them all)
   ``split``, and ``anomaly_fpp``, the false-positive probability of ``anomaly_score`` among the
   store's simulated constant sources (:mod:`features.null_model`) scored by the same model and
   tabulated by total net counts and number of time steps (:class:`features.calibration.NullTable`),
-  with ``vae_variable_3sigma`` (FPP <= 0.135 %).
+  with ``vae_variable_3sigma`` (FPP <= 0.135 %);
+* ``discovery`` (models that learned to predict a hidden band from the others: ``configs/discovery.toml``,
+  ``condition = "band_mean"``, ``hide_band > 0``, Poisson loss): per band ``surprise_b{k}``, the
+  Poisson deviance of the band's counts when the band is hidden from the encoder (how surprising it
+  is given the other bands), ``surprise_fpp_b{k}`` (calibrated on the simulated constants as
+  above), ``surprise_bin_b{k}`` (the bin where it is largest); and
+
+      discovery_score           = min(-log10 variable_fpp, -log10 surprise_fpp of the softest band)
+      discovery_score_classical = min(-log10 variable_fpp, -log10 lbo_fpp of the softest band)
+
+  a source ranks high when it is significantly variable *and* its soft band does what the harder
+  bands do not lead one to expect: the signature of quasi-periodic eruptions, supersoft outbursts
+  and absorption episodes, which the common band-coherent variability (flares, dips, red noise)
+  lacks. The classical score asks the same question with the profile of the other bands fitted
+  freely per bin (:mod:`features.morphology`), so the difference between the two is what the
+  learned prediction adds. ``discovery_reason`` says why a source ranks where it does.
 
 This layer sits above ``features/``: it writes its sets through the feature store, under the
 store's feature-build lock, with the checkpoint (path, content hash, config) in their lineage.
@@ -22,13 +37,17 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from common import cli
+from etl.lightcurve import band_labels
 from features.build import (
     BuildError,
+    build_morphology,
     build_poisson_variability,
     null_lineage,
     null_store,
@@ -38,17 +57,26 @@ from features.build import (
 from features.calibration import FPP_3SIGMA, NullTable
 from features.featurestore import as_store, build_lock, file_hash, find_version, get_feature_set, write_feature_set
 from training.checkpoint import read_checkpoint_info
-from training.evaluate import pick_device, score_store
+from training.evaluate import can_hide_bands, pick_device, score_store
 from training.model import load_model
 
 MODEL_SETS = ("vae_latent", "vae_anomaly")
+#: Bump when the discovery set's definitions change (part of its lineage).
+DISCOVERY_VERSION = 1
+TINY = float(np.finfo(float).tiny)
+
+
+def score_rows(store, checkpoint: str, rows: tuple[int, int] | None = None, device: str = "auto",
+               progress: bool = False) -> pl.DataFrame:
+    """Scores, latents and (for a discovery model) cross-band surprises of ok sources ``rows`` (default all)."""
+    dev = pick_device(device)
+    model, cfg = load_model(checkpoint, store, dev)
+    return score_store(model, cfg, store, "all", dev, progress, surprise=can_hide_bands(model, cfg), rows=rows)[0]
 
 
 def score_checkpoint(store, checkpoint: str, device: str = "auto", progress: bool = False) -> pl.DataFrame:
-    """Every ok source of ``store`` scored by the model of ``checkpoint`` (scores and latent means)."""
-    dev = pick_device(device)
-    model, cfg = load_model(checkpoint, store, dev)
-    return score_store(model, cfg, store, "all", dev, progress)[0]
+    """Every ok source of ``store`` scored by the model of ``checkpoint`` (:func:`score_rows` on all of them)."""
+    return score_rows(store, checkpoint, None, device, progress)
 
 
 def model_lineage(store, checkpoint: str, null: dict) -> dict:
@@ -57,9 +85,17 @@ def model_lineage(store, checkpoint: str, null: dict) -> dict:
             "config": read_checkpoint_info(checkpoint)["config"], "null": null}
 
 
+def significance(fpp: pl.Expr) -> pl.Expr:
+    """-log10 FPP (0 for an undefined one): the scale the discovery scores are on."""
+    return -fpp.fill_null(1.0).fill_nan(1.0).clip(TINY, 1.0).log10()
+
+
 def build_model_features(store, checkpoint: str, progress: bool = True, n_null: int | None = None, seed: int = 0,
-                         device: str = "auto") -> list[tuple[dict, bool]]:
-    """Register ``vae_latent`` and ``vae_anomaly`` from a checkpoint (reused when already built).
+                         device: str = "auto", score: Callable | None = None) -> list[tuple[dict, bool]]:
+    """Register ``vae_latent``, ``vae_anomaly`` and, for a discovery model, ``discovery`` (reused when built).
+
+    ``score(store) -> DataFrame`` scores every ok source of a store (default: :func:`score_checkpoint`
+    here; the ``build-features`` flow passes one that runs parts on its task runner).
 
     Returns
     -------
@@ -69,28 +105,77 @@ def build_model_features(store, checkpoint: str, progress: bool = True, n_null: 
     checkpoint = str(Path(checkpoint).resolve())
     if not Path(checkpoint).is_file():
         raise BuildError(f"checkpoint {checkpoint} does not exist")
+    score = score or (lambda s: score_checkpoint(s, checkpoint, device, progress))
+    cfg = read_checkpoint_info(checkpoint)["config"]
+    discovery = cfg.get("condition") == "band_mean" and cfg.get("hide_band", 0) > 0 and cfg.get("loss") == "poisson" \
+        and len(store.e_min) > 1
+    names = MODEL_SETS + (("discovery",) if discovery else ())
     null = null_lineage(store, n_null, seed)
     lineage = model_lineage(store, checkpoint, null)
+    discovery_lineage = lineage | {"discovery_version": DISCOVERY_VERSION}
     with build_lock(store):
-        found = [find_version(store, name, lineage) for name in MODEL_SETS]
+        found = [find_version(store, name, discovery_lineage if name == "discovery" else lineage) for name in names]
         if all(found):
             return [(meta, False) for meta in found]
         poisson_meta, _ = build_poisson_variability(store, progress=progress, n_null=n_null, seed=seed)
         constants = null_store(store, null, progress)
-        null_scores = score_checkpoint(constants, checkpoint, device, progress).join(
-            total_net_counts(uncalibrated_poisson(constants, progress)), on="source_id")
-        table = NullTable.build(null_scores["anomaly_score"].to_numpy(), null_scores["net_counts"].to_numpy(),
-                                null_scores["n_steps"].to_numpy())
-        net = total_net_counts(get_feature_set(store, f"poisson_variability@{poisson_meta['version']}")[1].collect())
-        scores = score_checkpoint(store, checkpoint, device, progress).join(net, on="source_id", how="left")
-        fpp = table.fpp(scores["anomaly_score"].to_numpy(), scores["net_counts"].to_numpy(), scores["n_steps"].to_numpy())
+        null_scores = score(constants).join(total_net_counts(uncalibrated_poisson(constants, progress)), on="source_id")
+        poisson = get_feature_set(store, f"poisson_variability@{poisson_meta['version']}")[1].collect()
+        scores = score(store).join(total_net_counts(poisson), on="source_id", how="left")
+        anomaly = NullTable.build(null_scores["anomaly_score"].to_numpy(), null_scores["net_counts"].to_numpy(),
+                                  null_scores["n_steps"].to_numpy())
+        fpp = anomaly.fpp(scores["anomaly_score"].to_numpy(), scores["net_counts"].to_numpy(), scores["n_steps"].to_numpy())
         scores = scores.with_columns(pl.Series("anomaly_fpp", fpp).fill_nan(None)).with_columns(
             vae_variable_3sigma=pl.col("anomaly_fpp").fill_null(1.0) <= FPP_3SIGMA)
         latent = scores.select("source_id", pl.col("^mu_\\d+$"))
-        anomaly = scores.select("source_id", "anomaly_score", "anomaly_chi2", "recon_loss", "n_values", "n_steps", "split",
-                                "anomaly_fpp", "vae_variable_3sigma")
-        return [write_feature_set(store, "vae_latent", latent, lineage),
-                write_feature_set(store, "vae_anomaly", anomaly, lineage)]
+        vae = scores.select("source_id", "anomaly_score", "anomaly_chi2", "recon_loss", "n_values", "n_steps", "split",
+                            "anomaly_fpp", "vae_variable_3sigma")
+        results = [write_feature_set(store, "vae_latent", latent, lineage), write_feature_set(store, "vae_anomaly", vae, lineage)]
+        if discovery:
+            morphology_meta, _ = build_morphology(store, progress=progress, n_null=n_null, seed=seed)
+            morphology = get_feature_set(store, f"morphology@{morphology_meta['version']}")[1].collect()
+            frame = discovery_frame(scores, null_scores, poisson, morphology, store)
+            meta = {"soft_band": band_labels(store.e_min, store.e_max)[int(np.argmin(store.e_min))]}
+            results.append(write_feature_set(store, "discovery", frame, discovery_lineage, metrics=meta))
+        elif progress:
+            print("discovery: needs a model that predicts a hidden band from the others on counts "
+                  "(condition 'band_mean', hide_band > 0, loss 'poisson': configs/discovery.toml) and a store of "
+                  "several bands; not built", file=sys.stderr)
+        return results
+
+
+def discovery_frame(scores: pl.DataFrame, null_scores: pl.DataFrame, poisson: pl.DataFrame, morphology: pl.DataFrame,
+                    store) -> pl.DataFrame:
+    """The ``discovery`` set's columns (module docstring) from the scores of the store and of its null."""
+    n_bands = len(store.e_min)
+    soft = int(np.argmin(store.e_min)) + 1
+    label = band_labels(store.e_min, store.e_max)[soft - 1]
+    out = {}
+    for k in range(1, n_bands + 1):
+        table = NullTable.build(null_scores[f"surprise_b{k}"].to_numpy(), null_scores["net_counts"].to_numpy(),
+                                null_scores["n_steps"].to_numpy())
+        out[f"surprise_fpp_b{k}"] = table.fpp(scores[f"surprise_b{k}"].to_numpy(), scores["net_counts"].to_numpy(),
+                                               scores["n_steps"].to_numpy())
+    frame = (scores.select("source_id", *[c for k in range(1, n_bands + 1) for c in (f"surprise_b{k}", f"surprise_bin_b{k}")])
+             .with_columns(pl.Series(name, values).fill_nan(None) for name, values in out.items())
+             .join(poisson.select("source_id", "variable_fpp"), on="source_id", how="left")
+             .join(morphology.select("source_id", f"lbo_fpp_b{soft}"), on="source_id", how="left"))
+    variable, surprise, classical = (significance(pl.col(c)) for c in ("variable_fpp", f"surprise_fpp_b{soft}", f"lbo_fpp_b{soft}"))
+    frame = frame.with_columns(discovery_score=pl.min_horizontal(variable, surprise),
+                               discovery_score_classical=pl.min_horizontal(variable, classical))
+    reasons = [_reason(v, s, b, label) for v, s, b in frame.select("variable_fpp", f"surprise_fpp_b{soft}",
+                                                                    f"surprise_bin_b{soft}").iter_rows()]
+    return frame.with_columns(pl.Series("discovery_reason", reasons, pl.String)).drop("variable_fpp", f"lbo_fpp_b{soft}")
+
+
+def _reason(variable_fpp: float | None, surprise_fpp: float | None, peak: int | None, band: str) -> str:
+    """Why a source ranks where it does, in words: the weaker of its two conditions decides."""
+    var = 1.0 if variable_fpp is None or variable_fpp != variable_fpp else variable_fpp
+    sur = 1.0 if surprise_fpp is None or surprise_fpp != surprise_fpp else surprise_fpp
+    soft = (f"its {band} band does what the harder bands do not predict (FPP {sur:.1e}, most at bin {peak})"
+            if sur < 0.05 else f"its {band} band follows the harder bands (FPP {sur:.2f})")
+    variability = f"variable (FPP {var:.1e})" if var < 0.05 else f"not significantly variable (FPP {var:.2f})"
+    return f"{variability}; {soft}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.data import BucketedLightCurves
+from training.data import BucketedLightCurves, model_inputs
 from training.model import batch_elbo
 
 
@@ -72,7 +72,7 @@ def tune_threads(model: nn.Module, ds: BucketedLightCurves, kld_coef: float, los
     timings = {n: math.inf for n in candidates}
 
     def train_pass(batch: dict) -> None:
-        recon, mu, logvar = model(batch["x"], batch["lengths"])
+        recon, mu, logvar = model(*model_inputs(batch, device))
         batch_elbo(recon, mu, logvar, batch, device, kld_coef, loss)["loss"].backward()
 
     model.train()

@@ -33,8 +33,14 @@ def number_after(text: str, label: str) -> float:
 
 
 def test_ingest(tmp_path):
-    out = run_script("ingest.py", "--n", "200", "--seed-files", "50", "--repeat", "1", "--dir", str(tmp_path))
+    out = run_script("ingest.py", "--n", "200", "--seed-files", "50", "--repeat", "1", "--dir", str(tmp_path), "--dr1-n", "120")
     assert number_after(out, "(a)/(b)") > 0 and number_after(out, "per-worker cost (b)/(c)") > 0
+    raw, binned = number_after(out, "--bin none  :"), number_after(out, "--bin eroday:")
+    assert raw > 0 and binned > 0  # files/s of both
+    per_raw = float(re.search(r"--bin none  :.*?([\d.]+) points per source", out).group(1))
+    per_binned = float(re.search(r"--bin eroday:.*?([\d.]+) points per source", out).group(1))
+    assert per_binned < per_raw / 2  # 4-6 ten-second rows a scan became one bin
+    assert number_after(out, "ids:") == 120
 
 
 def test_read(tmp_path):
@@ -55,6 +61,12 @@ def test_feature_build(tmp_path):
     from features.variability import feature_columns
 
     assert number_after(out, "500 rows x") == empty_catalog(3).width + len(feature_columns(3)) + 40 + 6
+    # the discovery path: a quick model of the discovery architecture scores every source
+    timed = re.search(r"discovery path with \S+: (\d+) sources; .*vae_latent \+ vae_anomaly \+ discovery ([\d.]+) s", out)
+    assert timed and int(timed.group(1)) == 500 and float(timed.group(2)) > 0, out
+    from features.featurestore import list_feature_sets
+
+    assert {"morphology", "discovery"} <= set(list_feature_sets(next(tmp_path.glob("*.zarr")))["name"])
 
 
 def test_cone(tmp_path):
@@ -132,3 +144,20 @@ def test_position_errors():
     found, wrong = rows['radius 15" + max-sigma 3']
     assert found > 0.8  # per-source limits keep most true counterparts
     assert wrong <= rows['radius 15"'][1]  # and never pick up more chance neighbours than the full radius
+
+
+def test_discovery(tmp_path):
+    out = run_script("discovery.py", "--n", "600", "--variants", "1", "--epochs", "1", "--seed-epochs", "1", "--null", "2000",
+                     "--active-seeds", "1", "--labels", "10", "30", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "discovery.json").read_text())
+    main = report["archives"]["variant 0, model trained on another archive"]
+    assert main["n_rare"] == 6 and set(main["rankings"]) >= {"discovery_score", "discovery_score_classical (ablation: no model)",
+                                                             "variable_fpp (classical, calibrated)", "seed VAE anomaly_fpp",
+                                                             "isolation forest, classical + latents"}
+    for row in main["rankings"].values():
+        assert 0 <= row["top"]["50"] <= row["top"]["100"] <= row["top"]["500"] <= 6 and 0 < row["ap"] <= 1
+    assert set(main["active_learning"]["feedback after every label"]) == {"10", "30"}
+    assert "variant 1, model trained on another archive" in report["archives"] and "variant 0, model trained on this archive" in report["archives"]
+    assert (tmp_path / "top_ranked.png").stat().st_size > 10_000
+    spread = re.search(r"discovery_score top 100 over generators \[0, 1\]: \[(\d+), (\d+)\]", out)
+    assert spread and [int(x) for x in spread.groups()] == report["spread"]["discovery_top100"], out

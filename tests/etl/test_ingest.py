@@ -244,3 +244,76 @@ def test_in_order_bounds_what_is_in_flight():
         out.append(value)
         assert len(pending) - len(out) <= 3
     assert out == [0, 10, 20, 30, 40, 50, 60]
+
+
+def _dr1_archive(root: Path, n: int = 300) -> pl.DataFrame:
+    return make_archive(root, n=n, seed=17, flavour="dr1", progress=False)
+
+
+def test_dr1_ids_are_unique_and_do_not_depend_on_folder_or_order(tmp_path):
+    """OBJECT is the running number in a sky tile ('00002' in every tile): ids were OBJECT, then OBJECT@stem
+    in order of discovery, so the same archive in two folders got different ids."""
+    truth = _dr1_archive(tmp_path / "a")
+    assert truth["object"].n_unique() < truth.height / 10  # OBJECT repeats across tiles
+    ingest(tmp_path / "a", tmp_path / "s1", progress=False)
+    cat1 = read_catalog(str(tmp_path / "s1")).filter(pl.col("status") == "ok")
+    assert cat1.height == 300 and cat1["source_id"].is_unique().all()
+    assert set(cat1["source_id"]) == set(truth["source_id"])  # the synthetic truth predicts them
+    assert cat1["source_id"][0].startswith("em01_") and cat1["object"].to_list() == cat1["object"].to_list()
+    # the same files elsewhere, spread over folders whose names sort the other way round
+    files = sorted((tmp_path / "a").glob("*.fits"))
+    for i, f in enumerate(files):
+        folder = tmp_path / "b" / f"z{len(files) - i:04d}"
+        folder.mkdir(parents=True)
+        shutil.copy(f, folder / f.name)
+    ingest(tmp_path / "b", tmp_path / "s2", progress=False)
+    cat2 = read_catalog(str(tmp_path / "s2")).filter(pl.col("status") == "ok")
+    pairs = lambda cat: set(zip(cat["file"].map_elements(lambda p: Path(p).name, return_dtype=pl.String), cat["source_id"]))  # noqa: E731
+    assert pairs(cat1) == pairs(cat2)
+    assert cat1["iau_name"].str.starts_with("1eRASS J").all() and (cat1["error_convention"] == "estimated").all()
+
+
+def test_two_files_of_one_source_get_ids_by_name_not_by_folder(tmp_path):
+    """Same tile and number, different content (two processings): the first by file name keeps the plain id."""
+    truth = _dr1_archive(tmp_path / "src", 3)
+    first = tmp_path / "src" / truth["file"][0]
+    for layout in ("x", "y"):
+        (tmp_path / layout / "b").mkdir(parents=True)
+        (tmp_path / layout / "a").mkdir(parents=True)
+        older, newer = ("a", "b") if layout == "x" else ("b", "a")  # the folders swap
+        shutil.copy(first, tmp_path / layout / older / first.name)
+        _rewrite(tmp_path / layout / newer / first.name.replace("_c010", "_c020"), 5, "00001")
+        ingest(tmp_path / layout, tmp_path / f"s{layout}", progress=False)
+    ids = [sorted(zip(read_catalog(str(tmp_path / f"s{x}"))["file"].map_elements(lambda p: Path(p).name, return_dtype=pl.String),
+                      read_catalog(str(tmp_path / f"s{x}"))["source_id"])) for x in "xy"]
+    assert ids[0] == ids[1]
+    assert dict(ids[0])[first.name] == truth["source_id"][0]
+    assert dict(ids[0])[first.name.replace("_c010", "_c020")] == f"{truth['source_id'][0]}@{first.name.replace('_c010', '_c020')[:-5]}"
+
+
+def test_a_store_from_before_name_ids_keeps_its_ids(tmp_path):
+    """Schema 2 stores made ids from OBJECT: after the upgrade they keep doing so, nothing committed changes."""
+    import zarr
+
+    _dr1_archive(tmp_path / "a", 40)
+    ingest(tmp_path / "a", tmp_path / "s", progress=False)
+    group = zarr.open_group(str(tmp_path / "s"), mode="a")
+    for key in ("binning", "id_scheme"):
+        del group.attrs[key]
+    group.attrs["schema_version"] = 2
+    cat = read_catalog(str(tmp_path / "s"))
+    old = cat.with_columns(source_id=pl.col("object") + "@" + pl.col("file").str.extract(r"(em01_\d+)_020"))
+    from etl.catalog import write_catalog
+
+    write_catalog(str(tmp_path / "s"), old.drop("iau_name", "error_convention", "n_err_fallback"))
+    make_archive(tmp_path / "b", n=5, seed=99, flavour="dr1", progress=False)
+    for f in (tmp_path / "b").glob("*.fits"):
+        shutil.copy(f, tmp_path / "a" / f"em01_99{f.name[7:]}")
+    ingest(tmp_path / "a", tmp_path / "s", progress=False)
+    after = read_catalog(str(tmp_path / "s"))
+    group = zarr.open_group(str(tmp_path / "s"), mode="r")
+    assert group.attrs["schema_version"] == 3 and group.attrs["id_scheme"] == "object" and group.attrs["binning"] == "none"
+    kept = after.join(old.select("file", "source_id"), on="file", suffix="_before")
+    assert kept.height == 40 and (kept["source_id"] == kept["source_id_before"]).all()  # committed ids unchanged
+    new = after.filter(~pl.col("file").is_in(old["file"].implode()))
+    assert new.height == 5 and not new["source_id"].str.starts_with("em01_").any()  # OBJECT-based, as the store always did

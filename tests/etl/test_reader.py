@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -202,3 +203,51 @@ def test_bad_position_error_is_rejected(tmp_path, value):
     with pytest.raises(InvalidLightCurveError) as info:
         read_lightcurve(path)
     assert info.value.code == "bad_keyword" and "POS_ERR" in info.value.reason
+
+
+DR1 = Path(__file__).resolve().parents[1] / "data" / "em01_080156_020_LightCurve_00002_c010.fits"
+
+
+def test_dr1_errors_come_from_the_estimated_columns():
+    """DR1 files carry RATE_ERR and RATE_ESTPOSERR/RATE_ESTNEGERR; the estimated ones were ignored."""
+    from astropy.io import fits
+
+    lc = read_lightcurve(DR1)
+    data = fits.getdata(DR1, "RATE")
+    keep = np.isin(data["TIME"], lc.time)
+    pos, neg, err = (np.asarray(data[c][keep], float) for c in ("RATE_ESTPOSERR", "RATE_ESTNEGERR", "RATE_ERR"))
+    exposed = np.asarray(data["FRACEXP"][keep], float) > 0
+    assert (neg[np.isfinite(neg)] <= 0).all()  # stored negative
+    est = np.isfinite(pos) & exposed
+    np.testing.assert_allclose(lc.rate_errp[est], pos[est], rtol=1e-6)
+    np.testing.assert_allclose(lc.rate_errm[est], np.abs(neg[est]), rtol=1e-6)
+    fallback = ~np.isfinite(pos) & np.isfinite(err) & exposed
+    np.testing.assert_allclose(lc.rate_errp[fallback], err[fallback], rtol=1e-6)
+    gehrels = ~np.isfinite(pos) & ~np.isfinite(err) & exposed
+    assert gehrels.any() and np.all(lc.rate_errp[gehrels] > 0)  # counts-based
+    assert lc.error_convention == "estimated" and lc.n_err_fallback == int((~np.isfinite(pos) & exposed).sum())
+    assert np.isfinite(lc.rate[exposed]).all() and np.isnan(lc.rate[~exposed]).all()  # +inf where FRACEXP is 0: NaN
+    assert lc.object == "00002" and lc.source_id == "em01_080156_00002"
+
+
+def test_estimated_errors_of_the_wrong_shape_are_rejected(tmp_path):
+    rng = np.random.default_rng(5)
+    cols, _ = simulate_source(rng, "dr1", 6, "constant")
+    cols["RATE_ESTPOSERR"] = cols["RATE_ESTPOSERR"][:, 0]
+    path = tmp_path / "em01_000001_020_LightCurve_00001_c010.fits"
+    path.write_bytes(bintable_fits_bytes(cols, header=lightcurve_header("00001", 1.0, 2.0, cols)))
+    with pytest.raises(InvalidLightCurveError, match="single_band: RATE_ESTPOSERR is 1-D"):
+        read_lightcurve(path)
+
+
+def test_a_flaregti_background_light_curve_is_rejected_clearly(tmp_path):
+    """eSASS flaregti writes *_LightCurve_tb20.fits with an HDU LIGHTCRV and no bands: never a source."""
+    n = 50
+    cols = {"TIME": np.arange(n) * 20.0, "COUNTS": np.ones(n, "i4"), "RATE": np.ones(n, "f4"), "FILTRATE": np.ones(n, "f4"),
+            "THRESHOLD": np.full(n, 2.0, "f4"), "EXPOSURE": np.full(n, 20.0, "f4"), "AREA": np.ones(n, "f4"),
+            "X": np.zeros(n, "f4"), "Y": np.zeros(n, "f4")}
+    path = tmp_path / "em01_080156_020_LightCurve_tb20.fits"
+    path.write_bytes(bintable_fits_bytes(cols, extname="LIGHTCRV"))
+    with pytest.raises(InvalidLightCurveError) as info:
+        read_lightcurve(path)
+    assert info.value.code == "background_lightcurve" and "flaregti" in info.value.detail

@@ -119,7 +119,7 @@ def test_browse_open_label_restart_and_next_candidate(explorer_store, browser, s
         browser.get(server.url + "/")
         wait(browser, EC.presence_of_element_located((By.CSS_SELECTOR, "#candidates td a")))
         assert "sources match" in text_of(browser, "#table-count")
-        assert "ranked by combined_score" in text_of(browser, "#table-count")
+        assert "ranked by discovery_score" in text_of(browser, "#table-count")
         browser.save_screenshot(str(shots / "candidates.png"))
 
         # a filter value of the wrong type: a message on the page, no traceback
@@ -159,6 +159,8 @@ def test_browse_open_label_restart_and_next_candidate(explorer_store, browser, s
         assert "±" in text_of(browser, ".position")  # the file's POS_ERR
         assert len(browser.find_elements(By.CSS_SELECTOR, ".thumb")) == 6  # more like this
         assert "poisson_variability@1" in text_of(browser, "table.features")
+        why = text_of(browser, "#why")  # why it ranks where it does, in words
+        assert why.startswith("Why it ranks here:") and "0.2-0.6 keV band" in why and "discovery_score" in why
         browser.save_screenshot(str(shots / "source.png"))
 
         # label it (with a comment), acknowledged on the page

@@ -21,11 +21,11 @@ def table(explorer_store, tmp_path):
 
 def test_from_store_joins_every_set(table):
     assert table.frame.height == 150 and table.frame["source_id"].is_unique().all()
-    assert {"variability", "poisson_variability", "vae_anomaly", "vae_latent"} <= set(table.sets)
-    assert {"combined_score", "variable_fpp", "anomaly_fpp", "hr_12", "ra"} <= set(table.frame.columns)
+    assert {"variability", "poisson_variability", "morphology", "vae_anomaly", "vae_latent", "discovery"} <= set(table.sets)
+    assert {"discovery_score", "combined_score", "variable_fpp", "anomaly_fpp", "hr_12", "ra"} <= set(table.frame.columns)
     assert table.latents is not None and table.latents.shape == (150, 8)  # mu_* kept aside, not columns
     assert not any(c.startswith("mu_") for c in table.frame.columns)
-    assert table.default_score() == "combined_score"
+    assert table.default_score() == "discovery_score"  # the default ranking when the discovery set exists
     from astropy.coordinates import SkyCoord
 
     row = table.frame.row(7, named=True)
@@ -36,7 +36,7 @@ def test_from_store_joins_every_set(table):
 def test_ranking_paging_and_fpp_order(table):
     rows, total = table.page(Query(page_size=10))
     assert total == 150 and rows.height == 10
-    assert rows["combined_score"].is_sorted(descending=True, nulls_last=True)
+    assert rows["discovery_score"].is_sorted(descending=True, nulls_last=True)
     second, _ = table.page(Query(page=1, page_size=10))
     assert not set(rows["source_id"]) & set(second["source_id"])
     by_fpp, _ = table.page(Query(score="variable_fpp", page_size=150))

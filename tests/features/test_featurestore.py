@@ -83,7 +83,7 @@ def test_model_derived_sets_via_cli(store, tmp_path, capfd):
     fpp = data.collect()["anomaly_fpp"].drop_nulls()
     assert fpp.len() >= 110 and ((fpp > 0) & (fpp <= 1)).all()
     assert cli.run(main, ["--store", str(store), "--checkpoint", str(ckpt), "--null-sources", "2000"]) == 0
-    assert capfd.readouterr().out.count("unchanged, reused") == 4
+    assert capfd.readouterr().out.count("unchanged, reused") == 5  # 3 classical sets, 2 model sets
     shutil.copy(ckpt, tmp_path / "other.h5")  # another model file: new lineage, new version
     with open(tmp_path / "other.h5", "ab") as fh:
         fh.write(b"\0")
@@ -186,7 +186,8 @@ def test_two_builds_at_once(store):
     assert sum("waiting for it" in err for _, err in outs) == 1
     assert sum("unchanged, reused" in out for out, _ in outs) == 1
     listed = list_feature_sets(store)
-    assert listed["name"].to_list() == ["poisson_variability", "variability"] and listed["version"].to_list() == [1, 1]
+    assert listed["name"].to_list() == ["morphology", "poisson_variability", "variability"]
+    assert listed["version"].to_list() == [1, 1, 1]
     assert len(list((store / "calibration").iterdir())) == 1  # one null store, complete
 
 

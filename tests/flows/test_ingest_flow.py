@@ -99,8 +99,9 @@ def test_build_features_flow(prefect_server, rebinned_archive, tmp_path):
     ingest(rebinned_archive, tmp_path / "s", progress=False)
     first = build_features(str(tmp_path / "s"), n_null=2000)
     assert first == [{"name": "variability", "version": 1, "rows": 200, "created": True},
-                     {"name": "poisson_variability", "version": 1, "rows": 200, "created": True}]
-    assert [r["created"] for r in build_features(str(tmp_path / "s"), n_null=2000)] == [False, False]
+                     {"name": "poisson_variability", "version": 1, "rows": 200, "created": True},
+                     {"name": "morphology", "version": 1, "rows": 200, "created": True}]
+    assert [r["created"] for r in build_features(str(tmp_path / "s"), n_null=2000)] == [False, False, False]
 
 
 def test_build_features_on_dask_gives_the_same_set(prefect_server, rebinned_archive, tmp_path):

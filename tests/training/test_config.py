@@ -106,3 +106,22 @@ def test_config_from_values_checks_keys_and_types():
         config_from_values({"store": "s", "epoch": 3})
     with pytest.raises(ConfigError, match="epochs expects int"):
         config_from_values({"store": "s", "epochs": 2.5})
+
+
+def test_discovery_knobs_are_checked():
+    from training.config import ConfigError, config_from_values
+
+    assert config_from_values({"store": "s", "condition": "band_mean", "hide_band": 0.5, "loss": "poisson"}).validate()
+    for bad, message in (({"hide_band": 0.5}, "needs condition 'band_mean'"), ({"decoder_time": True}, "needs time_inputs"),
+                         ({"condition": "hardness"}, "condition must be"), ({"condition": "band_mean", "hide_band": 1.5}, "probability")):
+        with pytest.raises(ConfigError, match=message):
+            config_from_values({"store": "s", **bad}).validate()
+
+
+def test_the_shipped_discovery_config_reads_and_validates():
+    from pathlib import Path
+
+    from training.config import load_config
+
+    cfg = load_config(["--config", str(Path(__file__).resolve().parents[2] / "configs" / "discovery.toml"), "--store", "s"])
+    assert (cfg.condition, cfg.loss, cfg.hide_band, cfg.time_inputs, cfg.decoder_time) == ("band_mean", "poisson", 0.5, True, True)

@@ -80,3 +80,30 @@ def test_cpu_gru_path_gives_the_nn_gru_model(monkeypatch):
     monkeypatch.setattr(model_module, "run_gru", run_module_gru)
     for a, b in zip(ours, model(x, lengths)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_conditioned_model_shapes_and_seed_architecture_unchanged():
+    seed = RNNVAE(9, 3, hidden=16, layers=2, latent=4)
+    assert set(seed.architecture()) == {"input_size", "output_size", "hidden", "layers", "latent"}  # old checkpoints load
+    model = RNNVAE(11, 3, hidden=16, layers=2, latent=4, cond_size=6, step_size=2)
+    assert model.architecture() | {} == {"input_size": 11, "output_size": 3, "hidden": 16, "layers": 2, "latent": 4,
+                                        "cond_size": 6, "step_size": 2}
+    x, cond, steps = torch.randn(5, 7, 11), torch.randn(5, 6), torch.randn(5, 7, 2)
+    recon, mu, logvar = model(x, torch.tensor([7, 6, 5, 4, 3]), cond, steps)
+    assert recon.shape == (5, 7, 3) and mu.shape == (5, 4) and (recon > 0).all()
+    model.eval()
+    other = model(x, torch.tensor([7, 6, 5, 4, 3]), cond + 1.0, steps)[0]
+    assert not torch.allclose(model(x, torch.tensor([7, 6, 5, 4, 3]), cond, steps)[0], other)  # the decoder reads the conditioning
+
+
+def test_hide_band_zeroes_one_band_and_its_flag():
+    from training.data import hide_band
+
+    k = 3
+    x = torch.arange(2 * 4 * (3 * k + 2), dtype=torch.float32).reshape(2, 4, 3 * k + 2) + 1
+    cond = torch.ones(2, 2 * k)
+    xh, ch = hide_band(x, cond, torch.tensor([1, -1]))
+    assert torch.all(xh[0, :, [1, k + 1, 2 * k + 1]] == 0) and torch.all(ch[0] == torch.tensor([1, 1, 1, 1, 0, 1.0]))
+    keep = [c for c in range(3 * k + 2) if c not in (1, k + 1, 2 * k + 1)]
+    assert torch.equal(xh[0, :, keep], x[0, :, keep]) and torch.equal(xh[1], x[1]) and torch.equal(ch[1], cond[1])
+    assert torch.all(x > 0) and torch.all(cond == 1)  # the inputs themselves are left alone
