@@ -22,13 +22,15 @@ Targets: (b) >= 30x faster than (a) per file; (b) per worker within 2x of (c).
 (d) the eRASS1 DR1 shape (``etl.synth --flavour dr1``, ``--dr1-n`` files, 10 s bins, OBJECT repeated
     across tiles): the whole command with ``--bin none`` and ``--bin eroday``, files/s and points/s,
     rows per file, points stored per source before and after eroday binning, and the ids (unique,
-    and how often OBJECT repeats).
+    how often OBJECT repeats, and the same for every file when the archive is ingested from another
+    folder in reversed order).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -186,10 +188,27 @@ def dr1(args) -> None:
         store = args.dir / f"dr1-{binning}.zarr"
         wall = min(run_cli(archive, store, args.workers, "--bin", binning) for _ in range(max(args.repeat, 1)))
         cat = open_store(store).catalog().filter(pl.col("status") == "ok").collect()
+        conventions = dict(cat["error_convention"].value_counts().iter_rows())
         print(f"    --bin {binning:6s}: {len(files) / wall:8.0f} files/s, {cat['n_points'].sum() / wall:10.0f} points/s stored, "
-              f"{cat['n_points'].mean():6.1f} points per source (median {cat['n_points'].median():.0f}), whole command {wall:.1f} s")
-    print(f"    ids: {cat['source_id'].n_unique()} unique of {cat.height} sources; OBJECT takes {cat['object'].n_unique()} "
-          f"values (the running number within a sky tile); error convention {cat['error_convention'].unique().to_list()}")
+              f"{cat['n_points'].mean():6.1f} points per source (median {cat['n_points'].median():.0f}), whole command {wall:.1f} s; "
+              f"error conventions {conventions}")
+    shared = cat.filter(pl.col("object").is_duplicated()).height
+    # The same files in another folder and found in another order (reversed, split in two
+    # sub-folders: hard links, so nothing is copied), ingested again: every file keeps its id.
+    moved = args.dir / f"dr1-{args.dr1_n}-moved"
+    shutil.rmtree(moved, ignore_errors=True)
+    for i, f in enumerate(reversed(files)):
+        sub = moved / ("a" if i < len(files) // 2 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        os.link(f, sub / f.name)
+    run_cli(moved, args.dir / "dr1-moved.zarr", args.workers)
+    ids = {store: open_store(args.dir / store).catalog().select(pl.col("file").str.split("/").list.last(), "source_id").collect()
+           for store in ("dr1-none.zarr", "dr1-moved.zarr")}
+    same = ids["dr1-none.zarr"].join(ids["dr1-moved.zarr"], on="file", suffix="_moved")
+    n_same = same.filter(pl.col("source_id") == pl.col("source_id_moved")).height
+    print(f"    same archive in another folder, found in reversed order: {n_same} of {len(files)} files keep their id")
+    print(f"    ids: {cat['source_id'].n_unique()} unique of {cat.height} sources, while {shared} files share their OBJECT "
+          f"(the running number within a sky tile: {cat['object'].n_unique()} values) with another file")
 
 
 if __name__ == "__main__":

@@ -115,16 +115,11 @@ def build_poisson_variability(store, progress: bool = False, n_null: int | None 
         in this process; the ``build-features`` flow passes one that spreads parts over its task
         runner, e.g. Dask).
     """
-    store = as_store(store)
-    null = null_lineage(store, n_null, seed)
-    lineage = {"catalog_hash": store.snapshot_hash(), "features_version": POISSON_FEATURES_VERSION, "null": null}
-    with build_lock(store):
-        existing = find_version(store, "poisson_variability", lineage)
-        if existing is not None:
-            return existing, False
+    def make(store, null: dict) -> pl.DataFrame:
         null_frame = uncalibrated_poisson(null_store(store, null, progress), progress, extract)
-        frame = extract(store, progress=progress)
-        return write_feature_set(store, "poisson_variability", calibrate(frame, null_frame, len(store.e_min)), lineage)
+        return calibrate(extract(store, progress=progress), null_frame, len(store.e_min))
+
+    return build_calibrated(store, "poisson_variability", POISSON_FEATURES_VERSION, n_null, seed, make)
 
 
 def build_morphology(store, progress: bool = False, n_null: int | None = None, seed: int = 0,
@@ -133,21 +128,32 @@ def build_morphology(store, progress: bool = False, n_null: int | None = None, s
 
     ``extract`` as for :func:`build_poisson_variability` (parts on a flow's task runner).
     """
-    store = as_store(store)
-    null = null_lineage(store, n_null, seed)
-    lineage = {"catalog_hash": store.snapshot_hash(), "features_version": MORPHOLOGY_VERSION, "null": null}
-    with build_lock(store):
-        existing = find_version(store, "morphology", lineage)
-        if existing is not None:
-            return existing, False
+    def make(store, null: dict) -> pl.DataFrame:
         poisson, _ = build_poisson_variability(store, progress=progress, n_null=n_null, seed=seed)  # its net counts
         constants = null_store(store, null, progress)
         null_frame = uncalibrated(constants, "morphology", MORPHOLOGY_VERSION, extract, progress)
         frame = extract(store, progress=progress)
         net = total_net_counts(get_feature_set(store, f"poisson_variability@{poisson['version']}")[1].collect())
         null_net = total_net_counts(uncalibrated_poisson(constants, progress))
-        return write_feature_set(store, "morphology", calibrate_morphology(frame, null_frame, net, null_net, len(store.e_min)),
-                                 lineage)
+        return calibrate_morphology(frame, null_frame, net, null_net, len(store.e_min))
+
+    return build_calibrated(store, "morphology", MORPHOLOGY_VERSION, n_null, seed, make)
+
+
+def build_calibrated(store, name: str, features_version: int, n_null: int | None, seed: int, make) -> tuple[dict, bool]:
+    """Build a set calibrated on the store's simulated constants, or reuse the version of this catalog, code and null.
+
+    ``make(store, null_lineage) -> DataFrame`` computes the set; it runs under the store's
+    feature-build lock and only when no version has this lineage.
+    """
+    store = as_store(store)
+    null = null_lineage(store, n_null, seed)
+    lineage = {"catalog_hash": store.snapshot_hash(), "features_version": features_version, "null": null}
+    with build_lock(store):
+        existing = find_version(store, name, lineage)
+        if existing is not None:
+            return existing, False
+        return write_feature_set(store, name, make(store, null), lineage)
 
 
 def total_net_counts(frame: pl.DataFrame) -> pl.DataFrame:

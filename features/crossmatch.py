@@ -213,7 +213,8 @@ def match_lsdb(ra: np.ndarray, dec: np.ndarray, right, radius_arcsec: float, col
     k = LSDB_NEIGHBOURS
     with client:
         while True:
-            pairs = left.crossmatch(right, n_neighbors=k, radius_arcsec=radius_arcsec, suffixes=("", "_ref")).compute()
+            pairs = left.crossmatch(right, n_neighbors=k, radius_arcsec=radius_arcsec, suffixes=("", "_ref"),
+                                   suffix_method="all_columns").compute()
             src = pairs["_row"].to_numpy().astype(np.int64)
             if np.bincount(src, minlength=1).max() < k or k >= LSDB_MAX_NEIGHBOURS:
                 break

@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
            .select("source_id", "class", "n_points", "variable_fpp", "surprise_fpp_b1", "discovery_score", "discovery_score_classical")
            .head(10).collect())
     with pl.Config(tbl_width_chars=160, fmt_float="mixed"):
+        top = with_readable_fpps(top)
         print(f"\nten highest discovery scores ({args.epochs}-epoch model; classes from the archive's truth table, rare ones: "
               "qpe, eclipse, absorption, step):")
         print(top)
@@ -119,11 +120,18 @@ def main(argv: list[str] | None = None) -> int:
            .sort(pl.min_horizontal("variable_fpp", "anomaly_fpp"), nulls_last=True)
            .select("source_id", "class", "ra", "dec", "variable_fpp", "anomaly_fpp", "variable_3sigma", "vae_variable_3sigma")
            .head(10).collect())
-    with pl.Config(tbl_width_chars=140, fmt_float="mixed"):  # FPPs of 1e-13 keep their digits
+    with pl.Config(tbl_width_chars=140, fmt_float="mixed"):
+        new = with_readable_fpps(new)
         print("\nten most significant variable or anomalous sources with no counterpart within 15 arcsec (new):")
         print(new)
     print(f"\nrun directory: {run_dir}   (plots in training_plots/, scores in scores_test.parquet)")
     return 0
+
+
+def with_readable_fpps(table: pl.DataFrame) -> pl.DataFrame:
+    """False-positive probabilities as text with two significant digits: 1.3e-06 and 2.8e-37 keep them."""
+    fpps = [c for c in table.columns if "fpp" in c and table.schema[c].is_float()]
+    return table.with_columns(pl.col(c).map_elements(lambda v: f"{v:.2g}", return_dtype=pl.String) for c in fpps)
 
 
 if __name__ == "__main__":

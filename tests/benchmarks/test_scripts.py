@@ -41,6 +41,7 @@ def test_ingest(tmp_path):
     per_binned = float(re.search(r"--bin eroday:.*?([\d.]+) points per source", out).group(1))
     assert per_binned < per_raw / 2  # 4-6 ten-second rows a scan became one bin
     assert number_after(out, "ids:") == 120
+    assert number_after(out, "found in reversed order:") == 120  # every file keeps its id
 
 
 def test_read(tmp_path):
