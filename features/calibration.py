@@ -46,6 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 from scipy import special, stats
 
 #: Bump when the tabulation or the tail model changes (part of the calibrated sets' lineage).
@@ -120,6 +121,15 @@ class NullTable:
             cols = np.arange(len(rows))
             out[rows] = (1.0 - w) * sf[lo, cols] + w * sf[hi, cols]
         return out
+
+
+def column_fpp(null: pl.DataFrame, frame: pl.DataFrame, score: str, n_bins: str, net_counts: str = "net_counts") -> np.ndarray:
+    """FPPs (N,) of ``frame[score]`` under the :class:`NullTable` of ``null[score]``.
+
+    Both frames carry the score, the net counts and the number of bins under the same column names.
+    """
+    table = NullTable.build(null[score].to_numpy(), null[net_counts].to_numpy(), null[n_bins].to_numpy())
+    return table.fpp(frame[score].to_numpy(), frame[net_counts].to_numpy(), frame[n_bins].to_numpy())
 
 
 def _survival(null: np.ndarray, score: np.ndarray) -> np.ndarray:

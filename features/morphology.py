@@ -32,7 +32,8 @@ import numpy as np
 import polars as pl
 
 from etl.store import LightCurveBatch, LightCurveStore
-from features.calibration import NullTable
+from features.calibration import column_fpp
+from features.extraction import extract_by_batch
 
 #: Bump when a definition here changes (part of the set's lineage).
 MORPHOLOGY_VERSION = 1
@@ -106,13 +107,8 @@ def extract_batch(batch: LightCurveBatch, source_ids: list[str]) -> pl.DataFrame
 def extract_morphology(store: LightCurveStore, batch_size: int = 512, progress: bool = False, n_jobs: int = 2,
                        rows: tuple[int, int] | None = None) -> pl.DataFrame:
     """The set's uncalibrated columns for the ok sources of ``store`` (``rows``: a part, in store order)."""
-    picks = None if rows is None else np.arange(rows[0], min(rows[1], len(store)))
-    parts = list(store.map_batches(lambda sources, batch: extract_batch(batch, sources["source_id"].to_list()), COLUMNS,
-                                   batch_size, n_jobs, rows=picks, progress=progress, desc="morphology"))
-    if not parts:
-        schema = {"source_id": pl.String, "n_morph": pl.Int64} | {f"lbo_b{k}": pl.Float64 for k in range(1, len(store.e_min) + 1)}
-        return pl.DataFrame(schema=schema)
-    return pl.concat(parts)
+    schema = {"source_id": pl.String, "n_morph": pl.Int64} | {f"lbo_b{k}": pl.Float64 for k in range(1, len(store.e_min) + 1)}
+    return extract_by_batch(store, extract_batch, COLUMNS, schema, batch_size, n_jobs, rows, progress, "morphology")
 
 
 def calibrate(frame: pl.DataFrame, null: pl.DataFrame, net: pl.DataFrame, null_net: pl.DataFrame, n_bands: int) -> pl.DataFrame:
@@ -122,8 +118,5 @@ def calibrate(frame: pl.DataFrame, null: pl.DataFrame, net: pl.DataFrame, null_n
     """
     frame = frame.join(net, on="source_id", how="left")
     null = null.join(null_net, on="source_id", how="left")
-    out = {}
-    for k in range(1, n_bands + 1):
-        table = NullTable.build(null[f"lbo_b{k}"].to_numpy(), null["net_counts"].to_numpy(), null["n_morph"].to_numpy())
-        out[f"lbo_fpp_b{k}"] = table.fpp(frame[f"lbo_b{k}"].to_numpy(), frame["net_counts"].to_numpy(), frame["n_morph"].to_numpy())
+    out = {f"lbo_fpp_b{k}": column_fpp(null, frame, f"lbo_b{k}", "n_morph") for k in range(1, n_bands + 1)}
     return frame.drop("net_counts").with_columns(pl.Series(name, values).fill_nan(None) for name, values in out.items())

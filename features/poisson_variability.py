@@ -50,6 +50,7 @@ import polars as pl
 from etl.store import LightCurveBatch, LightCurveStore
 from features.bexvar import bexvar
 from features.calibration import FPP_3SIGMA, NullTable, empirical_fpp
+from features.extraction import extract_by_batch
 
 #: Bump when a definition here changes (part of the feature set's lineage).
 POISSON_FEATURES_VERSION = 3
@@ -211,11 +212,6 @@ def extract_poisson_variability(store: LightCurveStore, batch_size: int = 1024, 
     rows : (start, stop), optional
         Only these ok sources, counted in store order (the unit of work of a flow's task).
     """
-    picks = None if rows is None else np.arange(rows[0], min(rows[1], len(store)))
-    parts = list(store.map_batches(lambda sources, batch: extract_batch(batch, sources["source_id"].to_list()), COLUMNS,
-                                   batch_size, n_jobs, rows=picks, progress=progress, desc="poisson variability"))
-    if not parts:
-        schema = {"source_id": pl.String} | {c: (pl.Int64 if c.startswith("n_") else pl.Float64)
-                                             for c in feature_columns(len(store.e_min))}
-        return pl.DataFrame(schema=schema)
-    return pl.concat(parts)
+    schema = {"source_id": pl.String} | {c: (pl.Int64 if c.startswith("n_") else pl.Float64)
+                                         for c in feature_columns(len(store.e_min))}
+    return extract_by_batch(store, extract_batch, COLUMNS, schema, batch_size, n_jobs, rows, progress, "poisson variability")

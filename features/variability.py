@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from etl.store import LightCurveStore
+from features.extraction import extract_by_batch
 
 EXTRACTOR_NAMES = ("weighted_mean", "standard_deviation", "amplitude", "reduced_chi2", "excess_variance", "stetson_k")
 PER_BAND = EXTRACTOR_NAMES + ("max_deviation",)
@@ -109,10 +110,7 @@ def extract_variability(store: LightCurveStore, batch_size: int = 8192, min_poin
                         n_jobs: int = 2, progress: bool = False) -> pl.DataFrame:
     """Variability features of every ok source of ``store`` (memory: one batch at a time)."""
     columns = ("time", "timedel", "rate", "rate_errm", "rate_errp", "fracexp")
+    schema = {"source_id": pl.String, **{c: pl.Float64 for c in feature_columns(len(store.e_min))}}
     # one batch at a time: the light-curve package runs each batch on n_jobs threads itself
-    parts = list(store.map_batches(lambda sources, batch: extract_batch(batch, sources["source_id"].to_list(), min_points, n_jobs),
-                                   columns, batch_size, progress=progress, desc="variability"))
-    if not parts:
-        n_bands = len(store.e_min)
-        return pl.DataFrame(schema={"source_id": pl.String, **{c: pl.Float64 for c in feature_columns(n_bands)}})
-    return pl.concat(parts)
+    return extract_by_batch(store, lambda batch, ids: extract_batch(batch, ids, min_points, n_jobs), columns, schema,
+                            batch_size, progress=progress, desc="variability")

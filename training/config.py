@@ -77,6 +77,12 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @property
+    def predicts_hidden_bands(self) -> bool:
+        """Whether the model learns to predict a band hidden from the encoder, on counts: what the
+        ``discovery`` set's cross-band surprises need (``configs/discovery.toml``)."""
+        return self.condition == "band_mean" and self.hide_band > 0 and self.loss == "poisson"
+
     def validate(self) -> "TrainConfig":
         """Raise :class:`ConfigError` for values that cannot work."""
         positive = ("epochs", "batch_size", "hidden", "layers", "latent", "max_len", "checkpoint_every", "plot_every",

@@ -43,7 +43,7 @@ from training.data import (
     read_columns,
     select_splits,
 )
-from training.model import RNNVAE, batch_elbo, expected_counts, load_model, poisson_deviance
+from training.model import RNNVAE, batch_elbo, expected_counts, load_model, per_step, poisson_deviance
 
 #: Light curves per batch when scoring (at least): no gradients are kept, so batches larger than
 #: training's cost little memory and spread the per-batch overhead of the Python loop.
@@ -55,7 +55,7 @@ def score_dataset(model: RNNVAE, ds: BucketedLightCurves, device: torch.device, 
                   split: str = "", progress: bool = False, loss: str = "mse", surprise: bool = False) -> tuple[pl.DataFrame, float]:
     """Per-source scores and latents of every source of ``ds``, and the mean loss per light curve.
 
-    With ``surprise`` (a model that can hide bands: :func:`can_hide_bands`) also, per band k,
+    With ``surprise`` (a model that can hide bands: ``TrainConfig.predicts_hidden_bands``) also, per band k,
     ``surprise_b{k}``: the Poisson deviance of band k's counts when band k is hidden from the
     encoder, i.e. how surprising the band is given the other bands (the model's cross-band
     prediction), and ``surprise_bin_b{k}``: the bin where it is largest.
@@ -91,11 +91,6 @@ def score_dataset(model: RNNVAE, ds: BucketedLightCurves, device: torch.device, 
         parts.append(pl.DataFrame(frame))
     df = pl.concat(parts).with_columns(pl.lit(split).alias("split")) if parts else pl.DataFrame()
     return df, loss_sum / max(count, 1)
-
-
-def can_hide_bands(model: RNNVAE, cfg) -> bool:
-    """Whether the model was trained to predict a hidden band from the others (and on counts)."""
-    return model.cond_size > 0 and cfg.hide_band > 0 and cfg.loss == "poisson"
 
 
 def band_surprise(model: RNNVAE, batch: dict, device, inputs: tuple) -> dict[str, np.ndarray]:
@@ -144,8 +139,7 @@ def reconstruct(model: RNNVAE, store, source_ids: list[str], cfg, device: torch.
     arrays = features_from_batch(batch, cfg.max_len, cfg.target, **options)
     recon, _, _ = model(*model_inputs({k: torch.from_numpy(v) for k, v in arrays.items()}, device))
     k = arrays["sigma"].shape[-1]
-    scale = arrays["scale"][:, None, :] if arrays["scale"].ndim == 2 else arrays["scale"][:, None, None]
-    recon = recon.float().cpu().numpy()[..., :k] * scale
+    recon = recon.float().cpu().numpy()[..., :k] * per_step(arrays["scale"])
     out = []
     for i, sid in enumerate(source_ids):
         n = int(arrays["lengths"][i])
@@ -159,12 +153,10 @@ def reconstruct(model: RNNVAE, store, source_ids: list[str], cfg, device: torch.
 def sources_to_score(store, cfg, split: str, rows: tuple[int, int] | None = None) -> dict[str, SourceTable]:
     """The sources of ``split`` as training drew them, or for ``"all"`` every ok source of the store
     (``rows``: only ok sources ``start:stop`` in store order)."""
-    catalog = store.catalog().collect()
     if split == "all":  # every source: no sample, no minimum length (a model encodes any light curve)
-        if rows is not None:
-            catalog = store.ok_sources()[rows[0] : rows[1]]
+        catalog = store.catalog().collect() if rows is None else store.ok_sources()[rows[0] : rows[1]]
         return select_splits(catalog, limit=0, seed=cfg.seed, min_len=1)
-    return {split: select_splits(catalog, cfg.limit, cfg.seed, cfg.min_len)[split]}
+    return {split: select_splits(store.catalog().collect(), cfg.limit, cfg.seed, cfg.min_len)[split]}
 
 
 def score_store(model: RNNVAE, cfg, store, split: str = "all", device: torch.device | str = "cpu",

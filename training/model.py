@@ -240,6 +240,11 @@ def poisson_elbo(recon: torch.Tensor, scale: torch.Tensor, counts: torch.Tensor,
     return _elbo(nll.sum(dim=(1, 2)), count_mask, mu, logvar, kld_coef) | {"per_source_deviance": deviance}
 
 
+def per_step(scale):
+    """A source's scale (B,) or its bands' (B, K), array or tensor, shaped to multiply (B, T, K) values."""
+    return scale[:, None, :] if scale.ndim == 2 else scale[:, None, None]
+
+
 def expected_counts(recon: torch.Tensor, scale: torch.Tensor, background: torch.Tensor, exposure: torch.Tensor,
                     count_mask: torch.Tensor) -> torch.Tensor:
     """Expected source-aperture counts (B, T, K) ``recon x s x exposure + background``; 1 where not usable.
@@ -247,8 +252,7 @@ def expected_counts(recon: torch.Tensor, scale: torch.Tensor, background: torch.
     ``scale`` is (B,) (one per source) or (B, K) (per band, ``condition = "band_mean"``).
     """
     k = exposure.shape[-1]
-    scale = scale.float()[:, None, :] if scale.dim() == 2 else scale.float()[:, None, None]
-    expected = recon[..., :k].float() * scale * exposure.float() + background.float()
+    expected = recon[..., :k].float() * per_step(scale.float()) * exposure.float() + background.float()
     return torch.where(count_mask, expected.clamp(min=1e-8), torch.ones((), device=recon.device))
 
 

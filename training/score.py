@@ -54,10 +54,11 @@ from features.build import (
     total_net_counts,
     uncalibrated_poisson,
 )
-from features.calibration import FPP_3SIGMA, NullTable
+from features.calibration import FPP_3SIGMA, column_fpp
 from features.featurestore import as_store, build_lock, file_hash, find_version, get_feature_set, write_feature_set
 from training.checkpoint import read_checkpoint_info
-from training.evaluate import can_hide_bands, pick_device, score_store
+from training.config import config_from_dict
+from training.evaluate import pick_device, score_store
 from training.model import load_model
 
 MODEL_SETS = ("vae_latent", "vae_anomaly")
@@ -71,7 +72,7 @@ def score_rows(store, checkpoint: str, rows: tuple[int, int] | None = None, devi
     """Scores, latents and (for a discovery model) cross-band surprises of ok sources ``rows`` (default all)."""
     dev = pick_device(device)
     model, cfg = load_model(checkpoint, store, dev)
-    return score_store(model, cfg, store, "all", dev, progress, surprise=can_hide_bands(model, cfg), rows=rows)[0]
+    return score_store(model, cfg, store, "all", dev, progress, surprise=cfg.predicts_hidden_bands, rows=rows)[0]
 
 
 def score_checkpoint(store, checkpoint: str, device: str = "auto", progress: bool = False) -> pl.DataFrame:
@@ -106,9 +107,7 @@ def build_model_features(store, checkpoint: str, progress: bool = True, n_null: 
     if not Path(checkpoint).is_file():
         raise BuildError(f"checkpoint {checkpoint} does not exist")
     score = score or (lambda s: score_checkpoint(s, checkpoint, device, progress))
-    cfg = read_checkpoint_info(checkpoint)["config"]
-    discovery = cfg.get("condition") == "band_mean" and cfg.get("hide_band", 0) > 0 and cfg.get("loss") == "poisson" \
-        and len(store.e_min) > 1
+    discovery = config_from_dict(read_checkpoint_info(checkpoint)["config"]).predicts_hidden_bands and len(store.e_min) > 1
     names = MODEL_SETS + (("discovery",) if discovery else ())
     null = null_lineage(store, n_null, seed)
     lineage = model_lineage(store, checkpoint, null)
@@ -122,9 +121,7 @@ def build_model_features(store, checkpoint: str, progress: bool = True, n_null: 
         null_scores = score(constants).join(total_net_counts(uncalibrated_poisson(constants, progress)), on="source_id")
         poisson = get_feature_set(store, f"poisson_variability@{poisson_meta['version']}")[1].collect()
         scores = score(store).join(total_net_counts(poisson), on="source_id", how="left")
-        anomaly = NullTable.build(null_scores["anomaly_score"].to_numpy(), null_scores["net_counts"].to_numpy(),
-                                  null_scores["n_steps"].to_numpy())
-        fpp = anomaly.fpp(scores["anomaly_score"].to_numpy(), scores["net_counts"].to_numpy(), scores["n_steps"].to_numpy())
+        fpp = column_fpp(null_scores, scores, "anomaly_score", "n_steps")
         scores = scores.with_columns(pl.Series("anomaly_fpp", fpp).fill_nan(None)).with_columns(
             vae_variable_3sigma=pl.col("anomaly_fpp").fill_null(1.0) <= FPP_3SIGMA)
         latent = scores.select("source_id", pl.col("^mu_\\d+$"))
@@ -150,12 +147,7 @@ def discovery_frame(scores: pl.DataFrame, null_scores: pl.DataFrame, poisson: pl
     n_bands = len(store.e_min)
     soft = int(np.argmin(store.e_min)) + 1
     label = band_labels(store.e_min, store.e_max)[soft - 1]
-    out = {}
-    for k in range(1, n_bands + 1):
-        table = NullTable.build(null_scores[f"surprise_b{k}"].to_numpy(), null_scores["net_counts"].to_numpy(),
-                                null_scores["n_steps"].to_numpy())
-        out[f"surprise_fpp_b{k}"] = table.fpp(scores[f"surprise_b{k}"].to_numpy(), scores["net_counts"].to_numpy(),
-                                               scores["n_steps"].to_numpy())
+    out = {f"surprise_fpp_b{k}": column_fpp(null_scores, scores, f"surprise_b{k}", "n_steps") for k in range(1, n_bands + 1)}
     frame = (scores.select("source_id", *[c for k in range(1, n_bands + 1) for c in (f"surprise_b{k}", f"surprise_bin_b{k}")])
              .with_columns(pl.Series(name, values).fill_nan(None) for name, values in out.items())
              .join(poisson.select("source_id", "variable_fpp"), on="source_id", how="left")
