@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,39 +33,14 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from archives import ROOT  # noqa: E402
+from archives import ROOT, ensure_checkpoint, ensure_store  # noqa: E402
 
-from etl.ingest import ingest  # noqa: E402
 from etl.morphology import COMMON_CLASSES, RARE_CLASSES  # noqa: E402
-from etl.synth import make_archive  # noqa: E402
 from features.active import ActiveRanker, feature_matrix, simulate_expert  # noqa: E402
 from features.build import build_morphology, build_poisson_variability, build_variability  # noqa: E402
 from features.featurestore import get_feature_set, get_features  # noqa: E402
 
 SHOWN = (50, 100, 500)
-
-
-def store_of(out: Path, name: str, n: int, seed: int, rare: float, variant: int = 0) -> Path:
-    """``out/<name>.zarr`` from a synthetic archive beside it (built once)."""
-    archive, store = out / f"{name}-archive", out / f"{name}.zarr"
-    if not (store / "catalog.parquet").exists():
-        t = time.perf_counter()
-        make_archive(archive, n, seed=seed, flavour="rebinned", rare=rare, variant=variant, progress=False)
-        print(f"{name}: {ingest(archive, store, workers=2, progress=False).line()} ({time.perf_counter() - t:.0f} s with synthesis)",
-              flush=True)
-    return store
-
-
-def train(out: Path, name: str, store: Path, args: list[str]) -> Path:
-    """A checkpoint trained with ``python -m training.fit`` (kept when it exists)."""
-    run = out / f"run-{name}"
-    ckpt = run / "checkpoints" / "best.h5"
-    if not ckpt.exists():
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "training.fit", "--store", str(store), "--run-dir", str(run), "--wandb-mode",
-                        "disabled", "--no-progress", *args], check=True, cwd=ROOT)
-        print(f"training {name}: {time.perf_counter() - t:.0f} s", flush=True)
-    return ckpt
 
 
 def model_sets(store: Path, ckpt: Path, n_null: int | None) -> dict[str, str]:
@@ -203,19 +177,20 @@ def main() -> None:
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     extra = ["--epochs", str(args.epochs)] if args.epochs else []
-    train_store = store_of(args.out, "train", args.n, 101, args.rare)
-    tests = {0: store_of(args.out, "test", args.n, 202, args.rare)}
-    tests |= {k: store_of(args.out, f"test-v{k}", args.n, 300 + k, args.rare, variant=k) for k in args.variants}
+    train_store = ensure_store(args.out, args.n, 101, "train", rare=args.rare)
+    tests = {0: ensure_store(args.out, args.n, 202, "test", rare=args.rare)}
+    tests |= {k: ensure_store(args.out, args.n, 300 + k, f"test-v{k}", rare=args.rare, variant=k) for k in args.variants}
     for store in tests.values():
         t = time.perf_counter()
         build_variability(store)
         build_poisson_variability(store, n_null=args.null)
         build_morphology(store, n_null=args.null)
         print(f"classical sets of {store.name}: {time.perf_counter() - t:.0f} s", flush=True)
-    model = train(args.out, "discovery-train", train_store, ["--config", str(args.config), *extra])
-    own = train(args.out, "discovery-self", tests[0], ["--config", str(args.config), *extra])
-    seed_model = train(args.out, "seed-poisson", train_store, ["--loss", "poisson", "--epochs", str(args.seed_epochs), "--lr", "1e-3",
-                                                               "--plot-every", str(max(args.seed_epochs, 1))]) if args.seed_epochs else None
+    model = ensure_checkpoint(args.out / "run-discovery-train", train_store, ["--config", str(args.config), *extra], "discovery-train")
+    own = ensure_checkpoint(args.out / "run-discovery-self", tests[0], ["--config", str(args.config), *extra], "discovery-self")
+    seed_model = ensure_checkpoint(args.out / "run-seed-poisson", train_store,
+                                   ["--loss", "poisson", "--epochs", str(args.seed_epochs), "--lr", "1e-3",
+                                    "--plot-every", str(max(args.seed_epochs, 1))], "seed-poisson") if args.seed_epochs else None
     report = {"n": args.n, "rare": args.rare, "config": str(args.config), "archives": {}}
     for k, store in tests.items():
         truth = pl.read_parquet(store.parent / f"{store.stem}-archive" / "truth.parquet").filter(pl.col("expected") == "ok") \

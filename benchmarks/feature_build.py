@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from archives import ROOT, ensure_store  # noqa: E402
+from archives import ROOT, ensure_checkpoint, ensure_store  # noqa: E402
 
 from etl.store import open_store  # noqa: E402
 from features import get_features  # noqa: E402
@@ -109,10 +108,8 @@ def quick_checkpoint(store_path: Path, out: Path) -> Path:
     """One epoch of ``configs/discovery.toml`` on 2,000 sources: a model of the discovery architecture."""
     run = out / "run-discovery-quick"
     shutil.rmtree(run, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "training.fit", "--config", str(ROOT / "configs" / "discovery.toml"), "--store",
-                    str(store_path), "--run-dir", str(run), "--epochs", "1", "--limit", "2000", "--wandb-mode", "disabled",
-                    "--no-progress"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return run / "checkpoints" / "best.h5"
+    return ensure_checkpoint(run, store_path, ["--config", str(ROOT / "configs" / "discovery.toml"), "--epochs", "1",
+                                               "--limit", "2000"], "a quick discovery model", quiet=True)
 
 
 def time_discovery(store, checkpoint, n_null: int | None) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from archives import ROOT, ensure_store  # noqa: E402
+from archives import ensure_checkpoint, ensure_store  # noqa: E402
 
 from etl.store import open_store  # noqa: E402
 from features import get_features  # noqa: E402
@@ -52,6 +51,7 @@ from features.build import (  # noqa: E402
     uncalibrated_poisson,
 )
 from features.calibration import FPP_3SIGMA, NullTable  # noqa: E402
+from features.calibration import significance as calibrated_significance  # noqa: E402
 from features.poisson_variability import STATISTICS, calibrate  # noqa: E402
 from training.score import build_model_features, score_checkpoint  # noqa: E402
 
@@ -68,8 +68,8 @@ def tpr_at_fpr(score: np.ndarray, negative: np.ndarray, positive: np.ndarray, fp
 
 
 def significance(fpp: pl.Expr) -> pl.Expr:
-    """-log10 FPP as a score (an undefined FPP counts as 1: not significant)."""
-    return -pl.when(fpp.is_null() | fpp.is_nan()).then(1.0).otherwise(fpp).clip(1e-300, 1.0).log10()
+    """:func:`features.calibration.significance`, floored at 1e-300 as this benchmark's figures were."""
+    return calibrated_significance(fpp, floor=1e-300)
 
 
 def binomial(k: int, n: int) -> dict:
@@ -77,15 +77,9 @@ def binomial(k: int, n: int) -> dict:
 
 
 def train(args, loss: str, train_store: Path) -> Path:
-    run = args.out / f"run-{args.epochs}ep-{loss}"
-    ckpt = run / "checkpoints" / "best.h5"
-    if not ckpt.exists():
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "training.fit", "--store", str(train_store), "--epochs", str(args.epochs),
-                        "--lr", str(args.lr), "--loss", loss, "--run-dir", str(run), "--wandb-mode", "disabled", "--no-progress",
-                        "--plot-every", str(max(args.epochs // 3, 1))], check=True, cwd=ROOT)
-        print(f"training ({loss}): {args.epochs} epochs in {time.perf_counter() - t:.0f} s")
-    return ckpt
+    return ensure_checkpoint(args.out / f"run-{args.epochs}ep-{loss}", train_store,
+                             ["--epochs", str(args.epochs), "--lr", str(args.lr), "--loss", loss,
+                              "--plot-every", str(max(args.epochs // 3, 1))], f"({loss}), {args.epochs} epochs")
 
 
 def main() -> None:

@@ -80,6 +80,11 @@ def mean_rates(rate: np.ndarray) -> np.ndarray:
     return np.where(n_finite > 0, sums / np.maximum(n_finite, 1), np.nan)  # an all-NaN band: NaN, no warning
 
 
+def softest_band(e_min) -> int:
+    """k of the lowest-energy band, 1-based as in the ``_b{k}`` column names."""
+    return int(np.argmin(e_min)) + 1
+
+
 def band_labels(e_min, e_max) -> list[str]:
     """``["0.2-0.6 keV", ...]``: how every figure and table names the bands."""
     return [f"{lo:g}-{hi:g} keV" for lo, hi in zip(e_min, e_max)]

@@ -19,7 +19,7 @@ import polars as pl
 from astropy.coordinates import SkyCoord
 from dash import Dash, Input, Output, State, ctx, dash_table, dcc, html, no_update
 
-from etl.lightcurve import band_labels
+from etl.lightcurve import band_labels, softest_band
 from explorer import figures
 from explorer.guard import guard
 from explorer.reconstruction import reconstruction
@@ -268,7 +268,7 @@ def build_app(ex: Explorer) -> Dash:
         row = ex.table.source(source_id)
         recon = reconstruction(ex.store, ex.vae_lineage, source_id, len(lc.columns["time"])) if ex.vae_lineage else None
         mjdref = row.get("mjdref") if row else None
-        soft = int(np.argmin(ex.store.e_min)) + 1 if len(ex.store.e_min) else 1
+        soft = softest_band(ex.store.e_min) if len(ex.store.e_min) else 1
         peak = row.get(f"surprise_bin_b{soft}") if row else None
         return (figures.lightcurve_figure(lc.columns, ex.bands, mjdref, unit, recon, peak),
                 figures.context_figure(lc.columns, ex.bands, mjdref, unit))

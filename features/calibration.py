@@ -123,6 +123,11 @@ class NullTable:
         return out
 
 
+def significance(fpp: pl.Expr, floor: float = float(np.finfo(float).tiny)) -> pl.Expr:
+    """-log10 FPP as a score (higher = more significant); an undefined FPP (null, NaN) counts as 1: 0."""
+    return -fpp.fill_null(1.0).fill_nan(1.0).clip(floor, 1.0).log10()
+
+
 def column_fpp(null: pl.DataFrame, frame: pl.DataFrame, score: str, n_bins: str, net_counts: str = "net_counts") -> np.ndarray:
     """FPPs (N,) of ``frame[score]`` under the :class:`NullTable` of ``null[score]``.
 

@@ -40,11 +40,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from common import cli
-from etl.lightcurve import band_labels
+from etl.lightcurve import band_labels, softest_band
 from features.build import (
     BuildError,
     build_morphology,
@@ -54,7 +53,7 @@ from features.build import (
     total_net_counts,
     uncalibrated_poisson,
 )
-from features.calibration import FPP_3SIGMA, column_fpp
+from features.calibration import FPP_3SIGMA, column_fpp, significance
 from features.featurestore import as_store, build_lock, file_hash, find_version, get_feature_set, write_feature_set
 from training.checkpoint import read_checkpoint_info
 from training.config import config_from_dict
@@ -64,7 +63,6 @@ from training.model import load_model
 MODEL_SETS = ("vae_latent", "vae_anomaly")
 #: Bump when the discovery set's definitions change (part of its lineage).
 DISCOVERY_VERSION = 1
-TINY = float(np.finfo(float).tiny)
 
 
 def score_rows(store, checkpoint: str, rows: tuple[int, int] | None = None, device: str = "auto",
@@ -84,11 +82,6 @@ def model_lineage(store, checkpoint: str, null: dict) -> dict:
     """What the model sets were computed from: the store's snapshot, the checkpoint and the null."""
     return {"catalog_hash": store.snapshot_hash(), "checkpoint": checkpoint, "checkpoint_hash": file_hash(checkpoint),
             "config": read_checkpoint_info(checkpoint)["config"], "null": null}
-
-
-def significance(fpp: pl.Expr) -> pl.Expr:
-    """-log10 FPP (0 for an undefined one): the scale the discovery scores are on."""
-    return -fpp.fill_null(1.0).fill_nan(1.0).clip(TINY, 1.0).log10()
 
 
 def build_model_features(store, checkpoint: str, progress: bool = True, n_null: int | None = None, seed: int = 0,
@@ -132,7 +125,7 @@ def build_model_features(store, checkpoint: str, progress: bool = True, n_null: 
             morphology_meta, _ = build_morphology(store, progress=progress, n_null=n_null, seed=seed)
             morphology = get_feature_set(store, f"morphology@{morphology_meta['version']}")[1].collect()
             frame = discovery_frame(scores, null_scores, poisson, morphology, store)
-            meta = {"soft_band": band_labels(store.e_min, store.e_max)[int(np.argmin(store.e_min))]}
+            meta = {"soft_band": band_labels(store.e_min, store.e_max)[softest_band(store.e_min) - 1]}
             results.append(write_feature_set(store, "discovery", frame, discovery_lineage, metrics=meta))
         elif progress:
             print("discovery: needs a model that predicts a hidden band from the others on counts "
@@ -145,7 +138,7 @@ def discovery_frame(scores: pl.DataFrame, null_scores: pl.DataFrame, poisson: pl
                     store) -> pl.DataFrame:
     """The ``discovery`` set's columns (module docstring) from the scores of the store and of its null."""
     n_bands = len(store.e_min)
-    soft = int(np.argmin(store.e_min)) + 1
+    soft = softest_band(store.e_min)
     label = band_labels(store.e_min, store.e_max)[soft - 1]
     out = {f"surprise_fpp_b{k}": column_fpp(null_scores, scores, f"surprise_b{k}", "n_steps") for k in range(1, n_bands + 1)}
     frame = (scores.select("source_id", *[c for k in range(1, n_bands + 1) for c in (f"surprise_b{k}", f"surprise_bin_b{k}")])
