@@ -42,6 +42,7 @@ from common import cli
 from etl.fitswriter import bintable_fits_bytes
 from etl.morphology import COMMON_CLASSES, RARE_CLASSES, MorphologyRanges
 from etl.naming import iau_name, source_id_of
+from etl.sky import sky_tile
 from etl.observation import (  # noqa: F401 - ERASS1_RATE_MIN, draw_mean_rate: part of this module's API
     ERASS1_BANDS,
     ERASS1_RATE_MIN,
@@ -148,6 +149,8 @@ def make_archive(
     brightness: str = "erass1",
     rare: float = 0.0,
     variant: int = 0,
+    layout: str = "flat",
+    workers: int = 1,
 ) -> pl.DataFrame:
     """Write ``n`` good and ``bad`` malformed light-curve files; return (and save) the truth table.
 
@@ -158,7 +161,8 @@ def make_archive(
     n : int
         Good sources.
     seed : int
-        Everything is determined by it (and ``variant``).
+        Everything is determined by it (and ``variant``): each source draws from its own random
+        stream, so the archive is the same whatever ``workers``.
     flavour : {"rebinned", "srctool", "dr1", "mixed"}
         ``mixed`` draws rebinned or srctool per source; ``dr1`` writes the public release's shape
         (OBJECT is the source's running number in its sky tile).
@@ -172,11 +176,18 @@ def make_archive(
         Fraction of sources with a rare morphology (:data:`etl.morphology.RARE_CLASSES`, equal shares).
     variant : int
         The generator (:meth:`Generator.variant`): 0 the default.
+    layout : {"flat", "tiles"}
+        ``tiles``: one folder per eRASS sky tile, ``RRR/DDD/`` as the data release groups its
+        products (:func:`etl.sky.sky_tile`); ``flat``: every file in ``out_dir``.
+    workers : int
+        Processes writing files (spawned; the truth table does not depend on it).
     """
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour must be one of {', '.join(FLAVOURS)}, not {flavour!r}")
     if not 0.0 <= rare <= 1.0:
         raise ValueError(f"rare must be a fraction in [0, 1], not {rare!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     gen = Generator.variant(variant)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -190,36 +201,114 @@ def make_archive(
         pick = np.random.default_rng([seed, 3])
         chosen = pick.choice(n, size=int(round(rare * n)), replace=False)
         classes[chosen] = np.resize(np.array(RARE_CLASSES, dtype=object), len(chosen))[pick.permutation(len(chosen))]
-    tiles = (np.floor(ra).astype(int) * 1000 + np.floor(dec + 90).astype(int))
-    rows, used_ids, per_tile = [], set(), {}
-    for i in tqdm(range(n), desc="synth", unit="file", disable=not progress, mininterval=0.5):
-        name_id = iau_name(ra[i], dec[i])
-        while name_id in used_ids:  # two sources closer than 0.1 s of RA: keep OBJECT unique
-            name_id += "a"
-        used_ids.add(name_id)
-        number = per_tile[tiles[i]] = per_tile.get(tiles[i], 0) + 1
-        name = file_name(flavours[i], int(tiles[i]), number, gzip)
-        obj = f"{number:05d}" if flavours[i] == "dr1" else name_id  # DR1: the running number in the tile
-        cols, truth = simulate_source(rng, flavours[i], int(n_erodays[i]), classes[i], brightness, gen.ranges, gen.slope,
-                                      gen.background)
-        extras = {k: truth.pop(k) for k in list(truth) if k not in TRUTH_COLUMNS}
-        dr1 = flavours[i] == "dr1"
-        pos_err = None if dr1 else round(position_error(truth["net_counts"]), 3)  # DR1 files carry no POS_ERR
-        header = lightcurve_header(obj, ra[i], dec[i], cols, pos_err=pos_err)
-        _write(out / name, bintable_fits_bytes(cols, _UNITS, header=header), gzip)
-        rows.append({"file": name, "source_id": source_id_of(name, obj), "object": obj, "class": classes[i],
-                     "rare": classes[i] in RARE_CLASSES, "flavour": flavours[i], "ra": ra[i], "dec": dec[i],
-                     "n_erodays": int(n_erodays[i]), "expected": "ok", **truth, "params": json.dumps(extras),
-                     "pos_err": pos_err if pos_err is not None else position_error(truth["net_counts"])})
-    for j in range(bad):
-        kind = BAD_KINDS[j % len(BAD_KINDS)]
-        rows.append(_write_bad(out, kind, j, rng, rows[: max(n, 0)], gzip))
-    truth = pl.DataFrame(rows, infer_schema_length=None)
+    sources = _plan_sources(ra, dec, n_erodays, classes, flavours, gzip, layout)
+    job = _Job(str(out), seed, brightness, gen, gzip)
+    chunks = [(lo, min(lo + _CHUNK, n)) for lo in range(0, n, _CHUNK)]
+    bar = tqdm(total=n, desc="synth", unit="file", disable=not progress, mininterval=0.5)
+    parts = []
+    for part in _run_chunks(job, sources, chunks, workers):
+        parts.append(part)
+        bar.update(part.height)
+    bar.close()
+    good = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
+    rows = good.head(bad).rows(named=True) if bad else []
+    bad_rows = [_write_bad(out, BAD_KINDS[j % len(BAD_KINDS)], j, rng, rows, gzip) for j in range(bad)]
+    truth = pl.concat([good, pl.DataFrame(bad_rows)], how="diagonal_relaxed") if bad_rows else good
+    if truth.height == 0:
+        truth = pl.DataFrame(schema={"file": pl.String, "source_id": pl.String, "expected": pl.String})
     truth = write_reference(out, truth, np.random.default_rng([seed, 1]))  # its own stream: the archive is unchanged
     truth.write_parquet(out / "truth.parquet")
     (out / "generator.json").write_text(json.dumps({"seed": seed, "n": n, "flavour": flavour, "rare": rare,
-                                                    "variant": variant, "brightness": brightness, **gen.to_dict()}, indent=1))
+                                                    "variant": variant, "brightness": brightness, "layout": layout,
+                                                    **gen.to_dict()}, indent=1))
     return truth
+
+
+#: How files are laid out: all in one folder, or one folder per eRASS sky tile (RRR/DDD/).
+LAYOUTS = ("flat", "tiles")
+#: Sources per unit of work of a writer process.
+_CHUNK = 2_000
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every writer process needs besides its sources (picklable for spawned workers)."""
+
+    out: str
+    seed: int
+    brightness: str
+    gen: Generator
+    gzip: bool
+
+
+def _plan_sources(ra, dec, n_erodays, classes, flavours, gzip: bool, layout: str) -> pl.DataFrame:
+    """Every source's position, class, file name and OBJECT, decided before any file is written.
+
+    File numbers count sources within their sky tile in the order drawn (as eSASS numbers a
+    tile's sources), so the names do not depend on which process writes which file.
+    """
+    n = len(ra)
+    tiles = sky_tile(ra, dec)
+    frame = pl.DataFrame({"tile": tiles}).with_row_index("i")
+    number = frame.select((pl.col("i").cum_count().over("tile"))).to_series().to_numpy().astype(np.int64)
+    if number.size and number.min() == 0:  # cum_count counts from 0 or 1 depending on the Polars version
+        number = number + 1
+    names, files, objects, used = [], [], [], set()
+    for i in range(n):
+        name_id = iau_name(ra[i], dec[i])
+        while name_id in used:  # two sources closer than 0.1 s of RA: keep OBJECT unique
+            name_id += "a"
+        used.add(name_id)
+        name = file_name(flavours[i], int(tiles[i]), int(number[i]), gzip)
+        tile = f"{int(tiles[i]):06d}"
+        files.append(f"{tile[:3]}/{tile[3:]}/{name}" if layout == "tiles" else name)
+        objects.append(f"{int(number[i]):05d}" if flavours[i] == "dr1" else name_id)  # DR1: the running number in the tile
+        names.append(name)
+    return pl.DataFrame({"file": files, "name": names, "object": objects, "class": list(classes), "flavour": list(flavours),
+                         "ra": ra, "dec": dec, "n_erodays": np.asarray(n_erodays, np.int64)},
+                        schema_overrides={"class": pl.String, "flavour": pl.String})
+
+
+def _run_chunks(job: _Job, sources: pl.DataFrame, chunks: list[tuple[int, int]], workers: int):
+    """Truth frames of ``chunks`` of ``sources``, written here or by ``workers`` spawned processes, in order."""
+    if workers <= 1 or len(chunks) <= 1:
+        for lo, hi in chunks:
+            yield _write_chunk(job, lo, sources[lo:hi])
+        return
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from common.lifeline import die_with_parent
+    from common.pool import in_order
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+        yield from in_order(lambda c: pool.submit(_write_chunk, job, c[0], sources[c[0]:c[1]]), chunks, 2 * workers)
+
+
+def _write_chunk(job: _Job, first: int, sources: pl.DataFrame) -> pl.DataFrame:
+    """Simulate and write the files of ``sources`` (rows ``first``... of the plan); their truth rows."""
+    out = Path(job.out)
+    rows = []
+    for k, src in enumerate(sources.iter_rows(named=True)):
+        rng = np.random.default_rng([job.seed, 9, first + k])  # the source's own stream
+        cols, truth = simulate_source(rng, src["flavour"], src["n_erodays"], src["class"], job.brightness, job.gen.ranges,
+                                      job.gen.slope, job.gen.background)
+        extras = {key: truth.pop(key) for key in list(truth) if key not in TRUTH_COLUMNS}
+        dr1 = src["flavour"] == "dr1"
+        pos_err = None if dr1 else round(position_error(truth["net_counts"]), 3)  # DR1 files carry no POS_ERR
+        header = lightcurve_header(src["object"], src["ra"], src["dec"], cols, pos_err=pos_err)
+        path = out / src["file"]
+        if path.parent != out:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        _write(path, bintable_fits_bytes(cols, _UNITS, header=header), job.gzip)
+        rows.append({"file": src["file"], "source_id": source_id_of(src["name"], src["object"]), "object": src["object"],
+                     "class": src["class"], "rare": src["class"] in RARE_CLASSES, "flavour": src["flavour"],
+                     "ra": src["ra"], "dec": src["dec"], "n_erodays": src["n_erodays"], "expected": "ok", **truth,
+                     "params": json.dumps(extras),
+                     "pos_err": pos_err if pos_err is not None else position_error(truth["net_counts"])})
+    return pl.DataFrame(rows, infer_schema_length=None)
 
 
 #: Truth columns every good source has (the rest of a morphology's parameters go to ``params``).
@@ -332,14 +421,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gzip", action="store_true", help="write .fits.gz")
     parser.add_argument("--brightness", choices=["erass1", "uniform"], default="erass1",
                         help="mean rates: eRASS1 log N - log S above 0.035 ct/s (default) or log-uniform 0.03-5 ct/s")
+    parser.add_argument("--layout", choices=LAYOUTS, default="flat",
+                        help="flat (every file in OUT_DIR, default) or tiles (RRR/DDD/ folders per eRASS sky tile, as the release)")
+    parser.add_argument("--workers", type=int, default=1, help="processes writing files (default 1; same archive for any number)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.n < 0 or args.bad < 0:
         parser.error("--n and --bad must be >= 0")
+    if args.workers < 1:
+        parser.error("--workers must be >= 1")
     if not 0.0 <= args.rare <= 1.0:
         parser.error("--rare must be a fraction in [0, 1]")
     truth = make_archive(args.out_dir, args.n, args.seed, args.flavour, args.bad, args.gzip, progress=not args.quiet,
-                         brightness=args.brightness, rare=args.rare, variant=args.variant)
+                         brightness=args.brightness, rare=args.rare, variant=args.variant, layout=args.layout,
+                         workers=args.workers)
     counts = truth.group_by("class").len().sort("class")
     summary = ", ".join(f"{c or 'bad'}: {k}" for c, k in counts.iter_rows())
     print(f"wrote {truth.height} files to {args.out_dir} ({summary})")

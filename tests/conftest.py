@@ -10,8 +10,13 @@ import pytest
 
 from common import cli
 
+# Nothing a test starts reaches the network or reports home (wandb offline, Prefect analytics off);
+# set here, not in .ci/run, so that the README's plain `python -m pytest` is the whole test command.
+os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
 os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
 from etl.ingest import ingest  # noqa: E402
 from etl.synth import make_archive  # noqa: E402
