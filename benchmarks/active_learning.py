@@ -34,7 +34,7 @@ from archives import ensure_store  # noqa: E402
 from science_check import train  # noqa: E402
 
 from features.active import ActiveRanker, combined_score, feature_matrix, simulate_expert  # noqa: E402
-from features.build import build_poisson_variability, build_variability  # noqa: E402
+from features.builders import build_poisson_variability, build_variability  # noqa: E402
 from features.featurestore import get_features  # noqa: E402
 from training.score import build_model_features  # noqa: E402
 

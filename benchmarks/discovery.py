@@ -37,7 +37,7 @@ from archives import ROOT, ensure_checkpoint, ensure_store  # noqa: E402
 
 from etl.morphology import COMMON_CLASSES, RARE_CLASSES  # noqa: E402
 from features.active import ActiveRanker, feature_matrix, simulate_expert  # noqa: E402
-from features.build import build_morphology, build_poisson_variability, build_variability  # noqa: E402
+from features.builders import build_morphology, build_poisson_variability, build_variability  # noqa: E402
 from features.featurestore import get_feature_set, get_features  # noqa: E402
 
 SHOWN = (50, 100, 500)

@@ -35,7 +35,7 @@ from archives import ROOT, ensure_checkpoint, ensure_store  # noqa: E402
 
 from etl.store import open_store  # noqa: E402
 from features import get_features  # noqa: E402
-from features.build import build_morphology, build_poisson_variability, null_lineage, null_store, uncalibrated_poisson  # noqa: E402
+from features.builders import build_morphology, build_poisson_variability, null_lineage, null_store, uncalibrated_poisson  # noqa: E402
 from features.featurestore import write_feature_set  # noqa: E402
 from features.poisson_variability import calibrate, extract_poisson_variability  # noqa: E402
 from features.variability import extract_variability  # noqa: E402
@@ -63,7 +63,7 @@ def main() -> None:
     constants = null_store(store, null)
     steps["simulate constants"] = time.perf_counter() - t
     t = time.perf_counter()
-    null_frame = uncalibrated_poisson(constants, False)
+    null_frame = uncalibrated_poisson(constants)
     steps["their statistics"] = time.perf_counter() - t
     t = time.perf_counter()
     poisson = extract_poisson_variability(store)

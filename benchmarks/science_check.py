@@ -42,8 +42,9 @@ from archives import ensure_checkpoint, ensure_store  # noqa: E402
 
 from etl.store import open_store  # noqa: E402
 from features import get_features  # noqa: E402
-from features.build import (  # noqa: E402
+from features.builders import (  # noqa: E402
     build_poisson_variability,
+    PartRunner,
     build_variability,
     null_lineage,
     null_store,
@@ -168,18 +169,18 @@ def main() -> None:
                                  "tpr_per_class": {c: float(df.filter(pl.col("class") == c)[flag].fill_null(False).mean()) for c in CLASSES}}
     store = open_store(test_store)
     null = null_lineage(store, args.null, 0)
-    tables = uncalibrated_poisson(null_store(store, null), False)
+    tables = uncalibrated_poisson(null_store(store, null))
     check_store = null_store(store, null_lineage(store, args.check, 7), progress=True)
-    check = calibrate(uncalibrated_poisson(check_store, True), tables, len(store.e_min))
+    check = calibrate(uncalibrated_poisson(check_store, PartRunner(progress=True)), tables, len(store.e_min))
     for flag in [f"{stat}_variable_3sigma" for stat in STATISTICS] + ["variable_3sigma"]:
         report["flags"][flag]["fresh_null"] = binomial(int(check[flag].sum()), check.height)
     constants_null = null_store(store, null)
     check_net = total_net_counts(check)
     for loss, ckpt in checkpoints.items():
-        ref = score_checkpoint(constants_null, str(ckpt.resolve())).join(
+        ref = score_checkpoint(constants_null, str(ckpt.resolve()))[0].join(
             total_net_counts(tables), on="source_id")
         table = NullTable.build(ref["anomaly_score"].to_numpy(), ref["net_counts"].to_numpy(), ref["n_steps"].to_numpy())
-        fresh = score_checkpoint(check_store, str(ckpt.resolve())).join(check_net, on="source_id")
+        fresh = score_checkpoint(check_store, str(ckpt.resolve()))[0].join(check_net, on="source_id")
         fpp = table.fpp(fresh["anomaly_score"].to_numpy(), fresh["net_counts"].to_numpy(), fresh["n_steps"].to_numpy())
         report["flags"][vae_cols[loss]["flag"]]["fresh_null"] = binomial(int(np.sum(np.nan_to_num(fpp, nan=1.0) <= FPP_3SIGMA)), len(fpp))
 

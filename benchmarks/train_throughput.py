@@ -39,7 +39,7 @@ def project(store: str, seconds: float, max_len: int, device: str, gru: str = "f
     from etl.store import open_store
     from training import model as model_module
     from training.data import BucketedLightCurves, select_sources
-    from training.model import RNNVAE, batch_elbo, make_optimizer
+    from training.model import RNNVAE, batch_elbo, make_optimizer, pick_device
     from training.threads import tune_threads
 
     if gru == "module":  # the ablation: every GRU call goes to nn.GRU itself, as on CUDA
@@ -47,7 +47,7 @@ def project(store: str, seconds: float, max_len: int, device: str, gru: str = "f
 
         model_module.run_gru = run_module_gru
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = pick_device(device)
     torch.manual_seed(0)
     sources = select_sources(open_store(store).catalog().collect(), "train")
     ds = BucketedLightCurves(store, sources, 32, max_len, seed=0)

@@ -15,6 +15,10 @@ class UserError(Exception):
     exit_code: int = 2
 
 
+class LocationError(UserError, ValueError):
+    """A location (path or URL) that cannot name a store, archive or file here."""
+
+
 class MissingExtraError(UserError, ImportError):
     """A feature needs an optional dependency group that is not installed."""
 

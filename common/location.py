@@ -12,13 +12,15 @@ from __future__ import annotations
 import os
 from urllib.parse import unquote, urlparse
 
+from common.errors import LocationError
+
 
 def resolve(location: str | os.PathLike) -> str:
     """The local path of a path or ``file://`` URL; any other URL unchanged.
 
     Raises
     ------
-    ValueError
+    LocationError
         For a ``file://`` URL naming another host (``file://server/x``): not on this machine.
     """
     text = os.fspath(location)
@@ -26,7 +28,7 @@ def resolve(location: str | os.PathLike) -> str:
         return text
     parsed = urlparse(text)
     if parsed.netloc not in ("", "localhost"):
-        raise ValueError(f"{text}: a file:// URL on another host ({parsed.netloc!r}) is not on this machine")
+        raise LocationError(f"{text}: a file:// URL on another host ({parsed.netloc!r}) is not on this machine")
     return unquote(parsed.path) or "/"
 
 

@@ -100,13 +100,14 @@ def catalog_url(store_url: str) -> str:
     return join(store_url, CATALOG_FILE)
 
 
-def read_catalog(store_url: str, storage_options: dict | None = None) -> pl.DataFrame | None:
+def read_catalog(store_url: str, storage_options: dict | None = None, path: str | None = None) -> pl.DataFrame | None:
     """The committed catalog, or None when the store has none yet.
 
     Columns added by later schema versions are added as nulls to older catalogs, so every
-    catalog reads with the current columns.
+    catalog reads with the current columns. ``path``: read this copy of a catalog instead (a
+    snapshot pinned by :meth:`etl.store.LightCurveStore.pin`).
     """
-    fs, path, _ = filesystem(catalog_url(store_url), storage_options)
+    fs, path, _ = filesystem(path or catalog_url(store_url), storage_options)
     if not fs.exists(path):
         return None
     with fs.open(path, "rb") as fh:

@@ -155,8 +155,7 @@ def ingest(
         Missing archive, unusable store; :class:`~etl.errors.StoreLockedError` when another
         ingest holds the store.
     """
-    from tqdm import tqdm
-
+    from common.progress import bar as progress_bar
     from etl.ingestor import Ingestor
     from etl.lock import StoreLock
 
@@ -175,7 +174,7 @@ def ingest(
     with StoreLock(store, storage_options):
         ing = Ingestor(store, fracexp_min, storage_options, flush_points, flush_seconds, chunk_points, binning)
         batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
-        bar = tqdm(total=len(files), desc="ingest", unit="file", disable=not progress, mininterval=0.5)
+        bar = progress_bar(len(files), "ingest", "file", show=progress)
         try:
             runner = batch_runner or (lambda b, k, f, binned: run_batches_locally(b, k, f, workers, binned))
             for parsed in runner(batches, ing.known_hashes, fracexp_min, binning):

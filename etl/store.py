@@ -13,7 +13,10 @@ numpy slicing once a chunk is warm and memory does not grow with the store.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +45,8 @@ POINTS_GROUP = "points"
 #: Coordinate arrays of the band dimension in the points group (keV).
 BAND_ARRAYS = ("e_min", "e_max")
 DEFAULT_CACHE_BYTES = 256 * 2**20
+#: Pinned copies of catalogs (:meth:`LightCurveStore.pin`).
+SNAPSHOTS_DIR = ".snapshots"
 
 
 @dataclass
@@ -154,9 +159,11 @@ class ChunkCache:
 class LightCurveStore:
     """A light-curve store opened for reading; see :func:`open_store`."""
 
-    def __init__(self, url: str, cache_bytes: int = DEFAULT_CACHE_BYTES, storage_options: dict | None = None):
+    def __init__(self, url: str, cache_bytes: int = DEFAULT_CACHE_BYTES, storage_options: dict | None = None,
+                 catalog: str | None = None):
         self.url = resolve(url)
         self.storage_options = storage_options or {}
+        self.pinned_catalog = resolve(catalog) if catalog else None
         self.cache = ChunkCache(cache_bytes)
         self._index: dict[str, int] | None = None
         self._sky: SkyIndex | None = None
@@ -184,8 +191,10 @@ class LightCurveStore:
         if POINTS_GROUP in self.group:
             points = self.group[POINTS_GROUP]
             self.arrays = {name: points[name] for name in POINT_COLUMNS if name in points}
-        cat = read_catalog(self.url, self.storage_options)
+        cat = read_catalog(self.url, self.storage_options, self.pinned_catalog)
         if cat is None:
+            if self.pinned_catalog:
+                raise StoreError(self.url, f"pinned catalog {self.pinned_catalog} does not exist")
             raise StoreError(self.url, "store has no catalog.parquet (never committed an ingest)")
         self._catalog = cat
         self._ok = cat.filter(pl.col("status") == STATUS_OK).rechunk()  # one chunk: row gathers (cone) stay O(rows)
@@ -242,6 +251,31 @@ class LightCurveStore:
             h.update(ok[col].cast(pl.String).str.join("\n").item().encode())
         return h.hexdigest()
 
+    @contextlib.contextmanager
+    def pin(self) -> Iterator[str]:
+        """A copy of the catalog this object opened, for another process to open the same snapshot.
+
+        Points are only ever appended, so the copy's offsets stay valid while ingests go on:
+        ``open_store(url, catalog=path)`` in the other process sees exactly what this one sees.
+        The copy (``STORE/.snapshots/``) is removed when the block ends.
+        """
+        from common.location import filesystem, join
+
+        name = f"catalog-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+        url = join(self.url, SNAPSHOTS_DIR, name)
+        fs, path, local = filesystem(url, self.storage_options)
+        if local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        with fs.open(path, "wb") as fh:
+            self._catalog.write_parquet(fh)
+        try:
+            yield url
+        finally:
+            try:
+                fs.rm(path)
+            except OSError:
+                pass
+
     def map_batches(self, fn: Callable[[pl.DataFrame, "LightCurveBatch"], object], columns: Sequence[str],
                     batch_size: int = 1024, n_jobs: int = 1, rows: np.ndarray | None = None,
                     progress: bool = False, desc: str = "batches") -> Iterator:
@@ -258,7 +292,7 @@ class LightCurveStore:
             Threads: reading and numpy release the GIL. At most ``2 * n_jobs`` batches are in
             memory at once, whatever the store's size.
         """
-        from tqdm import tqdm
+        from common.progress import bar as progress_bar
 
         table = self.ok_sources() if rows is None else self.ok_sources()[np.asarray(rows, dtype=np.int64)]
         starts = range(0, table.height, batch_size)
@@ -269,7 +303,7 @@ class LightCurveStore:
                                     part["source_id"].to_list())
             return fn(part, batch)
 
-        bar = tqdm(total=len(starts), desc=desc, unit="batch", disable=not progress, mininterval=0.5)
+        bar = progress_bar(len(starts), desc, "batch", show=progress)
         with ThreadPoolExecutor(max(1, n_jobs)) as pool:
             for result in in_order(lambda lo: pool.submit(one, lo), starts, 2 * max(1, n_jobs)):
                 bar.update(1)
@@ -396,7 +430,8 @@ class LightCurveStore:
         return f"LightCurveStore({self.url!r}, sources={len(self)}, bands=[{bands}] keV)"
 
 
-def open_store(path_or_url: str, cache_bytes: int = DEFAULT_CACHE_BYTES, storage_options: dict | None = None) -> LightCurveStore:
+def open_store(path_or_url: str, cache_bytes: int = DEFAULT_CACHE_BYTES, storage_options: dict | None = None,
+               catalog: str | None = None) -> LightCurveStore:
     """Open a light-curve store for reading.
 
     Parameters
@@ -407,10 +442,13 @@ def open_store(path_or_url: str, cache_bytes: int = DEFAULT_CACHE_BYTES, storage
         Bound of the decoded-chunk cache (default 256 MiB).
     storage_options : dict, optional
         fsspec options (credentials, ``endpoint_url``...).
+    catalog : str, optional
+        Open the snapshot of this pinned catalog copy (:meth:`LightCurveStore.pin`) instead of
+        the store's current catalog.
 
     Raises
     ------
     StoreError
         Missing or not a store; :class:`~etl.errors.SchemaVersionError` for another schema.
     """
-    return LightCurveStore(str(path_or_url), cache_bytes, storage_options)
+    return LightCurveStore(str(path_or_url), cache_bytes, storage_options, catalog)

@@ -36,9 +36,9 @@ import numpy as np
 import polars as pl
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from tqdm import tqdm
 
 from common import cli
+from common.progress import bar as progress_bar
 from etl.fitswriter import bintable_fits_bytes
 from etl.morphology import COMMON_CLASSES, RARE_CLASSES, MorphologyRanges
 from etl.naming import iau_name, source_id_of
@@ -204,7 +204,7 @@ def make_archive(
     sources = _plan_sources(ra, dec, n_erodays, classes, flavours, gzip, layout)
     job = _Job(str(out), seed, brightness, gen, gzip)
     chunks = [(lo, min(lo + _CHUNK, n)) for lo in range(0, n, _CHUNK)]
-    bar = tqdm(total=n, desc="synth", unit="file", disable=not progress, mininterval=0.5)
+    bar = progress_bar(n, "synth", "file", show=progress)
     parts = []
     for part in _run_chunks(job, sources, chunks, workers):
         parts.append(part)

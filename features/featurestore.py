@@ -59,6 +59,10 @@ class FeatureSetError(UserError, LookupError):
     """A feature set (or version) does not exist, or a query names an unknown one."""
 
 
+class FeatureDataError(UserError, ValueError):
+    """A frame cannot be stored as a feature set (no unique ``source_id`` column)."""
+
+
 def register_dynamic_set(name: str, reader: Callable) -> None:
     """Make ``get_feature_set(store, name)`` return ``reader(store)``: ``(meta, LazyFrame)`` read live."""
     _DYNAMIC[name] = reader
@@ -137,7 +141,7 @@ def write_feature_set(store: LightCurveStore | str, name: str, frame: pl.DataFra
     """
     store = as_store(store)
     if "source_id" not in frame.columns or not frame["source_id"].is_unique().all():
-        raise ValueError(f"feature set {name!r} needs a unique source_id column")
+        raise FeatureDataError(f"feature set {name!r} needs a unique source_id column")
     existing = find_version(store, name, lineage)
     if existing is not None:
         return existing, False

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from common.errors import UserError
 from common.lifeline import pid_alive
 from common.location import is_url
 from etl.ingestor import Ingestor
@@ -52,6 +53,10 @@ CALIBRATION_DIR = "calibration"
 #: Bump when the simulation changes (part of every calibrated set's lineage).
 NULL_MODEL_VERSION = 1
 _DONE = "complete"
+
+
+class NullModelError(UserError, ValueError):
+    """Constants cannot be simulated for this store (it has no ok source to take as a template)."""
 
 
 def _per_source(values: np.ndarray, source: np.ndarray, n: int) -> np.ndarray:
@@ -159,40 +164,19 @@ def build_null_store(store: LightCurveStore, key: str, n: int = N_NULL, seed: in
     built one and a killed build leaves only a side folder, removed by the next build.
     """
     url = null_store_url(store, key)
+    if store.ok_sources().height == 0:
+        raise NullModelError(f"{store.url}: no ok sources to draw null templates from")
     if is_url(url):
-        raise ValueError(f"{store.url}: calibration needs a local store (null stores are written beside it)")
+        return _build_remote(store, url, n, seed, batch_size, progress)
     root = Path(url)
     _remove_dead_side_folders(root)
     if (root / _DONE).exists():
         return open_store(url)
     if root.exists():
         shutil.rmtree(root)  # a build from before side folders, interrupted: no marker
-    ok = store.ok_sources()
-    if ok.height == 0:
-        raise ValueError(f"{store.url}: no ok sources to draw null templates from")
-    rng = np.random.default_rng(seed)
-    picks = np.sort(rng.integers(0, ok.height, n))  # sorted: templates read in store order
     side = root.with_name(f"{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        ingestor = Ingestor(str(side), fracexp_min=float(store.attrs.get("fracexp_min", FRACEXP_MIN)), flush_seconds=1e9,
-                            binning=store.attrs.get("binning", "none"))
-        copied = ("ra", "dec", "e_min", "e_max", "flavour", "t_start", "t_stop", "mjdref", "timesys", "mjd_start", "mjd_stop")
-
-        def simulate(templates: pl.DataFrame, batch: LightCurveBatch):  # one thread: the rng's draws stay in order
-            return templates, batch.lengths, simulate_constants(batch, rng)
-
-        done = 0
-        for templates, lengths, columns in store.map_batches(simulate, tuple(POINT_COLUMNS), batch_size, rows=picks,
-                                                             progress=progress, desc="null sources"):
-            rows = []
-            for j, row in enumerate(templates.select("source_id", *copied).iter_rows(named=True)):
-                name = f"null{done + j:07d}"
-                rows.append({k: row[k] for k in copied} | {"file": name, "source_id": name, "object": row["source_id"],
-                                                           "content_hash": f"{seed}:{done + j}", "file_size": 0,
-                                                           "n_rows_file": int(lengths[j])})
-            ingestor.add_lightcurves(rows, columns, lengths)
-            done += len(rows)
-        ingestor.commit()
+        _simulate_into(store, str(side), n, seed, batch_size, progress)
         (side / _DONE).write_text(f"{n} constant sources, seed {seed}, null model v{NULL_MODEL_VERSION}\n")
         try:
             os.rename(side, root)
@@ -202,6 +186,52 @@ def build_null_store(store: LightCurveStore, key: str, n: int = N_NULL, seed: in
     finally:
         shutil.rmtree(side, ignore_errors=True)
     return open_store(url)
+
+
+def _build_remote(store: LightCurveStore, url: str, n: int, seed: int, batch_size: int, progress: bool) -> LightCurveStore:
+    """On object storage (no renames): written in place, complete once its marker object exists.
+
+    The store's feature-build lock is held by the caller, so no other build writes there; a
+    killed build leaves no marker, and its objects are removed by the next one.
+    """
+    from common.location import filesystem, join
+
+    fs, path, _ = filesystem(url, store.storage_options)
+    marker = join(path, _DONE)
+    if not fs.exists(marker):
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+        _simulate_into(store, url, n, seed, batch_size, progress)
+        with fs.open(marker, "wb") as fh:
+            fh.write(f"{n} constant sources, seed {seed}, null model v{NULL_MODEL_VERSION}\n".encode())
+    return open_store(url, storage_options=store.storage_options)
+
+
+def _simulate_into(store: LightCurveStore, target: str, n: int, seed: int, batch_size: int, progress: bool) -> None:
+    """Write ``n`` simulated constants drawn on ``store``'s ok sources as a new store at ``target``."""
+    ok = store.ok_sources()
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.integers(0, ok.height, n))  # sorted: templates read in store order
+    ingestor = Ingestor(target, fracexp_min=float(store.attrs.get("fracexp_min", FRACEXP_MIN)),
+                        storage_options=store.storage_options or None, flush_seconds=1e9,
+                        binning=store.attrs.get("binning", "none"))
+    copied = ("ra", "dec", "e_min", "e_max", "flavour", "t_start", "t_stop", "mjdref", "timesys", "mjd_start", "mjd_stop")
+
+    def simulate(templates: pl.DataFrame, batch: LightCurveBatch):  # one thread: the rng's draws stay in order
+        return templates, batch.lengths, simulate_constants(batch, rng)
+
+    done = 0
+    for templates, lengths, columns in store.map_batches(simulate, tuple(POINT_COLUMNS), batch_size, rows=picks,
+                                                         progress=progress, desc="null sources"):
+        rows = []
+        for j, row in enumerate(templates.select("source_id", *copied).iter_rows(named=True)):
+            name = f"null{done + j:07d}"
+            rows.append({k: row[k] for k in copied} | {"file": name, "source_id": name, "object": row["source_id"],
+                                                       "content_hash": f"{seed}:{done + j}", "file_size": 0,
+                                                       "n_rows_file": int(lengths[j])})
+        ingestor.add_lightcurves(rows, columns, lengths)
+        done += len(rows)
+    ingestor.commit()
 
 
 def _remove_dead_side_folders(root: Path) -> None:

@@ -30,6 +30,8 @@ from features.extraction import extract_by_batch
 EXTRACTOR_NAMES = ("weighted_mean", "standard_deviation", "amplitude", "reduced_chi2", "excess_variance", "stetson_k")
 PER_BAND = EXTRACTOR_NAMES + ("max_deviation",)
 MIN_POINTS = 3
+#: Bump when a definition here changes (part of the `variability` set's lineage).
+VARIABILITY_VERSION = 1
 
 
 def _extractor() -> lc.Extractor:
@@ -107,10 +109,10 @@ def _segment_nanmean(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def extract_variability(store: LightCurveStore, batch_size: int = 8192, min_points: int = MIN_POINTS,
-                        n_jobs: int = 2, progress: bool = False) -> pl.DataFrame:
-    """Variability features of every ok source of ``store`` (memory: one batch at a time)."""
+                        n_jobs: int = 2, progress: bool = False, rows: tuple[int, int] | None = None) -> pl.DataFrame:
+    """Variability features of every ok source of ``store`` (``rows``: a part, in store order; memory: one batch at a time)."""
     columns = ("time", "timedel", "rate", "rate_errm", "rate_errp", "fracexp")
     schema = {"source_id": pl.String, **{c: pl.Float64 for c in feature_columns(len(store.e_min))}}
     # one batch at a time: the light-curve package runs each batch on n_jobs threads itself
     return extract_by_batch(store, lambda batch, ids: extract_batch(batch, ids, min_points, n_jobs), columns, schema,
-                            batch_size, progress=progress, desc="variability")
+                            batch_size, rows=rows, progress=progress, desc="variability")

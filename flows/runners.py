@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
+
+from features.builders import PartRunner
 
 RunnerKind = Literal["threads", "dask"]
 
@@ -30,3 +34,21 @@ def make_task_runner(kind: RunnerKind = "threads", workers: int = 2, dask_addres
         return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
                                               "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"})
     raise ValueError(f"task_runner must be 'threads' or 'dask', not {kind!r}")
+
+
+@task(name="part", retries=1, cache_policy=NO_CACHE, task_run_name="{label}-{start}")
+def part_task(label: str, compute, store, start: int, stop: int):
+    """One part of a feature set or of the model's scores (:mod:`features.parts`): ``compute(store, start, stop)``."""
+    return compute(store, start, stop)
+
+
+def part_runner(runner, kind: RunnerKind, workers: int) -> PartRunner:
+    """A :class:`features.builders.PartRunner` that submits each part as a Prefect task to ``runner``.
+
+    On Dask the parts get the store's URL (each worker opens it once); on threads the flow's opened
+    store itself.
+    """
+    def submit(label, compute, store, start, stop):
+        return runner.submit(part_task, {"label": label, "compute": compute, "store": store, "start": start, "stop": stop})
+
+    return PartRunner(submit=submit, jobs=max(1, workers), remote=kind == "dask")

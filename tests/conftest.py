@@ -20,7 +20,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 from etl.ingest import ingest  # noqa: E402
 from etl.synth import make_archive  # noqa: E402
-from features.build import build_morphology, build_poisson_variability, build_variability  # noqa: E402
+from features.builders import build_morphology, build_poisson_variability, build_variability  # noqa: E402
 from training.fit import main as fit  # noqa: E402
 from training.score import build_model_features  # noqa: E402
 

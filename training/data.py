@@ -335,7 +335,7 @@ class BucketedLightCurves(IterableDataset):
     def __init__(self, store_url: str, sources: SourceTable, batch_size: int, max_len: int, target: str = "rates",
                  seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1, cache_mib: int = 256,
                  storage_options: dict | None = None, poisson: bool = False, time_inputs: bool = False,
-                 band_scale: bool = False):
+                 band_scale: bool = False, store: LightCurveStore | None = None):
         super().__init__()
         if len(sources) == 0:
             raise DataError(f"{store_url}: no sources in this split")
@@ -349,7 +349,7 @@ class BucketedLightCurves(IterableDataset):
         self.storage_options = storage_options
         self.poisson, self.time_inputs, self.band_scale = poisson, time_inputs, band_scale
         self.epoch = 0
-        self._store: LightCurveStore | None = None
+        self._store: LightCurveStore | None = store  # an opened store to share in this process (not pickled)
 
     def __getstate__(self):
         state = dict(self.__dict__)

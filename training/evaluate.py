@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from tqdm import tqdm
 
 from common import cli
+from common.progress import track
 from etl.lightcurve import band_labels
 from etl.store import open_store
 from training.checkpoint import read_checkpoint_info
@@ -43,7 +43,7 @@ from training.data import (
     read_columns,
     select_splits,
 )
-from training.model import RNNVAE, batch_elbo, expected_counts, load_model, per_step, poisson_deviance
+from training.model import RNNVAE, batch_elbo, expected_counts, load_model, per_step, pick_device, poisson_deviance
 
 #: Light curves per batch when scoring (at least): no gradients are kept, so batches larger than
 #: training's cost little memory and spread the per-batch overhead of the Python loop.
@@ -62,7 +62,7 @@ def score_dataset(model: RNNVAE, ds: BucketedLightCurves, device: torch.device, 
     """
     model.eval()
     parts, loss_sum, count = [], 0.0, 0
-    for batch in tqdm(ds, total=len(ds), desc=f"score {split}", disable=not progress, leave=False):
+    for batch in track(ds, len(ds), f"score {split}".strip(), "batch", show=progress, leave=False):
         x, lengths, cond, steps = model_inputs(batch, device)
         recon, mu, logvar = model(x, lengths, cond, steps)
         out = batch_elbo(recon, mu, logvar, batch, device, kld_coef, loss)
@@ -178,7 +178,8 @@ def score_store(model: RNNVAE, cfg, store, split: str = "all", device: torch.dev
         if len(sources) == 0:
             continue
         ds = BucketedLightCurves(store.url, sources, max(cfg.batch_size, SCORE_BATCH), cfg.max_len, cfg.target, shuffle=False,
-                                 cache_mib=cfg.cache_mib, storage_options=store.storage_options or None, **feature_options(cfg))
+                                 cache_mib=cfg.cache_mib, storage_options=store.storage_options or None, store=store,
+                                 **feature_options(cfg))
         df, loss = score_dataset(model, ds, torch.device(device), cfg.kld_coef, name, progress, cfg.loss, surprise)
         frames.append(df)
         losses.append(loss * len(sources))
@@ -186,13 +187,6 @@ def score_store(model: RNNVAE, cfg, store, split: str = "all", device: torch.dev
     if not frames:
         raise DataError(f"{store.url}: no sources in split {split!r}")
     return pl.concat(frames).sort("anomaly_score", descending=True), sum(losses) / max(sum(counts), 1)
-
-
-def pick_device(device: str) -> torch.device:
-    """``auto``: CUDA when present, else the CPU; anything else as torch spells it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def evaluate_checkpoint(checkpoint: str, store_url: str | None = None, split: str = "test", out: str | None = None,

@@ -29,9 +29,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from common import cli
+from common.progress import bar as progress_bar
 from common.errors import UserError
 from etl.lightcurve import band_labels
 from etl.store import open_store
@@ -40,7 +40,7 @@ from training.checkpoint import find_checkpoint, load_checkpoint, read_checkpoin
 from training.config import TrainConfig, load_config
 from training.data import BucketedLightCurves, DataError, feature_options, hide_band, model_inputs, select_splits
 from training.evaluate import evaluate_checkpoint, reconstruct
-from training.model import batch_elbo, build_model, check_bands, make_optimizer
+from training.model import batch_elbo, build_model, check_bands, make_optimizer, pick_device
 from training.threads import tune_threads
 
 #: Thread tuning runs only when the run has at least this many batches to train (all epochs),
@@ -71,12 +71,6 @@ def resolve_wandb_mode(cfg: TrainConfig) -> str:
     return "offline"
 
 
-def pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
-
-
 def write_toml(cfg: TrainConfig, path: Path) -> None:
     """Save the config as TOML that ``--config`` reads back."""
     lines = ["[train]"]
@@ -93,7 +87,7 @@ class Trainer:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.device = pick_device(cfg, local_rank)
+        self.device = pick_device(cfg.device, local_rank)
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         if self.device.type == "cuda":
@@ -221,9 +215,9 @@ class Trainer:
         sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss * B, recon, kl, non-finite steps
         n_curves = n_steps = 0
         started = time.perf_counter()
-        bar = tqdm(self._loader(self.train_ds), total=len(self.train_ds), desc=f"epoch {epoch}/{self.cfg.epochs}",
-                   disable=not (self.cfg.progress and self.main), leave=False, unit="batch")
-        for i, batch in enumerate(bar, start=1):
+        bar = progress_bar(len(self.train_ds), f"epoch {epoch}/{self.cfg.epochs}", "batch",
+                           show=self.cfg.progress and self.main, leave=False, log_every=math.inf)
+        for i, batch in enumerate(self._loader(self.train_ds), start=1):
             x, lengths, cond, steps = model_inputs(batch, self.device)
             if self.cfg.hide_band:
                 x, cond = hide_band(x, cond, self._bands_to_hide(x.shape[0], cond.shape[1] // 2))
@@ -245,6 +239,8 @@ class Trainer:
                 totals = sums.tolist()  # the one read-back
                 self._check_finite(totals[3], epoch)
                 bar.set_postfix(loss=f"{totals[0] / n_curves:.4g}")
+            bar.update(1)
+        bar.close()
         seconds = time.perf_counter() - started
         loss_sum, recon_sum, kl_sum, bad, n_curves, n_steps = self._all_sum(*sums.tolist(), n_curves, n_steps)
         self._check_finite(bad, epoch)
@@ -302,8 +298,8 @@ class Trainer:
             print(f"training on {len(self.train_sources)} sources ({len(self.val_sources)} validation), "
                   f"{len(self.train_ds)} batches/epoch/rank, padding {self.train_ds.padding_fraction():.1%}, "
                   f"device {self.device}, world size {self.world}, run dir {self.run_dir}", flush=True)
-        epochs_bar = tqdm(range(self.start_epoch, cfg.epochs + 1), desc="epochs", disable=not (cfg.progress and self.main), unit="epoch")
-        for epoch in epochs_bar:
+        epochs_bar = progress_bar(cfg.epochs - self.start_epoch + 1, "training epochs", "epoch", show=cfg.progress and self.main)
+        for epoch in range(self.start_epoch, cfg.epochs + 1):
             stats = self.train_epoch(epoch)
             val = self.validate()
             improved = val is not None and val < self.best_val
@@ -322,6 +318,8 @@ class Trainer:
                 if epoch % cfg.plot_every == 0 or epoch == cfg.epochs:
                     self.plot(epoch)
                 epochs_bar.set_postfix(train=f"{stats['train_loss']:.4g}", val=f"{val:.4g}" if val is not None else "-")
+            epochs_bar.update(1)
+        epochs_bar.close()
         return self.finish()
 
     def finish(self) -> dict:

@@ -117,6 +117,13 @@ def build_model(cfg, n_bands: int) -> RNNVAE:
                   cfg.dropout, cfg.latent, cond, steps)
 
 
+def pick_device(device: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA (this rank's GPU) when present, else the CPU; anything else as torch spells it."""
+    if device == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def load_model(checkpoint: str, store=None, device: str | torch.device = "cpu"):
     """The model a checkpoint holds, in eval mode, with its training config: ``(model, cfg)``.
 

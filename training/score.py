@@ -1,6 +1,7 @@
 """The model-derived feature sets of a store: ``vae_latent``, ``vae_anomaly`` and ``discovery``.
 
     python -m training.score --store STORE --checkpoint RUN/checkpoints/best.h5 [--null-sources N] [--seed 0]
+                             [--catalog PINNED.parquet] [--device auto] [--no-wait]
 
 (``python -m features.build --checkpoint`` runs this after the classical sets.) Every ok source
 of the store is scored (a model trained on a ``--limit`` sample scores them all):
@@ -30,22 +31,27 @@ of the store is scored (a model trained on a ``--limit`` sample scores them all)
 
 This layer sits above ``features/``: it writes its sets through the feature store, under the
 store's feature-build lock, with the checkpoint (path, content hash, config) in their lineage.
+Scores are computed in parts (:mod:`features.parts`): a killed scoring resumes with the parts it
+has not done.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
+import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 
 from common import cli
 from etl.lightcurve import band_labels, softest_band
-from features.build import (
+from etl.store import open_store
+from features.builders import (
     BuildError,
+    PartRunner,
     build_morphology,
     build_poisson_variability,
     null_lineage,
@@ -55,10 +61,11 @@ from features.build import (
 )
 from features.calibration import FPP_3SIGMA, column_fpp, significance
 from features.featurestore import as_store, build_lock, file_hash, find_version, get_feature_set, write_feature_set
-from training.checkpoint import read_checkpoint_info
+from features.parts import parts_key, store_of
+from training.checkpoint import load_checkpoint, read_checkpoint_info
 from training.config import config_from_dict
-from training.evaluate import pick_device, score_store
-from training.model import load_model
+from training.evaluate import score_store
+from training.model import check_bands, load_model, pick_device
 
 MODEL_SETS = ("vae_latent", "vae_anomaly")
 #: Bump when the discovery set's definitions change (part of its lineage).
@@ -69,13 +76,35 @@ def score_rows(store, checkpoint: str, rows: tuple[int, int] | None = None, devi
                progress: bool = False) -> pl.DataFrame:
     """Scores, latents and (for a discovery model) cross-band surprises of ok sources ``rows`` (default all)."""
     dev = pick_device(device)
-    model, cfg = load_model(checkpoint, store, dev)
+    model, cfg = _model(checkpoint, os.stat(checkpoint).st_mtime_ns, str(dev))
+    check_bands(_checkpoint(checkpoint, os.stat(checkpoint).st_mtime_ns), store)
     return score_store(model, cfg, store, "all", dev, progress, surprise=cfg.predicts_hidden_bands, rows=rows)[0]
 
 
-def score_checkpoint(store, checkpoint: str, device: str = "auto", progress: bool = False) -> pl.DataFrame:
-    """Every ok source of ``store`` scored by the model of ``checkpoint`` (:func:`score_rows` on all of them)."""
-    return score_rows(store, checkpoint, None, device, progress)
+@functools.lru_cache(maxsize=2)
+def _model(checkpoint: str, mtime_ns: int, device: str):
+    """The checkpoint's model, loaded once per process for all its parts (keyed by the file's time)."""
+    return load_model(checkpoint, None, device)
+
+
+@functools.lru_cache(maxsize=2)
+def _checkpoint(checkpoint: str, mtime_ns: int):
+    return load_checkpoint(checkpoint)
+
+
+def score_part(store, start: int, stop: int, checkpoint: str, device: str = "cpu") -> pl.DataFrame:
+    """The model's scores of ok sources ``start:stop`` (store order): a part (:mod:`features.parts`)."""
+    return score_rows(store_of(store), checkpoint, (start, stop), device)
+
+
+def score_checkpoint(store, checkpoint: str, device: str = "auto", runner: PartRunner | None = None):
+    """Every ok source of ``store`` scored by the model of ``checkpoint``, in parts: ``(frame, parts)``.
+
+    The parts stay on disk (a killed scoring resumes with them) until ``parts.discard()``.
+    """
+    runner = runner or PartRunner(jobs=1)
+    key = parts_key(catalog_hash=store.snapshot_hash(), checkpoint=checkpoint, checkpoint_hash=file_hash(checkpoint))
+    return runner.run(store, "model_scores", key, functools.partial(score_part, checkpoint=checkpoint, device=device))
 
 
 def model_lineage(store, checkpoint: str, null: dict) -> dict:
@@ -85,11 +114,11 @@ def model_lineage(store, checkpoint: str, null: dict) -> dict:
 
 
 def build_model_features(store, checkpoint: str, progress: bool = True, n_null: int | None = None, seed: int = 0,
-                         device: str = "auto", score: Callable | None = None) -> list[tuple[dict, bool]]:
+                         device: str = "auto", runner: PartRunner | None = None) -> list[tuple[dict, bool]]:
     """Register ``vae_latent``, ``vae_anomaly`` and, for a discovery model, ``discovery`` (reused when built).
 
-    ``score(store) -> DataFrame`` scores every ok source of a store (default: :func:`score_checkpoint`
-    here; the ``build-features`` flow passes one that runs parts on its task runner).
+    ``runner``: where the scoring parts run (default: one after the other in this process, each on
+    torch's threads; the flows pass their task runner's, e.g. Dask).
 
     Returns
     -------
@@ -99,7 +128,15 @@ def build_model_features(store, checkpoint: str, progress: bool = True, n_null: 
     checkpoint = str(Path(checkpoint).resolve())
     if not Path(checkpoint).is_file():
         raise BuildError(f"checkpoint {checkpoint} does not exist")
-    score = score or (lambda s: score_checkpoint(s, checkpoint, device, progress))
+    check_bands(_checkpoint(checkpoint, os.stat(checkpoint).st_mtime_ns), store)
+    runner = runner or PartRunner(jobs=1, progress=progress)
+    used = []
+
+    def score(target):
+        frame, parts = score_checkpoint(target, checkpoint, device, runner)
+        used.append(parts)
+        return frame
+
     discovery = config_from_dict(read_checkpoint_info(checkpoint)["config"]).predicts_hidden_bands and len(store.e_min) > 1
     names = MODEL_SETS + (("discovery",) if discovery else ())
     null = null_lineage(store, n_null, seed)
@@ -109,9 +146,9 @@ def build_model_features(store, checkpoint: str, progress: bool = True, n_null: 
         found = [find_version(store, name, discovery_lineage if name == "discovery" else lineage) for name in names]
         if all(found):
             return [(meta, False) for meta in found]
-        poisson_meta, _ = build_poisson_variability(store, progress=progress, n_null=n_null, seed=seed)
-        constants = null_store(store, null, progress)
-        null_scores = score(constants).join(total_net_counts(uncalibrated_poisson(constants, progress)), on="source_id")
+        poisson_meta, _ = build_poisson_variability(store, n_null=n_null, seed=seed, runner=runner)
+        constants = null_store(store, null, runner.progress)
+        null_scores = score(constants).join(total_net_counts(uncalibrated_poisson(constants, runner)), on="source_id")
         poisson = get_feature_set(store, f"poisson_variability@{poisson_meta['version']}")[1].collect()
         scores = score(store).join(total_net_counts(poisson), on="source_id", how="left")
         fpp = column_fpp(null_scores, scores, "anomaly_score", "n_steps")
@@ -122,7 +159,7 @@ def build_model_features(store, checkpoint: str, progress: bool = True, n_null: 
                             "anomaly_fpp", "vae_variable_3sigma")
         results = [write_feature_set(store, "vae_latent", latent, lineage), write_feature_set(store, "vae_anomaly", vae, lineage)]
         if discovery:
-            morphology_meta, _ = build_morphology(store, progress=progress, n_null=n_null, seed=seed)
+            morphology_meta, _ = build_morphology(store, n_null=n_null, seed=seed, runner=runner)
             morphology = get_feature_set(store, f"morphology@{morphology_meta['version']}")[1].collect()
             frame = discovery_frame(scores, null_scores, poisson, morphology, store)
             meta = {"soft_band": band_labels(store.e_min, store.e_max)[softest_band(store.e_min) - 1]}
@@ -131,6 +168,8 @@ def build_model_features(store, checkpoint: str, progress: bool = True, n_null: 
             print("discovery: needs a model that predicts a hidden band from the others on counts "
                   "(condition 'band_mean', hide_band > 0, loss 'poisson': configs/discovery.toml) and a store of "
                   "several bands; not built", file=sys.stderr)
+        for parts in used:
+            parts.discard()
         return results
 
 
@@ -170,16 +209,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--null-sources", type=int, default=None, help="simulated constant sources to calibrate on")
     p.add_argument("--seed", type=int, default=0, help="seed of the constant-source simulation")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda'")
+    p.add_argument("--catalog", default=None,
+                   help="score the snapshot of this pinned catalog copy (features.build passes its own) instead of the current one")
     p.add_argument("--no-wait", action="store_true", help="exit 2 at once when another feature build holds the store")
     args = p.parse_args(argv)
-    store = as_store(args.store)
+    store = open_store(args.store, catalog=args.catalog)
 
     def waiting(holder: str) -> None:
         print(f"another feature build holds {store.url} ({holder}); waiting for it", file=sys.stderr, flush=True)
 
     with build_lock(store, wait=0.0 if args.no_wait else math.inf, on_wait=waiting):
-        results = build_model_features(store, args.checkpoint, progress=True, n_null=args.null_sources, seed=args.seed,
-                                       device=args.device)
+        results = build_model_features(store, args.checkpoint, progress=sys.stderr.isatty(), n_null=args.null_sources,
+                                       seed=args.seed, device=args.device)
     for meta, created in results:
         print(f"{meta['name']}@{meta['version']}: {meta['rows']} sources, {len(meta['columns'])} columns "
               f"({'built' if created else 'unchanged, reused'})")

@@ -11,7 +11,7 @@ import pytest
 
 from common.location import is_url, resolve
 from etl.store import open_store
-from features.build import build_variability
+from features.builders import build_variability
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -90,7 +90,7 @@ def test_a_file_whose_scans_have_no_exposure_is_rejected(tmp_path):
 
 
 def test_statistics_null_model_and_poisson_loss_on_a_binned_store(dr1_archive, tmp_path):
-    from features.build import build_poisson_variability
+    from features.builders import build_poisson_variability
     from features.featurestore import get_feature_set
     from training.fit import main as fit
 

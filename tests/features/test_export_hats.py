@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, rebinned_archive):
-    from features.build import build_variability
+    from features.builders import build_variability
 
     root = tmp_path_factory.mktemp("hats")
     ingest(rebinned_archive, root / "s", progress=False)

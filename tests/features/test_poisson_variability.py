@@ -8,7 +8,7 @@ import pytest
 
 from etl.store import LightCurveBatch
 from features import get_features
-from features.build import build_poisson_variability
+from features.builders import build_poisson_variability
 from features.poisson_variability import amplitude_deviation, excess_variance, extract_batch
 
 
@@ -71,7 +71,7 @@ def test_batch_columns_and_bands():
 def test_feature_set_joins_with_the_others(tmp_path):
     from etl.ingest import ingest
     from etl.synth import make_archive
-    from features.build import build_variability
+    from features.builders import build_variability
 
     make_archive(tmp_path / "a", n=150, seed=31, flavour="mixed", progress=False)
     ingest(tmp_path / "a", tmp_path / "s", progress=False)

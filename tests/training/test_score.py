@@ -56,7 +56,8 @@ def test_evaluate_on_a_store_without_sources(tmp_path, sample_model, capsys):
 def test_scores_are_the_loss_terms(train_store, sample_model):
     from training.score import score_checkpoint
 
-    scores = score_checkpoint(open_store(train_store), sample_model)
+    scores, parts = score_checkpoint(open_store(train_store), sample_model)
+    parts.discard()
     per_value = scores["recon_loss"] / scores["n_values"].cast(pl.Float64)
     assert (per_value - scores["anomaly_score"]).abs().max() < 1e-5  # mse loss: the score is the term per value
 
@@ -68,7 +69,7 @@ DISCOVERY = ["--config", "configs/discovery.toml", "--epochs", "2", "--hidden", 
 @pytest.fixture(scope="module")
 def rare_store(tmp_path_factory):
     """300 sources, a fifth of them with rare morphologies, and their classical sets."""
-    from features.build import build_morphology, build_poisson_variability
+    from features.builders import build_morphology, build_poisson_variability
 
     root = tmp_path_factory.mktemp("rare")
     make_archive(root / "a", n=300, seed=7, flavour="rebinned", rare=0.2, progress=False)
