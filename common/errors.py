@@ -24,4 +24,5 @@ class MissingExtraError(UserError, ImportError):
 
     def __init__(self, what: str, module: str, extra: str):
         self.module, self.extra = module, extra
-        super().__init__(f"{what} needs {module}, which is not installed: pip install 'erosita-lcvae[{extra}]'")
+        verb = "are" if ", " in module else "is"
+        super().__init__(f"{what} needs {module}, which {verb} not installed: pip install 'erosita-lcvae[{extra}]'")

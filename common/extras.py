@@ -14,6 +14,7 @@ import functools
 import importlib
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 from common.errors import MissingExtraError
@@ -62,23 +63,51 @@ def extra_of(module: str) -> str:
     return "dev"
 
 
-def require(what: str, *modules: str) -> None:
-    """Import each of ``modules`` or raise :class:`MissingExtraError` naming the extra that installs it.
+def _missing(what: str, modules: list[str], exit_now: bool) -> None:
+    if not modules:
+        return
+    extras_needed = sorted({extra_of(m) for m in modules})
+    error = MissingExtraError(what, ", ".join(modules), ",".join(extras_needed))
+    if exit_now:  # a command started with python -m: one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(error.exit_code)
+    raise error
+
+
+def require(what: str, *modules: str, exit_now: bool = False) -> None:
+    """Import ``modules`` or raise :class:`MissingExtraError` naming every missing one and its extra.
 
     Parameters
     ----------
     what : str
         What needs them, for the message (``"python -m training.fit"``, ``"the explorer"``).
+    exit_now : bool
+        Print the one-line error and exit with status 2 instead of raising: for the top of a
+        command's module (``exit_now=__name__ == "__main__"``) or a package that a command started
+        with ``python -m`` imports (:func:`started_with_m`), where nothing could catch it.
     """
+    missing = []
     for module in modules:
         try:
             importlib.import_module(module)
         except ImportError:
-            raise MissingExtraError(what, module, extra_of(module)) from None
+            missing.append(module)
+    _missing(what, missing, exit_now)
 
 
-def check_installed(what: str, *modules: str) -> None:
+def check_installed(what: str, *modules: str, exit_now: bool = False) -> None:
     """As :func:`require`, without importing: for a check before work that another process will import."""
+    missing = []
     for module in modules:
-        if importlib.util.find_spec(module) is None:
-            raise MissingExtraError(what, module, extra_of(module))
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(module)
+    _missing(what, missing, exit_now)
+
+
+def started_with_m() -> bool:
+    """True while ``python -m package.module`` is importing its package (Python sets argv[0] to ``-m`` then)."""
+    return bool(sys.argv) and sys.argv[0] == "-m"

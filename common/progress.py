@@ -138,11 +138,13 @@ class _Forward(logging.Handler):
 def forward_to(target) -> Iterator[None]:
     """While inside, progress lines also go to ``target.info`` (e.g. Prefect's run logger)."""
     handler = _Forward(target)
-    previous = LOGGER.level
+    previous, propagate = LOGGER.level, LOGGER.propagate
     LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.INFO)
+    LOGGER.propagate = False  # once: the target prints (and ships) it, the root's handlers need not
     try:
         yield
     finally:
         LOGGER.removeHandler(handler)
         LOGGER.setLevel(previous)
+        LOGGER.propagate = propagate

@@ -35,6 +35,7 @@ import dataclasses
 import numpy as np
 
 from etl.lightcurve import ERODAY_S, LightCurve
+from etl.poisson import exposure as exposure_of
 from etl.poisson import gehrels_errors, net_rate
 
 #: What ``--bin`` accepts; a store holds one binning (its ``binning`` attribute).
@@ -57,7 +58,7 @@ def bin_erodays(lc: LightCurve) -> LightCurve | None:
     scan = scan_index(c["time"], c["timedel"])
     n = int(scan[-1]) + 1
     fracexp = np.nan_to_num(c["fracexp"].astype("f8"), nan=0.0)
-    row_exposure = c["timedel"][:, None] * fracexp  # (T, K)
+    row_exposure = exposure_of(c["timedel"], fracexp)  # (T, K)
     first = np.searchsorted(scan, np.arange(n), side="left")
     last = np.searchsorted(scan, np.arange(n), side="right") - 1
 
@@ -87,7 +88,7 @@ def bin_erodays(lc: LightCurve) -> LightCurve | None:
     columns = {
         "time": start,
         "timedel": timedel,
-        "rate": net_rate(counts, back, scale, exposure).astype("f4"),
+        "rate": net_rate(counts, back, np.nan_to_num(backratio), exposure).astype("f4"),
         "rate_errm": np.where(exposed, errm, np.nan).astype("f4"),
         "rate_errp": np.where(exposed, errp, np.nan).astype("f4"),
         "counts": counts.astype("f4"),

@@ -22,6 +22,8 @@ from etl.naming import iau_name
 from etl.sky import HEALPIX_COLUMN, healpix_29
 
 CATALOG_FILE = "catalog.parquet"
+#: The catalog rows of ingested light curves (``frame.filter(OK_ROWS)``).
+OK_ROWS = pl.col("status") == STATUS_OK
 
 #: Columns every catalog has, in order. ``mean_rate_b{i}`` (one per band) follow them.
 CATALOG_SCHEMA: dict[str, pl.DataType] = {
@@ -36,6 +38,7 @@ CATALOG_SCHEMA: dict[str, pl.DataType] = {
     "n_err_fallback": pl.Int64,  # exposed values whose error fell back to a later source (RATE_ERR, Gehrels)
     "content_hash": pl.String,  # xxh3-128 of the file's bytes
     "file_size": pl.Int64,
+    "file_mtime_ns": pl.Int64,  # the file's modification time when read (local files): with file_size, skips unchanged files
     "n_rows_file": pl.Int64,
     "n_points": pl.Int64,
     "offset": pl.Int64,  # first point in the store's flat arrays

@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from common import cli
+from etl.catalog import OK_ROWS
 from etl.ingest import ingest
 from etl.store import open_store
 from etl.synth import make_archive
@@ -56,7 +57,7 @@ def summarize(archive: Path, store_path: Path) -> pl.DataFrame:
     # The kind of question the catalog answers: bright, well-sampled sources per class.
     query = (
         pl.scan_parquet(store.catalog_path)
-        .filter((pl.col("status") == "ok") & (pl.col("n_points") >= 8))
+        .filter(OK_ROWS & (pl.col("n_points") >= 8))
         .join(truth, on="source_id", how="left")
         .group_by("class", "flavour")
         .agg(

@@ -114,6 +114,7 @@ def ingest(
     chunk_points: int = CHUNK_POINTS,
     batch_runner: BatchRunner | None = None,
     binning: str = "none",
+    rehash: bool = False,
 ) -> "IngestSummary":
     """Ingest every light-curve file under ``archive`` into ``store``.
 
@@ -139,6 +140,9 @@ def ingest(
         Points per Zarr chunk of a new store (see :mod:`etl.writer`).
     binning : {"none", "eroday"}
         ``eroday``: one bin per survey scan (:mod:`etl.binning`); a store holds one binning.
+    rehash : bool
+        Read and hash every file, also those whose size and modification time match their
+        catalog row (by default such files count as unchanged without being read).
     batch_runner : callable, optional
         ``batch_runner(batches, known_hashes, fracexp_min, binning)`` yields one :class:`ParsedBatch`
         per batch, in order; it decides where :func:`parse_batch` runs. Default: this process
@@ -173,8 +177,10 @@ def ingest(
             raise StoreError(store, "store directory is not writable")
     with StoreLock(store, storage_options):
         ing = Ingestor(store, fracexp_min, storage_options, flush_points, flush_seconds, chunk_points, binning)
-        batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
         bar = progress_bar(len(files), "ingest", "file", show=progress)
+        todo = files if rehash or is_url(archive) else ing.skip_unchanged(files)
+        bar.update(len(files) - len(todo))
+        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
         try:
             runner = batch_runner or (lambda b, k, f, binned: run_batches_locally(b, k, f, workers, binned))
             for parsed in runner(batches, ing.known_hashes, fracexp_min, binning):
@@ -260,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flush-seconds", type=float, default=30.0, help="commit at least this often (default 30 s)")
     parser.add_argument("--bin", default="none", dest="binning",
                         help="'none' (default: the files' own bins) or 'eroday' (one bin per survey scan); a store holds one")
+    parser.add_argument("--rehash", action="store_true",
+                        help="read and hash every file, also those whose size and modification time are unchanged")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
@@ -269,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc).replace("_", "-"))
     summary = ingest(args.archive, args.store, workers=args.workers, fracexp_min=args.fracexp_min,
                      batch_size=args.batch_size, progress=not args.quiet,
-                     flush_points=args.flush_points, flush_seconds=args.flush_seconds, binning=args.binning)
+                     flush_points=args.flush_points, flush_seconds=args.flush_seconds, binning=args.binning,
+                     rehash=args.rehash)
     print(summary.line())
     if summary.rejected_files:
         shown = summary.rejected_files[:10]

@@ -7,6 +7,7 @@ Split from the parsing (:mod:`etl.parse`) so that a Prefect flow can run
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -69,6 +70,9 @@ class Ingestor:
         self.end = int((ok["offset"] + ok["n_points"]).max() or 0) if ok.height else 0
         self.start = self.writer.append_start(self.end)
         self.hash_of = dict(zip(self.catalog["file"].to_list(), self.catalog["content_hash"].to_list()))
+        signed = self.catalog.filter(pl.col("file_mtime_ns").is_not_null() & pl.col("content_hash").is_not_null())
+        self.signature_of = {f: (s, m) for f, s, m in signed.select("file", "file_size", "file_mtime_ns").iter_rows()}
+        self.retimed: dict[str, int] = {}  # unchanged files whose recorded time is new
         # source id -> (file, content hash) of every ok row, committed or pending
         self.ids = {s: (f, h) for s, f, h in ok.select("source_id", "file", "content_hash").iter_rows()}
         self.id_of_file = dict(zip(ok["file"].to_list(), ok["source_id"].to_list()))
@@ -80,6 +84,30 @@ class Ingestor:
         self.flush_seconds = flush_seconds
         self.last_commit = time.monotonic()
         self.summary = IngestSummary(self.store)
+
+    def skip_unchanged(self, files: list[str]) -> list[str]:
+        """The files that need reading: those whose size and modification time differ from their row.
+
+        A local file whose size and time are those recorded when it was read is counted unchanged
+        without reading it (as make and rsync decide), so a rerun over a million files costs a
+        ``stat`` each instead of reading the archive; ``ingest(..., rehash=True)`` reads and hashes
+        every file instead.
+        """
+        if not self.signature_of:
+            return files
+        todo = []
+        for f in files:
+            try:
+                st = os.stat(f)
+            except OSError:
+                todo.append(f)
+                continue
+            if self.signature_of.get(catalog_path(f)) == (st.st_size, st.st_mtime_ns):
+                self.summary.discovered += 1
+                self.summary.unchanged += 1
+            else:
+                todo.append(f)
+        return todo
 
     def known_hashes(self, files: Iterable[str]) -> list[str | None]:
         """Catalog content hash of each file (None for files never seen)."""
@@ -94,6 +122,9 @@ class Ingestor:
             self.summary.discovered += 1
             if res.status == "unchanged":
                 self.summary.unchanged += 1
+                mtime = res.row.get("file_mtime_ns")
+                if mtime is not None and self.signature_of.get(res.file, (None, None))[1] != mtime:
+                    self.retimed[res.file] = mtime
                 continue
             self._release(res.file)
             row = res.row | {"ingested_at": now}
@@ -108,7 +139,7 @@ class Ingestor:
                     self.summary.ingested += 1
                     self.summary.points += row["n_points"]
                 else:
-                    row = {k: row.get(k) for k in ("file", "content_hash", "file_size", "source_id", "ingested_at")}
+                    row = {k: row.get(k) for k in ("file", "content_hash", "file_size", "file_mtime_ns", "source_id", "ingested_at")}
                     row["reason"] = reason
                     res.status = STATUS_REJECTED
             if res.status == STATUS_REJECTED:
@@ -191,6 +222,14 @@ class Ingestor:
             self.end = self.writer.write(self.start, columns)
             self.start = self.writer.append_start(self.end)
             self.buffer, self.buffered = [], 0
+        if self.retimed:  # unchanged content, new time: recorded so the next run skips them by stat
+            times = pl.DataFrame({"file": list(self.retimed), "_t": list(self.retimed.values())},
+                                 schema={"file": pl.String, "_t": pl.Int64})
+            self.catalog = (self.catalog.join(times, on="file", how="left", maintain_order="left")
+                            .with_columns(file_mtime_ns=pl.coalesce("_t", "file_mtime_ns")).drop("_t"))
+            self.retimed = {}
+            if not self.pending:
+                write_catalog(self.store, self.catalog, self.storage_options)
         if self.pending:
             keep = self.catalog.filter(~pl.col("file").is_in(list(self.pending_files)))
             merged = pl.concat([keep, *self.pending], how="diagonal_relaxed")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from common.location import filesystem, join
-from etl.errors import StoreLockedError
+from etl.errors import StoreError, StoreLockedError
 
 LOCK_FILE = ".ingest.lock"
 #: Feature builds (``features.build``, the ``build-features`` flow, model scoring) share this one.
@@ -93,8 +93,12 @@ class StoreLock:
         """Take the flock; None when taken, else the holder's record."""
         import fcntl  # POSIX only; imported here so that object-store users on Windows work
 
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a read-only store or file system: nothing can be written there anyway
+            raise StoreError(self.store_url, f"cannot take the {self.purpose} lock {path}: {exc.strerror or exc} "
+                                             "(is the store read-only? a " + self.purpose + " writes into it)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

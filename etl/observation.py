@@ -24,7 +24,7 @@ import numpy as np
 
 from etl.lightcurve import ERODAY_S, FRACEXP_MIN
 from etl.morphology import MorphologyRanges, profile
-from etl.poisson import gehrels_errors
+from etl.poisson import exposure, gehrels_errors, net_rate
 
 FLAVOURS = ("rebinned", "srctool", "dr1")
 ERASS1_BANDS = ((0.2, 0.6), (0.6, 2.3), (2.3, 5.0))
@@ -113,15 +113,15 @@ def simulate_source(rng: np.random.Generator, flavour: str, n_erodays: int, klas
 
     m, params = profile(rng, klass, time - time[0], len(fractions), ranges)
     src_rate = mean_rate * m * fractions  # (N, K)
-    exposure = timedel[:, None] * fracexp
+    expo = exposure(timedel, fracexp)
     backratio = rng.uniform(0.005, 0.015) * np.ones(time.shape)
-    back_counts = rng.poisson(bkg * exposure / backratio[:, None]).astype("f4")
-    counts = rng.poisson((src_rate + bkg) * exposure).astype("i4")
+    back_counts = rng.poisson(bkg * expo / backratio[:, None]).astype("f4")
+    counts = rng.poisson((src_rate + bkg) * expo).astype("i4")
     lower, upper = gehrels_errors(counts)
+    rate = net_rate(counts, back_counts, backratio, expo)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rate = (counts - back_counts * backratio[:, None]) / exposure
-        err_lo = lower / exposure
-        err_hi = upper / exposure
+        err_lo = lower / expo
+        err_hi = upper / expo
     exposed = fracexp > 0
     cols = {"TIME": time.astype("f8"), "TIMEDEL": timedel.astype("f8"), "COUNTS": counts,
             "RATE": np.where(exposed, rate, np.nan).astype("f4")}
@@ -146,7 +146,7 @@ def simulate_source(rng: np.random.Generator, flavour: str, n_erodays: int, klas
         cols["BACKRATIO"] = np.where(exposed[:, 0] | exposed[:, 2], backratio, np.nan)
     else:
         cols = _dr1_columns(rng, cols, counts, back_counts, backratio, fracexp, exposed, err_lo, err_hi)
-    truth = {"mean_rate": mean_rate, "hardness": float(hard), "net_counts": float((src_rate * exposure).sum()), **params}
+    truth = {"mean_rate": mean_rate, "hardness": float(hard), "net_counts": float((src_rate * expo).sum()), **params}
     return cols, truth
 
 

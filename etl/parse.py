@@ -83,6 +83,16 @@ def read_file_bytes(file: str) -> bytes:
         return check_size(fh.read(MAX_FILE_BYTES + 1), file)
 
 
+def file_mtime_ns(file: str) -> int | None:
+    """A local file's modification time (ns), None for URLs and files that cannot be stat-ed."""
+    if is_url(file):
+        return None
+    try:
+        return os.stat(file).st_mtime_ns
+    except OSError:
+        return None
+
+
 def parse_file(file: str, known_hash: str | None, fracexp_min: float, binning: str = "none") -> FileResult:
     """Hash one file and, unless its hash is ``known_hash``, read and validate it (and bin it by
     scan with ``binning="eroday"``, :mod:`etl.binning`).
@@ -91,6 +101,7 @@ def parse_file(file: str, known_hash: str | None, fracexp_min: float, binning: s
     results with the path as found.
     """
     shown = catalog_path(file)
+    mtime = file_mtime_ns(file)  # before reading: a change while reading shows as a new time next run
     try:
         raw = read_file_bytes(file)
     except Exception as exc:  # noqa: BLE001 - network or permission errors of one file never stop the run
@@ -99,8 +110,8 @@ def parse_file(file: str, known_hash: str | None, fracexp_min: float, binning: s
         return FileResult(shown, None, 0, STATUS_REJECTED, row)
     digest = hash_bytes(raw)
     if digest == known_hash:
-        return FileResult(shown, digest, len(raw), "unchanged")
-    base = {"file": shown, "content_hash": digest, "file_size": len(raw)}
+        return FileResult(shown, digest, len(raw), "unchanged", {"file_mtime_ns": mtime})
+    base = {"file": shown, "content_hash": digest, "file_size": len(raw), "file_mtime_ns": mtime}
     try:
         lc = read_lightcurve(file, fracexp_min=fracexp_min, raw=raw)
         if binning == "eroday":

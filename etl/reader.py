@@ -26,8 +26,10 @@ from etl import fitstable
 from etl.errors import InvalidLightCurveError
 from etl.lightcurve import FRACEXP_MIN, LightCurve
 from etl.naming import source_id_of
-from etl.poisson import gehrels_errors
+from etl.poisson import exposure, gehrels_errors
 
+#: The largest FRACEXP accepted (a fraction of the exposure; float rounding allowed).
+FRACEXP_MAX = 1.001
 #: Every reason code the reader (and ingest) can put in the catalog, with its meaning.
 REJECT_CODES: dict[str, str] = {
     "empty_file": "the file has zero bytes",
@@ -45,6 +47,7 @@ REJECT_CODES: dict[str, str] = {
     "unsorted_time": "TIME is not finite and strictly increasing",
     "all_nan_rates": "every RATE value is NaN",
     "no_exposed_rows": "no row reaches the fractional-exposure threshold",
+    "bad_fracexp": "a FRACEXP value outside [0, 1] (negative, or an exposure fraction above one)",
     "duplicate_source": "another file of the archive holds the same source with identical content",
     "not_regular_file": "the path is a directory, FIFO, device or a link to one (never opened)",
     "too_large": "the file (or its gzip content) is larger than any light curve (MAX_FILE_BYTES)",
@@ -388,6 +391,12 @@ def _rows(table: _Table, flavour: str, err_cols: tuple[str, ...], values: dict, 
 
     fracexp = data["FRACEXP"].astype("f4")
     with np.errstate(invalid="ignore"):
+        outside = np.isfinite(fracexp) & ((fracexp < 0) | (fracexp > FRACEXP_MAX))
+    if outside.any():  # an exposure fraction is in [0, 1]: the file's exposure cannot be trusted
+        row, band = np.argwhere(outside)[0]
+        raise reject("bad_fracexp", f"{int(outside.sum())} FRACEXP value(s) outside [0, 1], e.g. {float(fracexp[row, band]):g} "
+                                    f"in row {int(row) + 1}, band {int(band) + 1}")
+    with np.errstate(invalid="ignore"):
         # fmax skips NaN (a row of NaN stays NaN and fails the test)
         keep = np.fmax.reduce(fracexp, axis=1) >= fracexp_min
     if not keep.any():
@@ -428,31 +437,48 @@ ERROR_CONVENTIONS = {
 }
 
 
+def _usable(values: np.ndarray, sign: float = 1.0) -> np.ndarray:
+    """Where an error column holds an error: finite and of its sign (errors are >= 0; RATE_ESTNEGERR <= 0)."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & (values * sign >= 0)
+
+
 def _errors(cols: dict[str, np.ndarray], counts: np.ndarray, timedel: np.ndarray, fracexp: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray, str, int]:
     """Lower and upper rate errors (T, B), the convention and how many values fell back to a later source.
 
-    Per value, in order: the estimated asymmetric errors (absolute values) where the file has them,
-    else RATE_ERR for both sides, else Gehrels' (1986) count errors over the exposure
-    ``TIMEDEL x FRACEXP``; eRebin's RATE_ERRM / RATE_ERRP as they are. Only exposed values count as
-    fallbacks (an unexposed band has no rate to err on).
+    Per value, in order: the estimated asymmetric errors where the file has them (RATE_ESTNEGERR
+    negated), else RATE_ERR for both sides, else Gehrels' (1986) count errors over the exposure
+    ``TIMEDEL x FRACEXP``; eRebin's RATE_ERRM / RATE_ERRP, else Gehrels'. A value is taken only when
+    it is an error: finite and of the right sign (a negative RATE_ERR or RATE_ESTPOSERR, a positive
+    RATE_ESTNEGERR is not one and falls back, never has its sign changed). The count returned is
+    the exposed values (an unexposed band has no rate to err on) where either side fell back.
     """
-    if "RATE_ERRM" in cols:
-        return cols["RATE_ERRM"].astype("f4"), cols["RATE_ERRP"].astype("f4"), "errm_errp", 0
-    err = cols["RATE_ERR"].astype("f8")
     lo, hi = gehrels_errors(counts)
-    exposure = timedel[:, None] * fracexp
+    expo = exposure(timedel, fracexp)
     with np.errstate(divide="ignore", invalid="ignore"):
-        lo, hi = lo / exposure, hi / exposure
-    estimated = all(c in cols for c in ESTIMATED)
-    sides = []
-    for first, gehrels in ((np.abs(cols["RATE_ESTNEGERR"].astype("f8")) if estimated else err, lo),
-                           (np.abs(cols["RATE_ESTPOSERR"].astype("f8")) if estimated else err, hi)):
-        value = np.where(np.isfinite(first), first, err)
-        sides.append(np.where(np.isfinite(value), value, gehrels).astype("f4"))
-    primary = np.abs(cols["RATE_ESTPOSERR"]) if estimated else err
-    fallbacks = int(np.sum((fracexp > 0) & ~np.isfinite(primary)))
-    return sides[0], sides[1], "estimated" if estimated else "rate_err", fallbacks
+        lo, hi = lo / expo, hi / expo
+    if "RATE_ERRM" in cols:
+        chains = [[(cols["RATE_ERRM"].astype("f8"), 1.0)], [(cols["RATE_ERRP"].astype("f8"), 1.0)]]
+        convention = "errm_errp"
+    else:
+        err = cols["RATE_ERR"].astype("f8")
+        estimated = all(c in cols for c in ESTIMATED)
+        if estimated:
+            chains = [[(cols["RATE_ESTNEGERR"].astype("f8"), -1.0), (err, 1.0)], [(cols["RATE_ESTPOSERR"].astype("f8"), 1.0), (err, 1.0)]]
+        else:
+            chains = [[(err, 1.0)], [(err, 1.0)]]
+        convention = "estimated" if estimated else "rate_err"
+    sides, fell_back = [], np.zeros(counts.shape, bool)
+    for chain, gehrels in zip(chains, (lo, hi)):
+        value = gehrels.copy()
+        for column, sign in reversed(chain):  # the first usable source wins
+            ok = _usable(column, sign)
+            value = np.where(ok, column * sign, value)
+        fell_back |= ~_usable(*chain[0])
+        sides.append(value.astype("f4"))
+    fallbacks = int(np.sum((fracexp > 0) & fell_back))
+    return sides[0], sides[1], convention, fallbacks
 
 
 def _text(value) -> str:

@@ -3,6 +3,6 @@
 Needs the ``[explorer]`` extra (dash, coniferest); torch only for the VAE overlay, when installed.
 """
 
-from common.extras import require
+from common.extras import require, started_with_m
 
-require("the explorer", "dash")
+require("the explorer (python -m explorer)", "dash", exit_now=started_with_m())

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from etl.catalog import OK_ROWS
 from features.active import combined_score, feature_matrix
 from features.featurestore import get_feature_set, list_feature_sets
 from features.labels import LABELS, LabelLog
@@ -138,7 +139,7 @@ class CandidateTable:
     @classmethod
     def from_store(cls, store, labels: LabelLog) -> "CandidateTable":
         """Every ok source of ``store`` joined with the latest version of each feature set."""
-        catalog = store.catalog().filter(pl.col("status") == "ok")
+        catalog = store.catalog().filter(OK_ROWS)
         present = [c for c in CATALOG_COLUMNS if c in catalog.collect_schema().names()]
         frame = catalog.select(present + [c for c in catalog.collect_schema().names() if c.startswith("mean_rate_b")])
         sets, latents, mu, where, shadowed = {}, None, [], {}, []

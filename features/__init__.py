@@ -5,7 +5,6 @@ scores), versioned and queryable with Polars. No torch and no Prefect here.
     lf = get_features("demo/store.zarr", ["variability", "vae_anomaly"])
 """
 
-from features import labels as _labels  # noqa: F401 - registers the live ``labels`` set
 from features.featurestore import FeatureSetError, get_feature_set, get_features, list_feature_sets
 
 __all__ = ["FeatureSetError", "get_feature_set", "get_features", "list_feature_sets"]

@@ -33,6 +33,7 @@ import polars as pl
 from common import cli
 from common.errors import UserError
 from common.extras import require
+from features.calibration import significance
 
 ANOMALY_LABELS = ("variable", "interesting")
 REGULAR_LABELS = ("boring", "artefact", "known")
@@ -47,15 +48,6 @@ RANKING_SETS = ("variability", "poisson_variability", "morphology", "vae_anomaly
 #: The forest's inputs clip significances here: beyond it a source is "certainly variable", and a
 #: feature spanning 1e-12 to 1e-300 would let that one axis isolate everything.
 FOREST_MIN_FPP = 1e-12
-#: The smallest positive double: an FPP of 0 (a tail that underflowed) ranks as 10^-308.
-TINY = float(np.finfo(float).tiny)
-
-
-def significance(column: str, floor: float = TINY) -> pl.Expr:
-    """-log10 FPP, the calibrated significance (0 = unremarkable); ``floor`` bounds it (default: none in practice)."""
-    return -pl.col(column).clip(floor, 1.0).log10()
-
-
 def combined_score(columns: list[str]) -> pl.Expr | None:
     """The larger of the classical and the VAE significance: one score to rank everything by.
 
@@ -64,12 +56,12 @@ def combined_score(columns: list[str]) -> pl.Expr | None:
     present = [c for c in ("variable_fpp", "anomaly_fpp") if c in columns]
     if not present:
         return None
-    return pl.max_horizontal([significance(c).fill_null(0.0) for c in present]).alias("combined_score")
+    return pl.max_horizontal([significance(c) for c in present]).alias("combined_score")
 
 
 def feature_columns(columns: list[str]) -> list[pl.Expr]:
     """The forest's inputs available among ``columns`` (a joined feature frame's columns)."""
-    exprs = [significance(c, FOREST_MIN_FPP).alias(f"sig_{c}") for c in [*FPP_COLUMNS, *filter(BAND_FPP.match, columns)]
+    exprs = [significance(c, FOREST_MIN_FPP, undefined=None).alias(f"sig_{c}") for c in [*FPP_COLUMNS, *filter(BAND_FPP.match, columns)]
              if c in columns]
     exprs += [pl.col(c).clip(1e-9).log10().alias(f"log_{c}") for c in LOG_COLUMNS if c in columns]
     exprs += [pl.col(c).cast(pl.Float64) for c in PLAIN_COLUMNS if c in columns]

@@ -34,7 +34,7 @@ from features.featurestore import as_store, build_lock, find_version, get_featur
 from features.morphology import MORPHOLOGY_VERSION, extract_morphology
 from features.morphology import calibrate as calibrate_morphology
 from features.null_model import N_NULL, NULL_MODEL_VERSION, build_null_store
-from features.parts import PartRun, Submit, parts_key, store_of
+from features.parts import PART_SOURCES, PartRun, Submit, parts_key, store_of
 from features.poisson_variability import POISSON_FEATURES_VERSION, calibrate, extract_poisson_variability
 from features.variability import MIN_POINTS, VARIABILITY_VERSION, extract_variability
 
@@ -57,16 +57,19 @@ class PartRunner:
         Parts run in other processes: they get the store's URL instead of the opened store.
     progress : bool
         Draw progress bars (ETA lines go to the ``lcvae.progress`` log in any case).
+    part_sources : int
+        Sources per part (:data:`features.parts.PART_SOURCES`).
     """
 
     submit: Submit | None = None
     jobs: int = 2
     remote: bool = False
     progress: bool = False
+    part_sources: int = PART_SOURCES
 
     def run(self, store, label: str, key: str, compute) -> tuple[pl.DataFrame, PartRun]:
         """The frame of ``compute`` over every part of ``store``, and the run (to discard once used)."""
-        parts = PartRun(store, label, key)
+        parts = PartRun(store, label, key, self.part_sources)
         frame = parts.run(compute, self.submit, self.jobs, self.progress, target=store.url if self.remote else None)
         return frame, parts
 

@@ -123,9 +123,28 @@ class NullTable:
         return out
 
 
-def significance(fpp: pl.Expr, floor: float = float(np.finfo(float).tiny)) -> pl.Expr:
-    """-log10 FPP as a score (higher = more significant); an undefined FPP (null, NaN) counts as 1: 0."""
-    return -fpp.fill_null(1.0).fill_nan(1.0).clip(floor, 1.0).log10()
+#: The smallest positive double: an FPP of 0 (a tail that underflowed) ranks as 10^-308.
+TINY = float(np.finfo(float).tiny)
+
+
+def significance(fpp: pl.Expr | str, floor: float = TINY, undefined: float | None = 1.0) -> pl.Expr:
+    """-log10 FPP as a score (higher = more significant, 0 = unremarkable), the one definition.
+
+    Parameters
+    ----------
+    fpp : expression or column name
+    floor : float
+        FPPs below it count as ``floor`` (default: none in practice).
+    undefined : float or None
+        The FPP an undefined value (null, NaN) counts as: 1 (a score of 0, for rankings), or None
+        to keep it undefined (null: for models that fill missing inputs themselves).
+    """
+    expr = pl.col(fpp) if isinstance(fpp, str) else fpp
+    if undefined is None:
+        expr = expr.fill_nan(None)
+    else:
+        expr = expr.fill_null(undefined).fill_nan(undefined)
+    return -expr.clip(floor, 1.0).log10()
 
 
 def column_fpp(null: pl.DataFrame, frame: pl.DataFrame, score: str, n_bins: str, net_counts: str = "net_counts") -> np.ndarray:

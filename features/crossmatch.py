@@ -49,6 +49,7 @@ import polars as pl
 from common import cli
 from common.errors import UserError
 from common.extras import require
+from etl.catalog import OK_ROWS
 from features.featurestore import as_store, file_hash, find_version, write_feature_set
 
 SHIFT_ARCMIN = 3.0
@@ -279,7 +280,7 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
     existing = find_version(store, set_name, lineage)
     if existing is not None:
         return existing, False
-    ok = store.catalog().filter((pl.col("status") == "ok") & pl.col("ra").is_not_null() & pl.col("dec").is_not_null()) \
+    ok = store.catalog().filter(OK_ROWS & pl.col("ra").is_not_null() & pl.col("dec").is_not_null()) \
         .select("source_id", "ra", "dec", "pos_err_arcsec").collect()
     ra, dec = ok["ra"].to_numpy(), ok["dec"].to_numpy()
     sigma = ok["pos_err_arcsec"].cast(pl.Float64).fill_null(np.nan).to_numpy() / np.sqrt(2.0)  # per axis

@@ -46,6 +46,7 @@ from common import cli
 from common.errors import UserError
 from common.extras import require
 from common.lifeline import pid_alive
+from etl.catalog import OK_ROWS
 from etl.store import LightCurveStore, open_store
 from features.featurestore import get_feature_set, get_features
 
@@ -188,7 +189,7 @@ def export_hats(store: LightCurveStore | str, out: str | Path, feature_sets: lis
     if feature_sets:
         frame = get_features(store, feature_sets).collect()
     else:
-        frame = store.catalog().filter(pl.col("status") == "ok").collect()
+        frame = store.catalog().filter(OK_ROWS).collect()
     frame = frame.filter(pl.col("ra").is_not_null() & pl.col("dec").is_not_null())
     frame = frame.drop([c for c in _DROP if c in frame.columns])
     if frame.height == 0:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import importlib
 import json
 import math
 import os
@@ -45,6 +46,7 @@ import xxhash
 
 from common.errors import UserError
 from common.location import filesystem, is_url
+from etl.catalog import OK_ROWS
 from etl.lock import FEATURES_LOCK_FILE, StoreLock
 from etl.store import LightCurveStore, open_store
 
@@ -53,6 +55,8 @@ DATA_FILE = "data.parquet"
 META_FILE = "meta.json"
 #: name -> reader(store) returning (meta, LazyFrame): sets read live instead of from versions
 _DYNAMIC: dict[str, Callable] = {}
+#: name -> the module that registers it when imported (imported when the set is first asked for)
+_DYNAMIC_MODULES = {"labels": "features.labels"}
 
 
 class FeatureSetError(UserError, LookupError):
@@ -217,6 +221,8 @@ def get_feature_set(store: LightCurveStore | str, spec: str) -> tuple[dict, pl.L
     """
     store = as_store(store)
     name, _, version = spec.partition("@")
+    if name in _DYNAMIC_MODULES and name not in _DYNAMIC:
+        importlib.import_module(_DYNAMIC_MODULES[name])
     if name in _DYNAMIC:
         return _DYNAMIC[name](store)
     versions = _versions(store, name)
@@ -248,7 +254,7 @@ def get_features(store: LightCurveStore | str, names: list[str], sources: list[s
         Catalog columns to keep (default: all).
     """
     store = as_store(store)
-    frame = store.catalog().filter(pl.col("status") == "ok")
+    frame = store.catalog().filter(OK_ROWS)
     if catalog_columns is not None:
         frame = frame.select(["source_id", *[c for c in catalog_columns if c != "source_id"]])
     if sources is not None:

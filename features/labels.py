@@ -174,18 +174,30 @@ def read_label_rows(path: str | os.PathLike) -> list[tuple[int, dict]]:
     if unknown:
         raise LabelError(f"{path}, line 1: unknown column(s) {sorted(unknown)} (allowed: {', '.join(SCHEMA)})")
     rows = []
-    for fields in reader:
-        line = reader.line_num
-        if not any(f.strip() for f in fields):
-            continue  # a blank line
-        if len(fields) > len(header):
-            raise LabelError(f"{path}, line {line}: {len(fields)} fields, the header has {len(header)} "
-                             "(quote a comment that holds commas)")
-        record = dict(zip(header, (f.strip() for f in fields)))
-        if record.get("time"):
-            record["time"] = _iso_time(record["time"], f"{path}, line {line}")
-        rows.append((line, record))
+    try:
+        for line, fields in _numbered(reader):
+            rows += _row(path, line, fields, header)
+    except csv.Error as exc:  # a field past csv's limit (131,072 characters), a stray NUL...
+        raise LabelError(f"{path}, line {reader.line_num}: {exc} (a comment that long is not a label comment)") from None
     return rows
+
+
+def _numbered(reader):
+    for fields in reader:
+        yield reader.line_num, fields
+
+
+def _row(path, line: int, fields: list[str], header: list[str]) -> list[tuple[int, dict]]:
+    """The record of one data row (none for a blank line); :class:`LabelError` with the line when it is bad."""
+    if not any(f.strip() for f in fields):
+        return []  # a blank line
+    if len(fields) > len(header):
+        raise LabelError(f"{path}, line {line}: {len(fields)} fields, the header has {len(header)} "
+                         "(quote a comment that holds commas)")
+    record = dict(zip(header, (f.strip() for f in fields)))
+    if record.get("time"):
+        record["time"] = _iso_time(record["time"], f"{path}, line {line}")
+    return [(line, record)]
 
 
 def _iso_time(text: str, where: str) -> str:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from etl.poisson import padded_counts
 from etl.store import LightCurveBatch, LightCurveStore
 from features.calibration import column_fpp
 from features.extraction import extract_by_batch
@@ -39,24 +40,6 @@ from features.extraction import extract_by_batch
 MORPHOLOGY_VERSION = 1
 COLUMNS = ("counts", "back_counts", "backratio", "fracexp", "timedel")
 EM_ITERATIONS = 40
-
-
-def padded_counts(batch: LightCurveBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Counts, expected background counts in the aperture, exposure (N, T, K) and usable (N, T, K).
-
-    Usable: a real step with exposure > 0 and finite counts; elsewhere all three are 0.
-    """
-    length = int(batch.lengths.max(initial=1))
-    counts, mask = batch.padded("counts", length, fill=np.nan)
-    back = batch.padded("back_counts", length, fill=np.nan)[0].astype("f8")
-    backratio = batch.padded("backratio", length, fill=np.nan)[0].astype("f8")
-    fracexp = batch.padded("fracexp", length, fill=np.nan)[0].astype("f8")
-    timedel = batch.padded("timedel", length, fill=np.nan)[0].astype("f8")
-    exposure = np.nan_to_num(fracexp) * np.nan_to_num(timedel)[..., None]
-    background = np.nan_to_num(back) * np.nan_to_num(backratio)[..., None]
-    counts = counts.astype("f8")
-    usable = mask[..., None] & (exposure > 0) & np.isfinite(counts)
-    return (np.where(usable, counts, 0.0), np.where(usable, background, 0.0), np.where(usable, exposure, 0.0), usable)
 
 
 def poisson_deviance(counts: np.ndarray, expected: np.ndarray, usable: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ from common.lifeline import pid_alive
 from common.location import is_url
 from etl.ingestor import Ingestor
 from etl.lightcurve import FRACEXP_MIN, POINT_COLUMNS
-from etl.poisson import gehrels_errors
+from etl.poisson import aperture_background, exposure, gehrels_errors, net_counts, net_rate
 from etl.store import LightCurveBatch, LightCurveStore, open_store
 
 #: Null light curves of a calibration, by default.
@@ -99,18 +99,17 @@ def simulate_constants(batch: LightCurveBatch, rng: np.random.Generator) -> dict
     cols = batch.columns
     n = len(batch)
     source = np.repeat(np.arange(n), batch.lengths)
-    timedel = cols["timedel"].astype("f8")
     fracexp = cols["fracexp"].astype("f8")
     backratio = np.nan_to_num(cols["backratio"].astype("f8"), nan=0.0)
     counts = cols["counts"].astype("f8")
     back = cols["back_counts"].astype("f8")
-    conversion = timedel[:, None] * fracexp  # (P, K) s
+    conversion = exposure(cols["timedel"], fracexp)  # (P, K) s
     exposed = np.isfinite(conversion) & (conversion > 0)
     usable = exposed & (fracexp > FRACEXP_MIN) & np.isfinite(counts) & np.isfinite(back)
     conv_u = np.where(usable, conversion, 0.0)
     sum_conv = _per_source(conv_u, source, n)  # (N, K)
     sum_back = _per_source(np.where(usable, back, 0.0), source, n)
-    net = _per_source(np.where(usable, counts - back * backratio[:, None], 0.0), source, n)
+    net = _per_source(np.where(usable, net_counts(counts, back, backratio), 0.0), source, n)
     with np.errstate(divide="ignore", invalid="ignore"):
         back_per_s = np.where(sum_conv > 0, sum_back / sum_conv, 0.0)  # background-region counts per s of exposure
     mu_back = back_per_s[source] * np.where(exposed, conversion, 0.0)  # (P, K)
@@ -124,7 +123,8 @@ def simulate_constants(batch: LightCurveBatch, rng: np.random.Generator) -> dict
         rate_true = np.where(sum_conv > 0, target[:, None] * share / sum_conv, 0.0)  # (N, K) ct/s
 
     sim_back = rng.poisson(mu_back).astype("f8")
-    sim_counts = rng.poisson(rate_true[source] * np.where(exposed, conversion, 0.0) + mu_back * backratio[:, None]).astype("f8")
+    sim_counts = rng.poisson(rate_true[source] * np.where(exposed, conversion, 0.0)
+                             + aperture_background(mu_back, backratio)).astype("f8")
     lower, upper = gehrels_errors(sim_counts)  # in counts
     t_lower, t_upper = gehrels_errors(counts)
     errp_t = cols["rate_errp"].astype("f8") * conversion
@@ -135,8 +135,8 @@ def simulate_constants(batch: LightCurveBatch, rng: np.random.Generator) -> dict
     scale_p = _error_scale(errp_t, t_upper, exposed, source, n)
     scale_m = np.where(symmetric[:, None], scale_p, _error_scale(errm_t, t_lower, exposed & (counts >= 1), source, n))
     sym_pt = symmetric[source][:, None]
+    rate = net_rate(sim_counts, sim_back, backratio, conversion)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rate = (sim_counts - sim_back * backratio[:, None]) / conversion
         errp = scale_p[source] * upper / conversion
         errm = scale_m[source] * np.where(sym_pt, upper, lower) / conversion
     keep = exposed & np.isfinite(cols["rate"])  # where the template has no rate, neither does the simulation

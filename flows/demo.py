@@ -26,13 +26,18 @@ import threading
 import time
 from pathlib import Path
 
-import polars as pl
+from common.extras import require
 
-from common import cli
-from common.errors import UserError
-from etl.demo import build_archive, ensure_reference, summarize
-from flows.serve import DEFAULT_API, _toml_api_url
-from training.config import read_toml
+# Before anything that imports them: run as a command, a missing extra is one line and exit 2.
+require("python -m flows.demo", "prefect", "torch", "h5py", "lsdb", exit_now=__name__ == "__main__")
+
+import polars as pl  # noqa: E402
+
+from common import cli  # noqa: E402
+from common.errors import UserError  # noqa: E402
+from etl.demo import build_archive, ensure_reference, summarize  # noqa: E402
+from flows.serve import DEFAULT_API, _toml_api_url  # noqa: E402
+from training.config import read_toml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

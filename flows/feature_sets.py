@@ -21,6 +21,7 @@ from common.progress import forward_to
 from etl.store import open_store
 from features.builders import build_classical
 from features.featurestore import build_lock
+from features.parts import PART_SOURCES
 from flows.runners import RunnerKind, make_task_runner, part_runner
 
 
@@ -44,7 +45,8 @@ def sets_markdown(store: str, results: list[dict]) -> str:
 
 @flow(name="build-features", log_prints=True)
 def build_features(store: str, checkpoint: str | None = None, min_points: int = 3, n_null: int | None = None,
-                   task_runner: RunnerKind = "threads", workers: int = 2, dask_address: str | None = None) -> list[dict]:
+                   task_runner: RunnerKind = "threads", workers: int = 2, dask_address: str | None = None,
+                   part_sources: int = PART_SOURCES) -> list[dict]:
     """Build (or reuse) the store's feature sets; returns their name, version and whether built.
 
     Parameters
@@ -54,6 +56,8 @@ def build_features(store: str, checkpoint: str | None = None, min_points: int = 
         4,000 to 50,000).
     task_runner, workers, dask_address
         Where the parts run (:func:`flows.runners.make_task_runner`).
+    part_sources : int
+        Sources per part (a Prefect task each; 5,000 is ~10 s of work on one core).
     """
     logger = get_run_logger()
     opened = open_store(store)
@@ -63,7 +67,8 @@ def build_features(store: str, checkpoint: str | None = None, min_points: int = 
 
     with forward_to(logger), build_lock(opened, on_wait=waiting):  # the same lock as python -m features.build
         with make_task_runner(task_runner, workers, dask_address) as runner:
-            results = build_sets(opened, checkpoint, min_points, n_null, part_runner(runner, task_runner, workers))
+            results = build_sets(opened, checkpoint, min_points, n_null,
+                                 part_runner(runner, task_runner, workers, part_sources))
     for r in results:
         logger.info("%s@%d: %d sources (%s)", r["name"], r["version"], r["rows"], "built" if r["created"] else "reused")
     create_markdown_artifact(sets_markdown(store, results), key="feature-sets", description=f"feature sets of {store}")

@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from features.builders import PartRunner
+from features.parts import PART_SOURCES
 
 RunnerKind = Literal["threads", "dask"]
 
@@ -42,7 +43,7 @@ def part_task(label: str, compute, store, start: int, stop: int):
     return compute(store, start, stop)
 
 
-def part_runner(runner, kind: RunnerKind, workers: int) -> PartRunner:
+def part_runner(runner, kind: RunnerKind, workers: int, part_sources: int = PART_SOURCES, progress: bool = False) -> PartRunner:
     """A :class:`features.builders.PartRunner` that submits each part as a Prefect task to ``runner``.
 
     On Dask the parts get the store's URL (each worker opens it once); on threads the flow's opened
@@ -51,4 +52,4 @@ def part_runner(runner, kind: RunnerKind, workers: int) -> PartRunner:
     def submit(label, compute, store, start, stop):
         return runner.submit(part_task, {"label": label, "compute": compute, "store": store, "start": start, "stop": stop})
 
-    return PartRunner(submit=submit, jobs=max(1, workers), remote=kind == "dask")
+    return PartRunner(submit=submit, jobs=max(1, workers), remote=kind == "dask", part_sources=part_sources, progress=progress)

@@ -19,6 +19,7 @@ heartbeats stop for 90 s (its serving process was killed), so no run stays Runni
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -101,6 +102,34 @@ def stop_server(proc: subprocess.Popen | None) -> None:
         pass
 
 
+@contextlib.contextmanager
+def api_for_command(home: Path | None = None):
+    """The Prefect API a command runs its flow against: the configured one, started here when it is down.
+
+    ``PREFECT_API_URL``, else ``prefect.toml`` in the working folder; when that names a server on
+    this machine that does not answer, one is started (``PREFECT_HOME`` = ``home``, else
+    ``$PREFECT_HOME``, else ``./.prefect``) and stopped again when the block ends. Without either,
+    Prefect runs the flow against a temporary server of its own. Yields the URL (or None).
+    """
+    api_url = os.environ.get("PREFECT_API_URL") or _toml_api_url()
+    server = None
+    if api_url and not api_healthy(api_url):
+        home = home or Path(os.environ.get("PREFECT_HOME") or ".prefect")
+        print(f"starting a Prefect server at {api_url} (PREFECT_HOME={home}) ...", file=sys.stderr, flush=True)
+        server = start_server(api_url, home)
+    try:
+        yield api_url
+    finally:
+        if server is not None:
+            try:  # the run's last log lines reach the server before it stops
+                from prefect.logging.handlers import APILogHandler
+
+                APILogHandler().flush()
+            except Exception:  # noqa: BLE001 - never keep a server running over a log line
+                pass
+        stop_server(server)
+
+
 def install_crash_automation() -> None:
     """Mark flow runs Crashed when their heartbeats stop (idempotent: one automation by name)."""
     from prefect.automations import Automation
@@ -165,10 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         from flows.crossmatch import cross_match
         from flows.feature_sets import build_features
         from flows.ingest import ingest_fits
+        from flows.survey import survey
         from flows.train import train_vae
 
         install_crash_automation()
-        deployments = [f.to_deployment(name=f.name) for f in (ingest_fits, build_features, train_vae, cross_match)]
+        deployments = [f.to_deployment(name=f.name) for f in (ingest_fits, build_features, train_vae, cross_match, survey)]
         print(f"serving {', '.join(f'{d.flow_name}/{d.name}' for d in deployments)} against {api_url}", flush=True)
         serve(*deployments, print_starting_message=False)
     except KeyboardInterrupt:

@@ -1,9 +1,9 @@
 """GRU-VAE training on light curves streamed from the Zarr store (no Prefect here).
 
-Needs the ``[train]`` extra (torch, h5py, matplotlib, wandb, scikit-learn): importing this package
-without it says so.
+Needs the ``[train]`` extra (torch, h5py, matplotlib, wandb): importing this package without it
+says so (``python -m training.fit`` and the other commands: one line and exit status 2).
 """
 
-from common.extras import require
+from common.extras import require, started_with_m
 
-require("the training layer (training/)", "torch", "h5py")
+require("the training layer (python -m training...)", "torch", "h5py", exit_now=started_with_m())

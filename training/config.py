@@ -45,7 +45,7 @@ class TrainConfig:
     layers: int = _knob(2, "GRU layers (encoder and decoder)")
     dropout: float = _knob(0.2, "dropout between GRU layers")
     latent: int = _knob(40, "latent dimensions")
-    kld_coef: float = _knob(0.001, "weight of the KL term (the seed logged 0.0035 but applied 0.001)")
+    kld_coef: float = _knob(0.001, "weight of the KL term")
     target: str = _knob("rates", "'rates': reconstruct the band rates; 'all': rates and both errors of every band")
     loss: str = _knob("mse", "'mse': the seed's squared error; 'chi2': residuals divided by the rate errors; "
                       "'poisson': Poisson likelihood of the counts (rate x exposure + background)")
@@ -150,8 +150,11 @@ def coerce(key: str, value) -> object:
                 number = float(value)
                 if not number.is_integer():
                     raise ValueError(value)
-                return int(number)
-            return int(value)
+                value = int(number)
+            number = int(value)
+            if not -(2**63) <= number < 2**63:  # what numpy and torch can hold
+                raise OverflowError(value)
+            return number
         if kind == "float":
             if isinstance(value, bool):
                 raise ValueError(value)
@@ -178,19 +181,25 @@ def build_parser(prog: str = "python -m training.fit") -> argparse.ArgumentParse
     """
     defaults = TrainConfig()
     parser = _Parser(prog=prog, description="Train the GRU-VAE on a light-curve store. Every flag is also a key "
-                     "of a TOML file given with --config ([train] table); flags win over the file.",
-                     argument_default=argparse.SUPPRESS, allow_abbrev=False,
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--config", metavar="FILE.toml", help="TOML file with any of the keys below")
+                     "of a TOML file given with --config (its [train] table); flags win over the file. Keys may be "
+                     "spelled with - or _ (--batch-size, --batch_size).",
+                     argument_default=argparse.SUPPRESS, allow_abbrev=False)
+    parser.add_argument("--config", metavar="FILE.toml", help="TOML file whose [train] table holds any of the keys below")
     for name, kind in FIELD_TYPES.items():
-        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+        flag = f"--{name.replace('_', '-')}"
         default = getattr(defaults, name)
-        text = f"{FIELD_HELP[name]} (default: {default!r})"
+        text = FIELD_HELP[name]
+        if "default" not in text and default != "":
+            text += f" (default: {'on' if default is True else 'off' if default is False else default})"
+        alias = [f"--{name}"] if "_" in name else []  # accepted, not listed: one spelling per flag in --help
         if kind == "bool":
-            parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, help=text)
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=text)
+            if alias:
+                parser.add_argument(*alias, dest=name, action=argparse.BooleanOptionalAction, help=argparse.SUPPRESS)
         else:
-            parser.add_argument(*flags, dest=name, metavar=kind.upper(), type=_typed(name), help=text)
-    parser.formatter_class = argparse.HelpFormatter  # defaults are in the help texts already
+            parser.add_argument(flag, dest=name, metavar=kind.upper(), type=_typed(name), help=text)
+            if alias:
+                parser.add_argument(*alias, dest=name, metavar=kind.upper(), type=_typed(name), help=argparse.SUPPRESS)
     return parser
 
 
@@ -239,10 +248,21 @@ def read_toml(path) -> dict:
         raise ConfigError(f"config file {path} does not exist")
     try:
         with path.open("rb") as fh:
-            table = tomllib.load(fh)
+            document = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
-    table = table.get("train", table)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path}: nested too deeply to read") from None
+    table = document.get("train")
+    if not isinstance(table, dict):
+        found = "an array of [[train]] tables" if isinstance(table, list) else \
+            f"train = {table!r}, not a table" if table is not None else "no [train] table"
+        raise ConfigError(f"config file {path}: {found}; its keys go under one [train] table "
+                          "(python -m training.fit --help lists them)")
+    if not table:
+        raise ConfigError(f"config file {path}: the [train] table is empty")
     return {key.replace("-", "_"): coerce(key.replace("-", "_"), value) for key, value in table.items()}
 
 

@@ -36,7 +36,9 @@ import xxhash
 from torch.utils.data import IterableDataset, get_worker_info
 
 from common.errors import UserError
+from etl.catalog import OK_ROWS
 from etl.lightcurve import ERODAY_S
+from etl.poisson import padded_counts
 from etl.store import LightCurveStore, open_store
 
 #: Hash buckets of 10,000 per split: a source's split depends on its id only.
@@ -80,7 +82,7 @@ def select_splits(catalog: pl.DataFrame, limit: int = 0, seed: int = 0, min_len:
     ``limit`` draws a seeded random sample of that many sources from the whole store first,
     then splits it, so that the three splits shrink together.
     """
-    ok = catalog.filter((pl.col("status") == "ok") & (pl.col("n_points") >= min_len)).sort("offset")
+    ok = catalog.filter(OK_ROWS & (pl.col("n_points") >= min_len)).sort("offset")
     if limit and limit < ok.height:
         keep = np.sort(np.random.default_rng(seed).choice(ok.height, limit, replace=False))
         ok = ok[keep]
@@ -242,21 +244,15 @@ def features_from_batch(batch, max_len: int, target: str = "rates", poisson: boo
     if band_scale:  # the band scales, then a flag per band: 1 = its values are among the inputs (hide_band)
         out["cond"] = np.concatenate([np.log10(scale) + LOG_SCALE_OFFSET, np.ones_like(scale)], axis=1).astype(np.float32)
     if poisson or time_inputs:
-        fracexp = batch.padded("fracexp", length=length, fill=np.nan)[0].astype("f8")
-        timedel = batch.padded("timedel", length=length, fill=np.nan)[0]
-        exposure = fracexp * timedel[..., None]  # (B, T, K) s
+        counts, back, expo, usable = padded_counts(batch, length)  # (B, T, K), zero where not usable
     if poisson:
-        counts = batch.padded("counts", length=length, fill=np.nan)[0].astype("f8")
-        back = batch.padded("back_counts", length=length, fill=np.nan)[0] * batch.padded("backratio", length=length, fill=np.nan)[0][..., None]
-        usable = mask[..., None] & np.isfinite(counts) & np.isfinite(back) & np.isfinite(exposure) & (exposure > 0) & (counts >= 0)
-        out |= {"counts": np.where(usable, counts, 0.0).astype(np.float32),
-                "background": np.where(usable, np.maximum(back, 0.0), 0.0).astype(np.float32),
-                "exposure": np.where(usable, exposure, 0.0).astype(np.float32), "count_mask": usable}
+        out |= {"counts": counts.astype(np.float32), "background": back.astype(np.float32),
+                "exposure": expo.astype(np.float32), "count_mask": usable}
     if time_inputs:
         time = batch.padded("time", length=length, fill=np.nan)[0]
         gap = np.zeros_like(time)
         gap[:, 1:] = np.diff(time, axis=1) / ERODAY_S
-        best = np.nanmax(np.where(np.isfinite(exposure), exposure, 0.0), axis=2) / 10.0
+        best = expo.max(axis=2) / 10.0  # the best band's exposure, in units of a 10 s bin
         extra = np.stack([np.arcsinh(np.where(mask & np.isfinite(gap), gap, 0.0)),
                           np.arcsinh(np.where(mask, best, 0.0))], axis=-1).astype(np.float32)
         x = np.concatenate([x, extra], axis=-1)

@@ -374,6 +374,24 @@ def resolve_config(cfg: TrainConfig, with_saved) -> tuple[TrainConfig, str | Non
     return cfg.validate(), resume_from
 
 
+def fit_once(cfg: TrainConfig) -> tuple[str, bool, dict]:
+    """Train ``cfg`` into ``cfg.run_dir`` unless a finished run is there: ``(best checkpoint, trained, info)``.
+
+    A run directory holds one training: with ``checkpoints/last.h5`` at ``cfg.epochs`` (and its
+    ``summary.json``) it is done and reused; with an earlier epoch it is resumed from there (after
+    a kill or a crash); without a checkpoint it starts. ``info`` has the epochs trained now and in all.
+    """
+    run = Path(cfg.run_dir)
+    last = run / "checkpoints" / "last.h5"
+    done_epochs = read_checkpoint_info(last)["epoch"] if last.is_file() else 0
+    if done_epochs >= cfg.epochs and (run / "summary.json").is_file():
+        return str(run / "checkpoints" / "best.h5"), False, {"epochs": done_epochs, "epochs_now": 0}
+    resume_from = str(last) if last.is_file() else None
+    summary = Trainer(cfg, resume_from).fit()
+    return summary["checkpoint"], True, {"epochs": cfg.epochs, "epochs_now": cfg.epochs - done_epochs, **{
+        k: summary[k] for k in ("best_val_loss", "steps_per_s") if k in summary}}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg, resume_from = resolve(argv)

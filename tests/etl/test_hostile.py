@@ -416,3 +416,96 @@ def test_oversized_file_is_refused_before_and_after_reading(tmp_path, monkeypatc
     with pytest.raises(Exception) as info:
         reader.check_size(b"x" * 1001, "grown.fits")
     assert info.value.code == "too_large"
+
+
+DR1_FILE = Path(__file__).resolve().parents[1] / "data" / "em01_080156_020_LightCurve_00002_c010.fits"
+
+
+def _dr1_with(tmp_path, change) -> Path:
+    """A copy of the real DR1 file with ``change(data)`` applied to its RATE table."""
+    with fits.open(DR1_FILE) as hdul:
+        hdul = fits.HDUList([h.copy() for h in hdul])
+    change(hdul["RATE"].data)
+    path = tmp_path / "em01_080156_020_LightCurve_00002_c010.fits"
+    hdul.writeto(path, overwrite=True)
+    return path
+
+
+def _exposed_errors(lc):
+    exposed = np.isfinite(lc.rate)
+    return lc.rate_errm[exposed], lc.rate_errp[exposed]
+
+
+def test_negative_rate_err_is_never_stored(tmp_path):
+    """A negative RATE_ERR where the estimated errors are NaN was stored as a negative error (390 values)."""
+    def change(data):
+        data["RATE_ERR"][:] = -np.abs(data["RATE_ERR"])
+        data["RATE_ESTPOSERR"][:] = np.nan
+        data["RATE_ESTNEGERR"][:] = np.nan
+
+    lc = read_lightcurve(_dr1_with(tmp_path, change))
+    errm, errp = _exposed_errors(lc)
+    assert (errm >= 0).all() and (errp > 0).all()  # Gehrels' count errors (lower: 0 at 0 counts), never negative
+    with fits.open(DR1_FILE) as hdul:
+        data = hdul["RATE"].data
+        keep = np.isin(data["TIME"], lc.time)
+        negative = (np.asarray(data["RATE_ERR"][keep], float) != 0) | ~np.isfinite(np.asarray(data["RATE_ERR"][keep], float))
+    assert lc.n_err_fallback == int((negative & np.isfinite(lc.rate)).sum()) > 300  # each counted in the catalog
+
+
+def test_negative_estimated_upper_error_falls_back_instead_of_flipping(tmp_path):
+    """A negative RATE_ESTPOSERR was silently made positive; it is not an error: RATE_ERR is used."""
+    with fits.open(DR1_FILE) as hdul:
+        original = hdul["RATE"].data
+
+        def change(data):
+            data["RATE_ESTPOSERR"][:] = -np.abs(data["RATE_ESTPOSERR"])
+
+        lc_bad = read_lightcurve(_dr1_with(tmp_path, change))
+        keep = np.isin(original["TIME"], lc_bad.time)
+        err = np.asarray(original["RATE_ERR"][keep], float)
+        pos = np.asarray(original["RATE_ESTPOSERR"][keep], float)
+    exposed = np.isfinite(lc_bad.rate)
+    use_err = exposed & np.isfinite(err) & (err >= 0) & np.isfinite(pos) & (pos > 0)
+    np.testing.assert_allclose(lc_bad.rate_errp[use_err], err[use_err], rtol=1e-6)  # not |RATE_ESTPOSERR|
+    assert not np.allclose(lc_bad.rate_errp[use_err], pos[use_err])
+    assert (lc_bad.rate_errp[exposed] >= 0).all() and (lc_bad.rate_errm[exposed] >= 0).all()
+
+
+@pytest.mark.parametrize("value", [1e30, 1.5, -0.2, -1e30])
+def test_fracexp_outside_zero_one_rejects_the_file(tmp_path, value):
+    """FRACEXP of 1e30 or below zero was accepted and stored."""
+    def change(data):
+        data["FRACEXP"][5, 1] = value
+
+    archive = tmp_path / "a"
+    archive.mkdir()
+    shutil.move(_dr1_with(tmp_path, change), archive / DR1_FILE.name)
+    summary = ingest(archive, tmp_path / "s", progress=False)
+    assert summary.rejected == 1 and codes(tmp_path / "s") == {DR1_FILE.name: "bad_fracexp"}
+    assert "row 6, band 2" in read_catalog(str(tmp_path / "s"))["reason"][0]
+
+
+def test_fuzzed_errors_and_exposures_are_valid_or_rejected(real_files, tmp_path):
+    """Byte flips in the data of the real files: every ok row stores errors >= 0 and FRACEXP in [0, 1]."""
+    archive = tmp_path / "fuzz"
+    archive.mkdir()
+    _fuzz_files(real_files, archive, n_flips=240, n_headers=0)
+    shutil.copy(DR1_FILE, archive / "dr1.fits")
+    raw = bytearray(DR1_FILE.read_bytes())
+    rng = np.random.default_rng(7)
+    start = raw.index(b"XTENSION") + 2880 * 4  # past the RATE header: flips land in the table
+    for i in range(120):
+        data = bytearray(raw)
+        for pos in rng.integers(start, len(data), 3):
+            data[pos] ^= 1 << int(rng.integers(0, 8))
+        (archive / f"dr1_flip{i:03d}.fits").write_bytes(bytes(data))
+    ingest(archive, tmp_path / "s", progress=False)
+    store = open_store(tmp_path / "s")
+    assert len(store) > 100
+    for sid in store.source_ids:
+        lc = store.read(sid)
+        exposed = np.isfinite(lc.rate)
+        assert (lc.rate_errm[exposed] >= 0).all() and (lc.rate_errp[exposed] >= 0).all(), sid
+        frac = lc.fracexp[np.isfinite(lc.fracexp)]
+        assert ((frac >= 0) & (frac <= 1.001)).all(), sid

@@ -114,12 +114,8 @@ def test_build_features_on_dask_gives_the_same_set(prefect_server, rebinned_arch
     for name in ("threads", "dask"):
         ingest(rebinned_archive, tmp_path / name, progress=False)
     feature_sets.build_features(str(tmp_path / "threads"), n_null=2000)
-    old = feature_sets.PART_SOURCES
-    feature_sets.PART_SOURCES = 80  # several parts per store: 200 sources, 2,000 null sources
-    try:
-        feature_sets.build_features(str(tmp_path / "dask"), n_null=2000, task_runner="dask", workers=2)
-    finally:
-        feature_sets.PART_SOURCES = old
+    # several parts per store: 200 sources, 2,000 null sources
+    feature_sets.build_features(str(tmp_path / "dask"), n_null=2000, task_runner="dask", workers=2, part_sources=80)
     a = get_feature_set(tmp_path / "threads", "poisson_variability")[1].collect()
     b = get_feature_set(tmp_path / "dask", "poisson_variability")[1].collect()
     assert a.height == 200 and a.columns == b.columns

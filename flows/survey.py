@@ -1,0 +1,337 @@
+"""The ``survey`` flow: a whole eRASS light-curve archive to a ranked, explorable catalogue, resumable.
+
+    python -m flows.survey ARCHIVE --store STORE [--train-sample 100000] [--reference REF] [--workers 2]
+                           [--task-runner threads|dask] [--dask-address tcp://HOST:8786] [--epochs N]
+    prefect deployment run survey/survey --param archive=ARCHIVE --param store=STORE
+
+One flow chains what the project already does, each step a Prefect task over one plain function:
+
+1. **ingest** the archive (one bin per survey scan for 10 s files: ``bin="auto"`` takes the
+   store's binning, ``eroday`` for a new store);
+2. **features**: ``variability``, ``poisson_variability`` and ``morphology``, calibrated on the
+   store's simulated constant sources;
+3. **train** the discovery model (``configs/discovery.toml``) on a sample of ``train_sample``
+   sources drawn with a fixed seed (the whole store when it is smaller); the sample's ids are
+   written beside the model (``train_sample.parquet``);
+4. **model sets** for every source: ``vae_latent``, ``vae_anomaly`` and ``discovery``;
+5. **hats**: the catalogue and its sets as a HATS catalogue for LSDB (``STORE/hats``);
+6. **crossmatch** against ``reference``, when one is given (``xmatch_<name>``).
+
+A step whose output is current is skipped: ingest finds unchanged files by size and time, the
+feature and model sets by their lineage (the store's snapshot, the code, the checkpoint), the
+model by its finished run, the export by its manifest; so a rerun with nothing new costs seconds,
+and a rerun after a kill or a failure continues where it stopped (ingest commits as it goes, the
+sets keep their finished parts, training resumes from its last checkpoint).
+
+Every step's wall and CPU time, peak memory of the process tree and bytes read and written go to
+``STORE/survey.json`` (rewritten after each step) and to a Prefect artifact; progress lines with
+an ETA go to the run's log (and bars to a terminal). ``task_runner="dask"`` runs the ingest's
+parsing, the feature parts and the scoring parts on a Dask cluster (``dask_address``, or a
+temporary LocalCluster of ``workers`` processes); the flow's process stays the one writer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from common.extras import require
+
+# Before Prefect is imported: run as a command, a missing extra is one line and exit 2.
+require("python -m flows.survey", "prefect", "torch", "h5py", "lsdb", exit_now=__name__ == "__main__")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from common import cli  # noqa: E402
+from common.errors import UserError  # noqa: E402
+from common.location import is_url, resolve  # noqa: E402
+from common.progress import forward_to  # noqa: E402
+from common.runlog import RunLog  # noqa: E402
+from etl.ingest import check_options  # noqa: E402
+from flows.ingest import prefect_batch_runner  # noqa: E402
+from flows.runners import RunnerKind, make_task_runner, part_runner  # noqa: E402
+from flows.serve import api_for_command  # noqa: E402
+
+#: Where the survey keeps what it makes inside the store.
+RECORD = "survey.json"
+MODELS = "models"
+HATS = "hats"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "discovery.toml"
+#: Training options the survey sets whatever the config says (no test-split evaluation: every source is scored next).
+SURVEY_TRAINING = {"evaluate": False, "progress": False}
+#: Feature sets the HATS export joins (those that exist).
+HATS_SETS = ("poisson_variability", "morphology", "vae_anomaly", "discovery")
+
+
+class SurveyError(UserError):
+    """A survey run cannot start or go on (a missing archive or config, a store of another binning)."""
+
+
+def store_binning(store: str, requested: str) -> str:
+    """The binning to ingest with: ``auto`` is the store's own, or ``eroday`` for a new store."""
+    if requested != "auto":
+        return requested
+    if not is_url(store) and (Path(store) / "zarr.json").is_file():
+        attrs = json.loads((Path(store) / "zarr.json").read_text()).get("attributes", {})
+        return attrs.get("binning", "none")
+    return "eroday"
+
+
+def training_values(store: str, config: str | None, train_sample: int, epochs: int | None, seed: int) -> dict:
+    """The discovery model's training config for this survey, and its run directory (keyed by the config)."""
+    import xxhash
+
+    from training.config import read_toml
+
+    path = Path(config) if config else DEFAULT_CONFIG
+    if not path.is_file():
+        raise SurveyError(f"training config {path} does not exist (pass --config)")
+    values = read_toml(path) | SURVEY_TRAINING | {"store": store, "limit": int(train_sample), "seed": int(seed)}
+    if epochs is not None:
+        values["epochs"] = int(epochs)
+    key = xxhash.xxh3_64_hexdigest(json.dumps({k: v for k, v in values.items() if k != "store"}, sort_keys=True,
+                                              default=str).encode())
+    values["run_dir"] = str(Path(store) / MODELS / f"discovery-{key[:10]}")
+    return values
+
+
+def disk_use(path: str | os.PathLike) -> int:
+    """Bytes of the files under ``path`` (0 for a URL)."""
+    if is_url(str(path)) or not Path(path).exists():
+        return 0
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+@task(name="survey-ingest", cache_policy=NO_CACHE)
+def ingest_step(log: RunLog, archive: str, store: str, binning: str, task_runner: str, workers: int,
+                dask_address: str | None, rehash: bool, progress: bool) -> dict:
+    """Ingest new and changed files (:func:`etl.ingest.ingest`): parsing in processes, or on Dask."""
+    from etl.ingest import ingest
+
+    with log.step("ingest") as step:
+        if task_runner == "dask":
+            with make_task_runner("dask", workers, dask_address) as runner:
+                summary = ingest(archive, store, binning=binning, progress=progress, rehash=rehash,
+                                 batch_runner=prefect_batch_runner(runner, in_flight=2 * workers))
+        else:
+            summary = ingest(archive, store, workers=workers, binning=binning, progress=progress, rehash=rehash)
+        step.did_work = summary.ingested + summary.rejected > 0
+        step.detail.update(discovered=summary.discovered, ingested=summary.ingested, unchanged=summary.unchanged,
+                           rejected=summary.rejected, points=summary.points)
+    get_run_logger().info(summary.line())
+    return step.detail
+
+
+def _built(step, results: list[tuple[dict, bool]]) -> None:
+    step.did_work = any(created for _, created in results)
+    step.detail["sets"] = {m["name"]: {"version": m["version"], "rows": m["rows"], "built": c} for m, c in results}
+
+
+@task(name="survey-features", cache_policy=NO_CACHE)
+def features_step(log: RunLog, store: str, n_null: int | None, seed: int, task_runner: str, workers: int,
+                  dask_address: str | None, progress: bool) -> None:
+    """The calibrated classical sets (:func:`features.builders.build_classical`), parts on the task runner."""
+    from etl.store import open_store
+    from features.builders import build_classical
+
+    with log.step("features") as step, make_task_runner(task_runner, workers, dask_address) as runner:
+        opened = open_store(store)
+        step.detail["sources"] = len(opened)
+        _built(step, build_classical(opened, n_null=n_null, seed=seed,
+                                     runner=part_runner(runner, task_runner, workers, progress=progress)))
+
+
+@task(name="survey-train", cache_policy=NO_CACHE)
+def train_step(log: RunLog, values: dict) -> str:
+    """Train the discovery model on the seeded sample, resume it, or find it done (:func:`training.fit.fit_once`)."""
+    from training.config import config_from_values
+    from training.fit import fit_once
+
+    with log.step("train") as step:
+        cfg = config_from_values(values).validate()
+        checkpoint, trained, info = fit_once(cfg)
+        write_sample(cfg)
+        step.did_work = trained
+        step.detail.update(run_dir=cfg.run_dir, checkpoint=checkpoint, limit=cfg.limit, seed=cfg.seed, **info)
+    return checkpoint
+
+
+def write_sample(cfg) -> Path:
+    """``train_sample.parquet`` beside the model: the ids (and split) of the sources it trained on."""
+    import polars as pl
+
+    from etl.store import open_store
+    from training.data import select_splits
+
+    path = Path(cfg.run_dir) / "train_sample.parquet"
+    if not path.is_file():
+        splits = select_splits(open_store(cfg.store).catalog().collect(), cfg.limit, cfg.seed, cfg.min_len)
+        frame = pl.concat([pl.DataFrame({"source_id": list(splits[name].source_ids), "split": name}) for name in ("train", "val", "test")])
+        frame.write_parquet(path)
+    return path
+
+
+@task(name="survey-model-sets", cache_policy=NO_CACHE)
+def model_sets_step(log: RunLog, store: str, checkpoint: str, n_null: int | None, seed: int, task_runner: str,
+                    workers: int, dask_address: str | None, progress: bool) -> None:
+    """Every source scored by the model (:func:`training.score.build_model_features`), parts on the task runner."""
+    from etl.store import open_store
+    from training.score import build_model_features
+
+    with log.step("model_sets") as step, make_task_runner(task_runner, workers, dask_address) as runner:
+        _built(step, build_model_features(open_store(store), checkpoint, progress=progress, n_null=n_null, seed=seed,
+                                          runner=part_runner(runner, task_runner, workers, progress=progress)))
+
+
+@task(name="survey-crossmatch", cache_policy=NO_CACHE)
+def crossmatch_step(log: RunLog, store: str, reference: str, radius: float) -> None:
+    """``xmatch_reference`` (:func:`features.crossmatch.crossmatch`)."""
+    from features.crossmatch import crossmatch
+
+    with log.step("crossmatch") as step:
+        meta, created = crossmatch(store, reference, radius, "reference")
+        step.did_work = created
+        step.detail.update(set=f"{meta['name']}@{meta['version']}", **meta.get("metrics", {}))
+
+
+@task(name="survey-hats", cache_policy=NO_CACHE)
+def hats_step(log: RunLog, store: str, out: str, progress: bool) -> None:
+    """The HATS catalogue of the store and its sets (:func:`features.export_hats.export_hats`, updated in place)."""
+    from etl.store import open_store
+    from features.export_hats import export_hats
+    from features.featurestore import list_feature_sets
+
+    with log.step("hats") as step:
+        opened = open_store(store)
+        present = set(list_feature_sets(opened)["name"].to_list())
+        sets = [name for name in HATS_SETS if name in present] + sorted(n for n in present if n.startswith("xmatch_"))
+        result = export_hats(opened, out, sets, lightcurves=False, update=True, progress=progress)
+        step.did_work = result.written
+        step.detail.update(out=out, sources=result.sources, feature_sets=sets, bytes=disk_use(out))
+
+
+@flow(name="survey", log_prints=True)
+def survey(archive: str, store: str, train_sample: int = 100_000, reference: str | None = None, bin: str = "auto",
+           config: str | None = None, epochs: int | None = None, task_runner: RunnerKind = "threads", workers: int = 2,
+           dask_address: str | None = None, n_null: int | None = None, seed: int = 0, radius: float = 15.0,
+           hats: str | None = None, rehash: bool = False, progress: bool = False) -> dict:
+    """A whole eRASS light-curve archive to a ranked, explorable catalogue (module docstring).
+
+    Parameters
+    ----------
+    archive : str
+        Folder of light-curve files (any depth: the release's tile folders).
+    store : str
+        Store folder (created when missing); the survey's record, models and HATS export live in it.
+    train_sample : int
+        Sources the discovery model trains on (a seeded sample; the whole store when smaller).
+    reference : str, optional
+        A reference catalogue to cross-match (Parquet/FITS/CSV table or HATS catalog).
+    bin : {"auto", "eroday", "none"}
+        Binning of a new store (``auto``: the store's own, else one bin per survey scan).
+    config : str, optional
+        Training config (default ``configs/discovery.toml``); ``epochs`` overrides its epochs.
+    task_runner, workers, dask_address
+        ``threads`` (parsing in ``workers`` processes, parts on ``workers`` threads) or ``dask``
+        (a scheduler's address, or a LocalCluster of ``workers`` processes).
+    n_null, seed
+        Simulated constant sources of the calibration (default: 10 per source, 4,000 to 50,000) and
+        the seed of the simulation and of the training sample.
+    radius : float
+        Cross-match radius (arcsec).
+    hats : str, optional
+        Where the HATS catalogue goes (default ``STORE/hats``).
+    rehash : bool
+        Read and hash every archive file, also those whose size and time did not change.
+    progress : bool
+        Draw progress bars on the terminal (``python -m flows.survey`` does when it has one).
+
+    Returns
+    -------
+    dict
+        The run's record, as written to ``STORE/survey.json``.
+    """
+    logger = get_run_logger()
+    store = resolve(store)
+    archive = resolve(archive)
+    check_options(workers=workers)
+    if task_runner not in ("threads", "dask"):
+        raise SurveyError(f"task_runner must be 'threads' or 'dask', not {task_runner!r}")
+    if isinstance(train_sample, bool) or not isinstance(train_sample, int) or train_sample < 1:
+        raise SurveyError(f"train_sample must be a whole number >= 1, not {train_sample!r}")
+    if is_url(store):
+        raise SurveyError(f"{store}: the survey keeps its models and record beside the store: give a local folder "
+                          "(the steps run on object storage one by one: etl.ingest, features.build, ...)")
+    if not os.path.isdir(archive):
+        raise SurveyError(f"archive {archive} does not exist or is not a folder")
+    binning = store_binning(store, bin)
+    values = training_values(store, config, train_sample, epochs, seed)  # a bad config fails before any work
+    log = RunLog(Path(store) / RECORD, {"archive": archive, "store": store, "train_sample": train_sample,
+                                        "task_runner": task_runner, "workers": workers, "binning": binning})
+    with forward_to(logger):
+        ingest_step(log, archive, store, binning, task_runner, workers, dask_address, rehash, progress)
+        features_step(log, store, n_null, seed, task_runner, workers, dask_address, progress)
+        checkpoint = train_step(log, values)
+        model_sets_step(log, store, checkpoint, n_null, seed, task_runner, workers, dask_address, progress)
+        if reference:
+            crossmatch_step(log, store, reference, radius)
+        else:
+            log.skip("crossmatch", "no reference catalogue given")
+        hats_step(log, store, hats or str(Path(store) / HATS), progress)
+    record = log.finish(store_bytes=disk_use(store), archive_bytes=disk_use(archive))
+    create_markdown_artifact(log.markdown(f"survey of {archive}"), key="survey", description=f"survey into {store}")
+    logger.info("done: python -m explorer --store %s", store)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m flows.survey",
+                                description="A whole eRASS light-curve archive to a ranked, explorable catalogue (resumable).")
+    p.add_argument("archive", help="folder of light-curve FITS files (searched recursively)")
+    p.add_argument("--store", required=True, help="store folder (created when missing)")
+    p.add_argument("--train-sample", type=int, default=100_000, help="sources the discovery model trains on (default 100,000)")
+    p.add_argument("--reference", default=None, help="reference catalogue to cross-match (table or HATS catalog)")
+    p.add_argument("--radius", type=float, default=15.0, help="cross-match radius in arcsec (default 15)")
+    p.add_argument("--bin", default="auto", choices=("auto", "eroday", "none"),
+                   help="binning of a new store (auto: the store's own, else eroday: one bin per survey scan)")
+    p.add_argument("--config", default=None, help="training config (default configs/discovery.toml)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the config's)")
+    p.add_argument("--task-runner", default="threads", choices=("threads", "dask"),
+                   help="threads (this machine; default) or dask (a cluster: --dask-address, else a LocalCluster)")
+    p.add_argument("--workers", type=int, default=2, help="parse processes and part threads, or LocalCluster workers (default 2)")
+    p.add_argument("--dask-address", default=None, help="tcp://HOST:8786 of a running Dask scheduler")
+    p.add_argument("--null-sources", type=int, default=None, help="simulated constant sources (default: 10 per source, 4,000-50,000)")
+    p.add_argument("--hats", default=None, help="HATS export folder (default STORE/hats)")
+    p.add_argument("--rehash", action="store_true", help="read and hash every file, also unchanged ones")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training sample and of the simulated constants")
+    args = p.parse_args(argv)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with api_for_command() as api_url, temporary_settings({PREFECT_API_URL: api_url} if api_url else {}):
+        record = survey(archive=args.archive, store=args.store, train_sample=args.train_sample, reference=args.reference,
+                        bin=args.bin, config=args.config, epochs=args.epochs, task_runner=args.task_runner,
+                        workers=args.workers, dask_address=args.dask_address, n_null=args.null_sources, seed=args.seed,
+                        radius=args.radius, hats=args.hats, rehash=args.rehash, progress=sys.stderr.isatty())
+    t = record["totals"]
+    worked = [s["step"] for s in record["steps"] if s["status"] == "done"]
+    print(f"survey done in {t['wall_s']:.0f} s (CPU {t['cpu_s']:.0f} s, peak memory {t['peak_rss_bytes'] / 2**30:.2f} GiB; "
+          f"{'steps that worked: ' + ', '.join(worked) if worked else 'everything was current'}); record: "
+          f"{Path(args.store) / RECORD}")
+    print(f"next: python -m explorer --store {args.store}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
