@@ -3,7 +3,7 @@
 Every long loop of the project counts through :func:`bar`. The bar is drawn (tqdm) when the
 caller asks for it; in any case a line such as ``poisson variability: 42/186 batches (23 %),
 3.1 batch/s, ETA 0:00:46`` goes to the ``lcvae.progress`` logger at most every
-:data:`LOG_EVERY_S` seconds and once at the end. Nothing is printed by that logger unless a
+:data:`LOG_EVERY_S` seconds, and a bar that ran that long ends with a line of its total. Nothing is printed by that logger unless a
 handler listens: the Prefect flows attach one that forwards the lines to the flow run's log
 (:func:`forward_to`), so a run watched in the Prefect UI shows the same progress as a terminal.
 """
@@ -94,7 +94,7 @@ class Bar:
         self._closed = True
         if self._tqdm is not None:
             self._tqdm.close()
-        if LOGGER.isEnabledFor(logging.INFO):
+        if self._logged_at != self.started and LOGGER.isEnabledFor(logging.INFO):  # a long bar: its summary
             LOGGER.info(f"{self.desc}: {self.n:,} {self.unit} in {eta_text(time.monotonic() - self.started)}")
 
     def __enter__(self) -> "Bar":

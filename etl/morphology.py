@@ -132,68 +132,79 @@ def profile(rng: np.random.Generator, klass: str, t_s: np.ndarray, n_bands: int 
     t_s = np.asarray(t_s, dtype="f8")
     t_ed = t_s / ERODAY_S
     span_ed = max(float(t_ed[-1]), 1.0)
-    ones = np.ones((len(t_s), n_bands))
-    if klass in ("constant", "flare", "dip", "red_noise"):
+    if klass in COMMON_CLASSES:
         m, params = _common(rng, klass, t_ed, span_ed, ranges)
-        m = m[:, None] * ones
+        m = m[:, None] * np.ones((len(t_s), n_bands))
         params["n_affected"] = int(np.sum(np.abs(np.log(np.maximum(m[:, 0], 1e-9))) > np.log(1.5)))
         return m, params
-    soft = np.zeros(n_bands)
-    soft[0] = 1.0
-    if klass == "qpe":
-        amp = _log_uniform(rng, ranges.log_qpe_amplitude)
-        period = _log_uniform(rng, ranges.log_qpe_recurrence_h) * HOUR_S
-        duty = _uniform(rng, ranges.qpe_duty)
-        sigma = duty * period / 2.3548  # FWHM = duty x recurrence
-        t0 = float(rng.uniform(0.0, period))
-        phase = (t_s - t0 + 0.5 * period) % period - 0.5 * period  # time from the nearest eruption's peak
-        burst = np.exp(-0.5 * (phase / sigma) ** 2)
-        if n_bands > 1:
-            soft[1] = _uniform(rng, ranges.qpe_second_band)
-        m = 1.0 + amp * burst[:, None] * soft[None, :]
-        params = {"amplitude": amp, "tau": duty * period / HOUR_S, "t0": t0 / HOUR_S, "period_h": period / HOUR_S,
-                  "second_band": float(soft[1]) if n_bands > 1 else 0.0}
-        affected = amp * burst > 1.0
-    elif klass == "eclipse":
-        period = _uniform(rng, ranges.eclipse_period_h) * HOUR_S
-        width = _uniform(rng, ranges.eclipse_width)
-        depth = _uniform(rng, ranges.eclipse_depth)
-        t0 = float(rng.uniform(0.0, period))
-        inside = ((t_s - t0) % period) < width * period
-        m = np.where(inside, 1.0 - depth, 1.0)[:, None] * ones
-        params = {"amplitude": depth, "tau": width * period / HOUR_S, "t0": t0 / HOUR_S, "period_h": period / HOUR_S}
-        affected = inside
-    elif klass == "absorption":
-        keep_soft = _log_uniform(rng, ranges.log_absorption_soft)
-        duration = _uniform(rng, ranges.absorption_duration) * span_ed
-        start = float(rng.uniform(0.0, max(span_ed - duration, 1e-9)))
-        inside = (t_ed >= start) & (t_ed <= start + duration)
-        if inside.sum() < 2:  # an episode spans at least two scans
-            centre = int(rng.integers(0, len(t_ed)))
-            inside[max(centre - 1, 0): centre + 1] = True
-        factors = np.ones(n_bands)
-        factors[0] = keep_soft
-        if n_bands > 2:
-            factors[1] = keep_soft ** 0.3  # absorption falls with energy: the middle band loses less
-        m = np.where(inside[:, None], factors[None, :], 1.0)
-        params = {"amplitude": keep_soft, "tau": duration, "t0": start}
-        affected = inside
-    elif klass == "step":
-        factor = _log_uniform(rng, ranges.log_step_factor)
-        turn_on = bool(rng.random() < 0.5)
-        t0 = float(rng.uniform(0.25, 0.75)) * span_ed
-        after = t_ed >= t0
-        if after.all() or not after.any():  # the step falls between the first two or last two bins
-            after = np.arange(len(t_ed)) >= max(1, len(t_ed) // 2)
-        low = 1.0 / factor
-        level = np.where(after, 1.0, low) if turn_on else np.where(after, low, 1.0)
-        m = level[:, None] * ones
-        params = {"amplitude": factor, "tau": np.nan, "t0": t0, "turn_on": turn_on}
-        affected = level < 1.0
-    else:
+    rare = {"qpe": _qpe, "eclipse": _eclipse, "absorption": _absorption, "step": _step}.get(klass)
+    if rare is None:
         raise ValueError(f"unknown variability class {klass!r} (one of {', '.join(CLASSES)})")
+    m, params, affected = rare(rng, t_s, t_ed, span_ed, n_bands, ranges)
     params["n_affected"] = int(np.sum(affected))
     return m, params
+
+
+# The rare classes: each returns the profile (T, K), its parameters and the bins it affects (T,).
+def _qpe(rng, t_s, t_ed, span_ed, n_bands, ranges):
+    """Quasi-periodic eruptions: Gaussian bursts in the soft band (a fraction of it in the second)."""
+    soft = np.zeros(n_bands)
+    soft[0] = 1.0
+    amp = _log_uniform(rng, ranges.log_qpe_amplitude)
+    period = _log_uniform(rng, ranges.log_qpe_recurrence_h) * HOUR_S
+    duty = _uniform(rng, ranges.qpe_duty)
+    sigma = duty * period / 2.3548  # FWHM = duty x recurrence
+    t0 = float(rng.uniform(0.0, period))
+    phase = (t_s - t0 + 0.5 * period) % period - 0.5 * period  # time from the nearest eruption's peak
+    burst = np.exp(-0.5 * (phase / sigma) ** 2)
+    if n_bands > 1:
+        soft[1] = _uniform(rng, ranges.qpe_second_band)
+    m = 1.0 + amp * burst[:, None] * soft[None, :]
+    params = {"amplitude": amp, "tau": duty * period / HOUR_S, "t0": t0 / HOUR_S, "period_h": period / HOUR_S,
+              "second_band": float(soft[1]) if n_bands > 1 else 0.0}
+    return m, params, amp * burst > 1.0
+
+
+def _eclipse(rng, t_s, t_ed, span_ed, n_bands, ranges):
+    """Eclipses: every band drops by the depth for a fraction of each period."""
+    period = _uniform(rng, ranges.eclipse_period_h) * HOUR_S
+    width = _uniform(rng, ranges.eclipse_width)
+    depth = _uniform(rng, ranges.eclipse_depth)
+    t0 = float(rng.uniform(0.0, period))
+    inside = ((t_s - t0) % period) < width * period
+    m = np.where(inside, 1.0 - depth, 1.0)[:, None] * np.ones((len(t_s), n_bands))
+    return m, {"amplitude": depth, "tau": width * period / HOUR_S, "t0": t0 / HOUR_S, "period_h": period / HOUR_S}, inside
+
+
+def _absorption(rng, t_s, t_ed, span_ed, n_bands, ranges):
+    """An absorption episode: for a stretch of scans the soft band keeps a few per cent, the middle band more."""
+    keep_soft = _log_uniform(rng, ranges.log_absorption_soft)
+    duration = _uniform(rng, ranges.absorption_duration) * span_ed
+    start = float(rng.uniform(0.0, max(span_ed - duration, 1e-9)))
+    inside = (t_ed >= start) & (t_ed <= start + duration)
+    if inside.sum() < 2:  # an episode spans at least two scans
+        centre = int(rng.integers(0, len(t_ed)))
+        inside[max(centre - 1, 0): centre + 1] = True
+    factors = np.ones(n_bands)
+    factors[0] = keep_soft
+    if n_bands > 2:
+        factors[1] = keep_soft ** 0.3  # absorption falls with energy: the middle band loses less
+    m = np.where(inside[:, None], factors[None, :], 1.0)
+    return m, {"amplitude": keep_soft, "tau": duration, "t0": start}, inside
+
+
+def _step(rng, t_s, t_ed, span_ed, n_bands, ranges):
+    """A turn-on or turn-off by a factor that stays."""
+    factor = _log_uniform(rng, ranges.log_step_factor)
+    turn_on = bool(rng.random() < 0.5)
+    t0 = float(rng.uniform(0.25, 0.75)) * span_ed
+    after = t_ed >= t0
+    if after.all() or not after.any():  # the step falls between the first two or last two bins
+        after = np.arange(len(t_ed)) >= max(1, len(t_ed) // 2)
+    low = 1.0 / factor
+    level = np.where(after, 1.0, low) if turn_on else np.where(after, low, 1.0)
+    m = level[:, None] * np.ones((len(t_s), n_bands))
+    return m, {"amplitude": factor, "tau": np.nan, "t0": t0, "turn_on": turn_on}, level < 1.0
 
 
 def _common(rng: np.random.Generator, klass: str, t_ed: np.ndarray, span: float, ranges: MorphologyRanges

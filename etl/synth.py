@@ -42,7 +42,6 @@ from common.progress import bar as progress_bar
 from etl.fitswriter import bintable_fits_bytes
 from etl.morphology import COMMON_CLASSES, RARE_CLASSES, MorphologyRanges
 from etl.naming import iau_name, source_id_of
-from etl.sky import sky_tile
 from etl.observation import (  # noqa: F401 - ERASS1_RATE_MIN, draw_mean_rate: part of this module's API
     ERASS1_BANDS,
     ERASS1_RATE_MIN,
@@ -52,6 +51,7 @@ from etl.observation import (  # noqa: F401 - ERASS1_RATE_MIN, draw_mean_rate: p
     ecliptic_latitude,
     simulate_source,
 )
+from etl.sky import sky_tile
 
 FLAVOURS = ("rebinned", "srctool", "dr1", "mixed")
 #: Fraction of sources with a counterpart in the synthetic reference catalogue, and its position

@@ -149,6 +149,7 @@ def _kernels() -> np.ndarray:
 
 
 _KERNELS = _kernels()
+_KERNELS_T = np.ascontiguousarray(_KERNELS.T)  # (J*M, G)
 N_MU = len(range(0, GRID, MU_STRIDE))
 
 
@@ -173,13 +174,20 @@ def scatter_posterior(like: np.ndarray, source: np.ndarray, n_sources: int, step
         ``bexvar_pvar_p1``.
     """
     n_nu = len(NU)
-    log_terms = like @ _KERNELS  # (R, J*M): P(log rate of bin t in its cell | mu, sigma), summed over cells
+    # (J*M, R): P(log rate of bin t in its cell | mu, sigma), summed over cells. Computed transposed:
+    # BLAS runs this skinny product (inner size G) ~3x faster with the long dimension R as columns.
+    log_terms = _KERNELS_T @ like.T
     log_terms += np.float32(1e-30)
     np.log(log_terms, out=log_terms)  # in place: this array is the largest of the computation
-    # Sum each source's bins: a sparse (S, R) indicator product is ~10x faster than reduceat here.
-    members = sparse.csr_matrix((np.ones(len(source), np.float32), (source, np.arange(len(source)))),
-                                shape=(n_sources, len(source)))
-    loglike = np.asarray(members @ log_terms, dtype=np.float64).reshape(-1, n_nu, N_MU)
+    # Sum each source's bins: along the contiguous rows when the bins come grouped by source (as a
+    # store's batches do), else with a sparse (S, R) indicator product.
+    starts = np.searchsorted(source, np.arange(n_sources))
+    if np.all(np.diff(source) >= 0) and np.all(np.diff(starts) > 0):
+        loglike = np.add.reduceat(log_terms, starts, axis=1).T.astype(np.float64).reshape(-1, n_nu, N_MU)
+    else:
+        members = sparse.csr_matrix((np.ones(len(source), np.float32), (source, np.arange(len(source)))),
+                                    shape=(n_sources, len(source)))
+        loglike = np.asarray(members @ log_terms.T, dtype=np.float64).reshape(-1, n_nu, N_MU)
     sigma = step[:, None] * 10.0 ** NU[None, :]  # (S, J) dex
     # The log-uniform prior on [0.01, 100] dex: each sigma cell (uniform in log sigma) weighs the
     # fraction of it inside the prior's support, so the posterior's edge at 0.01 dex (where a

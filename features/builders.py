@@ -19,6 +19,7 @@ command, the flows and model scoring share.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import light_curve
 import numpy as np
 import polars as pl
 import xxhash
+from threadpoolctl import threadpool_limits
 
 from common.errors import UserError
 from features.calibration import CALIBRATION_VERSION, MIN_CELL
@@ -68,9 +70,15 @@ class PartRunner:
     part_sources: int = PART_SOURCES
 
     def run(self, store, label: str, key: str, compute) -> tuple[pl.DataFrame, PartRun]:
-        """The frame of ``compute`` over every part of ``store``, and the run (to discard once used)."""
+        """The frame of ``compute`` over every part of ``store``, and the run (to discard once used).
+
+        With several parts at once on this process's threads, BLAS gets one thread each: the
+        parts fill the cores, and nested BLAS threads would only contend for them (~15 % slower).
+        """
         parts = PartRun(store, label, key, self.part_sources)
-        frame = parts.run(compute, self.submit, self.jobs, self.progress, target=store.url if self.remote else None)
+        limit = threadpool_limits(1, user_api="blas") if self.jobs > 1 and not self.remote else contextlib.nullcontext()
+        with limit:
+            frame = parts.run(compute, self.submit, self.jobs, self.progress, target=store.url if self.remote else None)
         return frame, parts
 
 

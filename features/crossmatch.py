@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -252,13 +254,21 @@ def spurious_rate(match, ra: np.ndarray, dec: np.ndarray, matched_fraction: floa
             "spurious_fraction": shifted / matched_fraction if matched_fraction > 0 else None}
 
 
-def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: list[str] | None = None,
-               ra_column: str | None = None, dec_column: str | None = None, id_column: str | None = None,
-               method: str = "auto", dask_address: str | None = None, max_sigma: float | None = None,
-               ref_error_column: str | None = None) -> tuple[dict, bool]:
-    """Build (or reuse) the feature set ``xmatch_<name>``; see the module docstring."""
-    store = as_store(store)
-    columns = list(columns or [])
+@dataclass
+class Matcher:
+    """How a reference is matched: ``match(ra, dec) -> (nearest, separation, count, values)``.
+
+    ``values`` holds the reference's columns by name (numpy arrays indexed by ``nearest``);
+    ``id_key`` and ``error_key`` name its id and radial-error columns there.
+    """
+
+    match: Callable
+    id_key: str
+    error_key: str | None
+    info: dict
+
+
+def _check(reference: str, radius_arcsec: float, name: str, max_sigma: float | None, method: str) -> None:
     if not np.isfinite(radius_arcsec) or radius_arcsec <= 0:
         raise CrossmatchError(reference, f"radius must be > 0 arcsec, not {radius_arcsec}")
     if not name.replace("_", "").isalnum():
@@ -267,9 +277,109 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
         raise CrossmatchError(reference, f"--max-sigma must be > 0, not {max_sigma}")
     if method not in ("auto", "astropy", "lsdb"):
         raise CrossmatchError(reference, f"method must be auto, astropy or lsdb, not {method!r}")
-    hats = is_hats(reference)
-    if hats and method == "astropy":
+    if is_hats(reference) and method == "astropy":
         raise CrossmatchError(reference, "a HATS catalog is matched with lsdb (--method lsdb or auto)")
+
+
+def _hats_matcher(reference: str, radius_arcsec: float, columns: list[str], id_column: str | None,
+                  ref_error_column: str | None, dask_address: str | None, limit_of) -> Matcher:
+    """A HATS reference, matched by LSDB (its id, chosen columns and radial error carried along)."""
+    require("a HATS reference", "lsdb")
+    import lsdb
+
+    right = lsdb.open_catalog(reference)
+    names = list(right.columns)
+    ids = id_column or _find(names, _ID_NAMES)
+    if ids is None or ids not in names:
+        raise CrossmatchError(reference, f"name the HATS catalog's id column with --id-column (columns: {names})")
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise CrossmatchError(reference, f"columns {missing} not in the reference ({names})")
+    if ref_error_column is not None and ref_error_column not in names:
+        raise CrossmatchError(reference, f"error column {ref_error_column!r} not in the reference ({names})")
+    carried = [ids, *columns, *([ref_error_column] if ref_error_column and ref_error_column not in columns else [])]
+
+    def ref_sigma_of(cols: dict) -> np.ndarray:
+        return _reference_sigma(cols[ref_error_column], reference, ref_error_column) if ref_error_column else 0.0
+
+    pair_limit = None if limit_of is None else (lambda i_src, cols: limit_of(i_src, ref_sigma_of(cols)))
+    return Matcher(lambda a, d: match_lsdb(a, d, right, radius_arcsec, carried, dask_address, pair_limit), ids,
+                   ref_error_column, {"frame": "icrs (HATS)", "id_column": ids})
+
+
+def _table_matcher(reference: str, radius_arcsec: float, columns: list[str], ra_column: str | None, dec_column: str | None,
+                   id_column: str | None, ref_error_column: str | None, use_lsdb: bool, dask_address: str | None,
+                   limit_of) -> Matcher:
+    """A table reference (Parquet, FITS, CSV), matched by astropy or, asked for, partitioned once for LSDB."""
+    ref = read_reference(Path(reference))
+    ref_ra, ref_dec, ref_rows, info = reference_positions(ref, reference, ra_column, dec_column)
+    missing = [c for c in columns if c not in ref.columns]
+    if missing:
+        raise CrossmatchError(reference, f"columns {missing} not in the reference ({ref.columns})")
+    if id_column and id_column not in ref.columns:
+        raise CrossmatchError(reference, f"id column {id_column!r} not in the reference ({ref.columns})")
+    if ref_error_column is not None and ref_error_column not in ref.columns:
+        raise CrossmatchError(reference, f"error column {ref_error_column!r} not in the reference ({ref.columns})")
+    ids = id_column or _find(ref.columns, _ID_NAMES)
+    table = {c: ref[c].to_numpy()[ref_rows] for c in columns}
+    table["_id"] = (ref[ids].cast(pl.String).to_numpy() if ids else np.arange(ref.height).astype(str))[ref_rows]
+    info["id_column"] = ids or "(row number)"
+    ref_sigma = (_reference_sigma(ref[ref_error_column].to_numpy()[ref_rows], reference, ref_error_column)
+                 if ref_error_column else np.zeros(len(ref_rows)))
+    table["_ref_error"] = ref[ref_error_column].to_numpy()[ref_rows] if ref_error_column else np.zeros(len(ref_rows))
+    astropy_limit = None if limit_of is None else (lambda i_src, i_ref: limit_of(i_src, ref_sigma[i_ref]))
+    lsdb_limit = None if limit_of is None else (lambda i_src, cols: limit_of(i_src, ref_sigma[cols["_ref_row"]]))
+    if use_lsdb:  # partitioned once: the real matching and the four shifted ones share it
+        require("--method lsdb", "lsdb")
+        import lsdb
+        import pandas as pd
+
+        right = lsdb.from_dataframe(pd.DataFrame({"_ref_row": np.arange(len(ref_ra)), "ra": ref_ra, "dec": ref_dec}),
+                                    ra_column="ra", dec_column="dec", catalog_name="reference",
+                                    margin_threshold=max(radius_arcsec * 1.1, 5.0))
+
+    def match(a, d):
+        if use_lsdb:
+            pick, best, count, cols = match_lsdb(a, d, right, radius_arcsec, ["_ref_row"], dask_address, lsdb_limit)
+            rows = cols["_ref_row"]
+            nearest = np.where(pick >= 0, rows[np.clip(pick, 0, None)] if len(pick) and len(rows) else -1, -1)
+        else:
+            nearest, best, count = match_astropy(a, d, ref_ra, ref_dec, radius_arcsec, astropy_limit)
+        return nearest, best, count, table
+
+    return Matcher(match, "_id", "_ref_error", info)
+
+
+def _set_frame(prefix: str, source_ids: list[str], sigma: np.ndarray, matched: tuple, matcher: Matcher,
+               columns: list[str], reference: str, ref_error_column: str | None) -> pl.DataFrame:
+    """The ``xmatch_<name>`` columns from the nearest matches (module docstring)."""
+    pick, sep, count, values = matched
+    has = pick >= 0
+
+    def nearest_of(array):
+        return [array[i] if i >= 0 else None for i in pick] if len(array) else [None] * len(pick)
+
+    data = {"source_id": source_ids, f"{prefix}_id": [None if v is None else str(v) for v in nearest_of(values[matcher.id_key])],
+            f"{prefix}_sep_arcsec": np.where(has, sep, np.nan)}
+    picked_error = (np.array([np.nan if v is None else v for v in nearest_of(values[matcher.error_key])], dtype="f8")
+                    if matcher.error_key else np.zeros(len(pick)))
+    picked_ref_sigma = _reference_sigma(picked_error, reference, ref_error_column or "")
+    data[f"{prefix}_sep_sigma"] = np.where(has, sep, np.nan) / np.hypot(sigma, picked_ref_sigma)
+    data[f"{prefix}_n"] = count
+    for column in columns:
+        data[f"{prefix}_{column}"] = nearest_of(values[column])
+    return pl.DataFrame(data, strict=False).with_columns(pl.col(f"{prefix}_sep_arcsec", f"{prefix}_sep_sigma").fill_nan(None))
+
+
+def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: list[str] | None = None,
+               ra_column: str | None = None, dec_column: str | None = None, id_column: str | None = None,
+               method: str = "auto", dask_address: str | None = None, max_sigma: float | None = None,
+               ref_error_column: str | None = None) -> tuple[dict, bool]:
+    """Build (or reuse) the feature set ``xmatch_<name>``; see the module docstring."""
+    store = as_store(store)
+    columns = list(columns or [])
+    _check(reference, radius_arcsec, name, max_sigma, method)
+    hats = is_hats(reference)
     use_lsdb = hats or method == "lsdb"
     properties = Path(reference) / ("hats.properties" if (Path(reference) / "hats.properties").exists() else "collection.properties")
     set_name = f"xmatch_{name}"
@@ -289,89 +399,16 @@ def crossmatch(store, reference: str, radius_arcsec: float, name: str, columns: 
         """Per pair: the radius, or max_sigma combined errors when the source has one."""
         both = np.hypot(sigma[i_src], ref_sigma)
         return np.where(np.isfinite(both), np.minimum(max_sigma * both, radius_arcsec), radius_arcsec)
-    if hats:
-        require("a HATS reference", "lsdb")
-        import lsdb
 
-        right = lsdb.open_catalog(reference)
-        names = list(right.columns)
-        ids = id_column or _find(names, _ID_NAMES)
-        if ids is None or ids not in names:
-            raise CrossmatchError(reference, f"name the HATS catalog's id column with --id-column (columns: {names})")
-        missing = [c for c in columns if c not in names]
-        if missing:
-            raise CrossmatchError(reference, f"columns {missing} not in the reference ({names})")
-        if ref_error_column is not None and ref_error_column not in names:
-            raise CrossmatchError(reference, f"error column {ref_error_column!r} not in the reference ({names})")
-        info = {"frame": "icrs (HATS)", "id_column": ids}
-        carried = [ids, *columns, *([ref_error_column] if ref_error_column and ref_error_column not in columns else [])]
-        ref_error_key = ref_error_column  # radial errors as the reference has them, per pair
-
-        def ref_sigma_of(cols: dict) -> np.ndarray:
-            return _reference_sigma(cols[ref_error_column], reference, ref_error_column) if ref_error_column else 0.0
-
-        def match(a, d):
-            pair_limit = None if max_sigma is None else (lambda i_src, cols: limit_of(i_src, ref_sigma_of(cols)))
-            return match_lsdb(a, d, right, radius_arcsec, carried, dask_address, pair_limit)
-    else:
-        ref = read_reference(Path(reference))
-        ref_ra, ref_dec, ref_rows, info = reference_positions(ref, reference, ra_column, dec_column)
-        missing = [c for c in columns if c not in ref.columns]
-        if missing:
-            raise CrossmatchError(reference, f"columns {missing} not in the reference ({ref.columns})")
-        if id_column and id_column not in ref.columns:
-            raise CrossmatchError(reference, f"id column {id_column!r} not in the reference ({ref.columns})")
-        ids = id_column or _find(ref.columns, _ID_NAMES)
-        table = {c: ref[c].to_numpy()[ref_rows] for c in columns}
-        table["_id"] = (ref[ids].cast(pl.String).to_numpy() if ids else np.arange(ref.height).astype(str))[ref_rows]
-        info["id_column"] = ids or "(row number)"
-        if ref_error_column is not None and ref_error_column not in ref.columns:
-            raise CrossmatchError(reference, f"error column {ref_error_column!r} not in the reference ({ref.columns})")
-        ref_sigma = (_reference_sigma(ref[ref_error_column].to_numpy()[ref_rows], reference, ref_error_column)
-                     if ref_error_column else np.zeros(len(ref_rows)))
-        table["_ref_error"] = ref[ref_error_column].to_numpy()[ref_rows] if ref_error_column else np.zeros(len(ref_rows))
-        ref_error_key = "_ref_error"
-        astropy_limit = None if max_sigma is None else (lambda i_src, i_ref: limit_of(i_src, ref_sigma[i_ref]))
-        lsdb_limit = None if max_sigma is None else (lambda i_src, cols: limit_of(i_src, ref_sigma[cols["_ref_row"]]))
-
-        if use_lsdb:  # partitioned once: the real matching and the four shifted ones share it
-            require("--method lsdb", "lsdb")
-            import lsdb
-            import pandas as pd
-
-            right = lsdb.from_dataframe(pd.DataFrame({"_ref_row": np.arange(len(ref_ra)), "ra": ref_ra, "dec": ref_dec}),
-                                        ra_column="ra", dec_column="dec", catalog_name="reference",
-                                        margin_threshold=max(radius_arcsec * 1.1, 5.0))
-
-        def match(a, d):
-            if use_lsdb:
-                pick, best, count, cols = match_lsdb(a, d, right, radius_arcsec, ["_ref_row"], dask_address, lsdb_limit)
-                nearest = np.where(pick >= 0, cols["_ref_row"][np.clip(pick, 0, None)] if len(pick) and len(cols["_ref_row"]) else -1, -1)
-            else:
-                nearest, best, count = match_astropy(a, d, ref_ra, ref_dec, radius_arcsec, astropy_limit)
-            return nearest, best, count, table
-        ids = "_id"
-    pick, sep, count, values = match(ra, dec)
-    has = pick >= 0
-    prefix = f"xmatch_{name}"
-    data = {"source_id": ok["source_id"].to_list()}
-
-    def nearest_of(array):
-        return [array[i] if i >= 0 else None for i in pick] if len(array) else [None] * len(pick)
-
-    data[f"{prefix}_id"] = [None if v is None else str(v) for v in nearest_of(values[ids])]
-    data[f"{prefix}_sep_arcsec"] = np.where(has, sep, np.nan)
-    picked_error = (np.array([np.nan if v is None else v for v in nearest_of(values[ref_error_key])], dtype="f8")
-                    if ref_error_key else np.zeros(len(pick)))
-    picked_ref_sigma = _reference_sigma(picked_error, reference, ref_error_column or "")
-    data[f"{prefix}_sep_sigma"] = np.where(has, sep, np.nan) / np.hypot(sigma, picked_ref_sigma)
-    data[f"{prefix}_n"] = count
-    for column in columns:
-        data[f"{prefix}_{column}"] = nearest_of(values[column])
-    out = pl.DataFrame(data, strict=False).with_columns(pl.col(f"{prefix}_sep_arcsec", f"{prefix}_sep_sigma").fill_nan(None))
-    matched = float(has.mean()) if len(has) else 0.0
+    limit = None if max_sigma is None else limit_of
+    matcher = (_hats_matcher(reference, radius_arcsec, columns, id_column, ref_error_column, dask_address, limit) if hats
+               else _table_matcher(reference, radius_arcsec, columns, ra_column, dec_column, id_column, ref_error_column,
+                                   use_lsdb, dask_address, limit))
+    matched = matcher.match(ra, dec)
+    out = _set_frame(set_name, ok["source_id"].to_list(), sigma, matched, matcher, columns, reference, ref_error_column)
+    has = matched[0] >= 0
     metrics = {"matched": int(has.sum()), "sources": len(has), "sources_with_pos_err": int(np.isfinite(sigma).sum()),
-               "reference": info} | spurious_rate(match, ra, dec, matched)
+               "reference": matcher.info} | spurious_rate(matcher.match, ra, dec, float(has.mean()) if len(has) else 0.0)
     return write_feature_set(store, set_name, out, lineage, metrics=metrics)
 
 

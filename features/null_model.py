@@ -28,22 +28,16 @@ Shape legend: P = points of a batch, K = bands, N = light curves.
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 import warnings
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from common.errors import UserError
-from common.lifeline import pid_alive
-from common.location import is_url
-from etl.ingestor import Ingestor
 from etl.lightcurve import FRACEXP_MIN, POINT_COLUMNS
 from etl.poisson import aperture_background, exposure, gehrels_errors, net_counts, net_rate
 from etl.store import LightCurveBatch, LightCurveStore, open_store
+from etl.subset import build_once, derive_store
 
 #: Null light curves of a calibration, by default.
 N_NULL = 50_000
@@ -52,7 +46,6 @@ JITTER_DEX = 0.5
 CALIBRATION_DIR = "calibration"
 #: Bump when the simulation changes (part of every calibrated set's lineage).
 NULL_MODEL_VERSION = 1
-_DONE = "complete"
 
 
 class NullModelError(UserError, ValueError):
@@ -166,77 +159,26 @@ def build_null_store(store: LightCurveStore, key: str, n: int = N_NULL, seed: in
     url = null_store_url(store, key)
     if store.ok_sources().height == 0:
         raise NullModelError(f"{store.url}: no ok sources to draw null templates from")
-    if is_url(url):
-        return _build_remote(store, url, n, seed, batch_size, progress)
-    root = Path(url)
-    _remove_dead_side_folders(root)
-    if (root / _DONE).exists():
-        return open_store(url)
-    if root.exists():
-        shutil.rmtree(root)  # a build from before side folders, interrupted: no marker
-    side = root.with_name(f"{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        _simulate_into(store, str(side), n, seed, batch_size, progress)
-        (side / _DONE).write_text(f"{n} constant sources, seed {seed}, null model v{NULL_MODEL_VERSION}\n")
-        try:
-            os.rename(side, root)
-        except OSError:  # another build put it in place first (same key: the same simulation)
-            if not (root / _DONE).exists():
-                raise
-    finally:
-        shutil.rmtree(side, ignore_errors=True)
-    return open_store(url)
-
-
-def _build_remote(store: LightCurveStore, url: str, n: int, seed: int, batch_size: int, progress: bool) -> LightCurveStore:
-    """On object storage (no renames): written in place, complete once its marker object exists.
-
-    The store's feature-build lock is held by the caller, so no other build writes there; a
-    killed build leaves no marker, and its objects are removed by the next one.
-    """
-    from common.location import filesystem, join
-
-    fs, path, _ = filesystem(url, store.storage_options)
-    marker = join(path, _DONE)
-    if not fs.exists(marker):
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-        _simulate_into(store, url, n, seed, batch_size, progress)
-        with fs.open(marker, "wb") as fh:
-            fh.write(f"{n} constant sources, seed {seed}, null model v{NULL_MODEL_VERSION}\n".encode())
-    return open_store(url, storage_options=store.storage_options)
+    build_once(url, lambda target: _simulate_into(store, target, n, seed, batch_size, progress),
+               f"{n} constant sources, seed {seed}, null model v{NULL_MODEL_VERSION}", store.storage_options)
+    return open_store(url, storage_options=store.storage_options or None)
 
 
 def _simulate_into(store: LightCurveStore, target: str, n: int, seed: int, batch_size: int, progress: bool) -> None:
     """Write ``n`` simulated constants drawn on ``store``'s ok sources as a new store at ``target``."""
-    ok = store.ok_sources()
     rng = np.random.default_rng(seed)
-    picks = np.sort(rng.integers(0, ok.height, n))  # sorted: templates read in store order
-    ingestor = Ingestor(target, fracexp_min=float(store.attrs.get("fracexp_min", FRACEXP_MIN)),
-                        storage_options=store.storage_options or None, flush_seconds=1e9,
-                        binning=store.attrs.get("binning", "none"))
+    picks = np.sort(rng.integers(0, len(store), n))  # sorted: templates read in store order
     copied = ("ra", "dec", "e_min", "e_max", "flavour", "t_start", "t_stop", "mjdref", "timesys", "mjd_start", "mjd_stop")
 
-    def simulate(templates: pl.DataFrame, batch: LightCurveBatch):  # one thread: the rng's draws stay in order
-        return templates, batch.lengths, simulate_constants(batch, rng)
-
-    done = 0
-    for templates, lengths, columns in store.map_batches(simulate, tuple(POINT_COLUMNS), batch_size, rows=picks,
-                                                         progress=progress, desc="null sources"):
+    def rows_of(templates: pl.DataFrame, lengths: np.ndarray, done: int) -> list[dict]:
         rows = []
         for j, row in enumerate(templates.select("source_id", *copied).iter_rows(named=True)):
             name = f"null{done + j:07d}"
             rows.append({k: row[k] for k in copied} | {"file": name, "source_id": name, "object": row["source_id"],
                                                        "content_hash": f"{seed}:{done + j}", "file_size": 0,
                                                        "n_rows_file": int(lengths[j])})
-        ingestor.add_lightcurves(rows, columns, lengths)
-        done += len(rows)
-    ingestor.commit()
+        return rows
 
-
-def _remove_dead_side_folders(root: Path) -> None:
-    """Side folders of builds whose process is gone (killed mid-build)."""
-    for entry in root.parent.glob(f"{root.name}.partial-*-*") if root.parent.is_dir() else ():
-        pid = entry.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(entry, ignore_errors=True)
+    # one thread (derive_store's): the generator's draws stay in pick order
+    derive_store(store, picks, target, lambda batch: simulate_constants(batch, rng), rows_of, batch_size, progress,
+                 "null sources")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,10 +27,10 @@ import threading
 import time
 from pathlib import Path
 
-from common.extras import require
+from common.extras import check_installed
 
 # Before anything that imports them: run as a command, a missing extra is one line and exit 2.
-require("python -m flows.demo", "prefect", "torch", "h5py", "lsdb", exit_now=__name__ == "__main__")
+check_installed("python -m flows.demo", "prefect", "torch", "h5py", "lsdb", exit_now=__name__ == "__main__")
 
 import polars as pl  # noqa: E402
 
@@ -40,6 +41,8 @@ from flows.serve import DEFAULT_API, _toml_api_url  # noqa: E402
 from training.config import read_toml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+#: A flow run's progress line in the serving process's output: "... | Flow run 'name' - <what>: n/N ... ETA h:mm:ss".
+PROGRESS_LINE = re.compile(r"\| (?:Flow|Task) run '[^']+' - (.+ETA \d+:\d\d:\d\d.*)$")
 
 
 class DemoError(UserError):
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                 fh.flush()
                 if line.startswith(("starting a Prefect server", "serving ", "stopping", "error")):
                     print(f"[serve] {line.rstrip()}", flush=True)
+                progress = PROGRESS_LINE.search(line)
+                if progress:  # the flow runs' progress lines (ETA), as the Prefect UI shows them
+                    print(f"    {progress[1]}", flush=True)
                 if line.startswith("serving "):
                     ready.set()
 
@@ -130,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nten most significant variable or anomalous sources with no counterpart within 15 arcsec (new):")
         print(new)
     print(f"\nrun directory: {run_dir}   (plots in training_plots/, scores in scores_test.parquet)")
+    print(f"next, browse, inspect and label the sources: python -m explorer --store {store}")
     return 0
 
 

@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from common.location import filesystem
 from common.pool import in_order
+from common.progress import forward_to
 from etl.ingest import BATCH_SIZE, check_options, ingest
 from etl.ingestor import IngestSummary
 from etl.lightcurve import FRACEXP_MIN
@@ -119,7 +120,7 @@ def ingest_fits(
         logger.info("batch done: %d files seen, %d ingested, %d unchanged, %d rejected",
                     summary.discovered, summary.ingested, summary.unchanged, summary.rejected)
 
-    with make_task_runner(task_runner, workers, dask_address) as runner:
+    with make_task_runner(task_runner, workers, dask_address) as runner, forward_to(logger):
         summary = ingest(archive, store, batch_size=batch_size, fracexp_min=fracexp_min, progress=False,
                          storage_options=storage_options, on_batch=progress, binning=bin,
                          batch_runner=prefect_batch_runner(runner, in_flight=2 * workers))

@@ -11,8 +11,8 @@ One flow chains what the project already does, each step a Prefect task over one
 2. **features**: ``variability``, ``poisson_variability`` and ``morphology``, calibrated on the
    store's simulated constant sources;
 3. **train** the discovery model (``configs/discovery.toml``) on a sample of ``train_sample``
-   sources drawn with a fixed seed (the whole store when it is smaller); the sample's ids are
-   written beside the model (``train_sample.parquet``);
+   sources drawn with a fixed seed (the whole store when it is smaller), copied into a store of
+   its own beside the model (``STORE/models/discovery-*/sample.zarr``: the record of what it saw);
 4. **model sets** for every source: ``vae_latent``, ``vae_anomaly`` and ``discovery``;
 5. **hats**: the catalogue and its sets as a HATS catalogue for LSDB (``STORE/hats``);
 6. **crossmatch** against ``reference``, when one is given (``xmatch_<name>``).
@@ -38,10 +38,10 @@ import os
 import sys
 from pathlib import Path
 
-from common.extras import require
+from common.extras import check_installed
 
 # Before Prefect is imported: run as a command, a missing extra is one line and exit 2.
-require("python -m flows.survey", "prefect", "torch", "h5py", "lsdb", exit_now=__name__ == "__main__")
+check_installed("python -m flows.survey", "prefect", "torch", "h5py", "lsdb", exit_now=__name__ == "__main__")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
@@ -154,33 +154,29 @@ def features_step(log: RunLog, store: str, n_null: int | None, seed: int, task_r
 
 
 @task(name="survey-train", cache_policy=NO_CACHE)
-def train_step(log: RunLog, values: dict) -> str:
-    """Train the discovery model on the seeded sample, resume it, or find it done (:func:`training.fit.fit_once`)."""
+def train_step(log: RunLog, store: str, values: dict, train_sample: int, seed: int, progress: bool) -> str:
+    """Train the discovery model on the seeded sample, resume it, or find it done (:func:`training.fit.fit_once`).
+
+    The sample is copied into its own store beside the model (``sample.zarr``, built once): its
+    light curves back to back, so an epoch reads a compact store whatever the archive's size, and
+    the sample the model saw stays on record.
+    """
+    from etl.store import open_store
+    from etl.subset import build_once, derive_store, sample_positions
     from training.config import config_from_values
     from training.fit import fit_once
 
     with log.step("train") as step:
-        cfg = config_from_values(values).validate()
+        sample = str(Path(values["run_dir"]) / "sample.zarr")
+        opened = open_store(store)
+        picks = sample_positions(opened, train_sample, seed)
+        built = build_once(sample, lambda target: derive_store(opened, picks, target, progress=progress, desc="training sample"),
+                           f"{len(picks)} sources of {store}, seed {seed}")
+        cfg = config_from_values(values | {"store": sample, "limit": 0}).validate()
         checkpoint, trained, info = fit_once(cfg)
-        write_sample(cfg)
-        step.did_work = trained
-        step.detail.update(run_dir=cfg.run_dir, checkpoint=checkpoint, limit=cfg.limit, seed=cfg.seed, **info)
+        step.did_work = trained or built
+        step.detail.update(run_dir=cfg.run_dir, checkpoint=checkpoint, sample=sample, sample_sources=len(picks), seed=seed, **info)
     return checkpoint
-
-
-def write_sample(cfg) -> Path:
-    """``train_sample.parquet`` beside the model: the ids (and split) of the sources it trained on."""
-    import polars as pl
-
-    from etl.store import open_store
-    from training.data import select_splits
-
-    path = Path(cfg.run_dir) / "train_sample.parquet"
-    if not path.is_file():
-        splits = select_splits(open_store(cfg.store).catalog().collect(), cfg.limit, cfg.seed, cfg.min_len)
-        frame = pl.concat([pl.DataFrame({"source_id": list(splits[name].source_ids), "split": name}) for name in ("train", "val", "test")])
-        frame.write_parquet(path)
-    return path
 
 
 @task(name="survey-model-sets", cache_policy=NO_CACHE)
@@ -283,7 +279,7 @@ def survey(archive: str, store: str, train_sample: int = 100_000, reference: str
     with forward_to(logger):
         ingest_step(log, archive, store, binning, task_runner, workers, dask_address, rehash, progress)
         features_step(log, store, n_null, seed, task_runner, workers, dask_address, progress)
-        checkpoint = train_step(log, values)
+        checkpoint = train_step(log, store, values, train_sample, seed, progress)
         model_sets_step(log, store, checkpoint, n_null, seed, task_runner, workers, dask_address, progress)
         if reference:
             crossmatch_step(log, store, reference, radius)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
+
+from common.progress import forward_to
 
 
 @task(name="fit-gru-vae")
 def fit_task(values: dict) -> dict:
-    """Train with a config built from ``values`` (TrainConfig keys), resuming when asked."""
+    """Train with a config built from ``values`` (TrainConfig keys), resuming when asked; epochs and ETA in the run's log."""
     from training.config import config_from_values
     from training.fit import Trainer, resolve_config
 
     cfg, resume_from = resolve_config(config_from_values(values), lambda saved: config_from_values({**saved, **values}))
-    return Trainer(cfg, resume_from).fit()
+    with forward_to(get_run_logger()):
+        return Trainer(cfg, resume_from).fit()
 
 
 @flow(name="train-vae", log_prints=True)

@@ -58,7 +58,7 @@ class TrainConfig:
                              "(needs condition band_mean)")
     max_len: int = _knob(512, "cap on time steps per light curve (the seed cut at 20); longer ones are cut")
     min_len: int = _knob(2, "sources with fewer points are left out")
-    limit: int = _knob(0, "train on a seeded random sample of this many sources (0: all; the seed used 16384)")
+    limit: int = _knob(0, "train on a seeded random sample of this many sources (0: all)")
     seed: int = _knob(0, "seed of sampling, shuffling and initialisation")
     num_workers: int = _knob(0, "DataLoader worker processes (spawned)")
     device: str = _knob("auto", "'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1'")

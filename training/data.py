@@ -345,11 +345,13 @@ class BucketedLightCurves(IterableDataset):
         self.storage_options = storage_options
         self.poisson, self.time_inputs, self.band_scale = poisson, time_inputs, band_scale
         self.epoch = 0
+        self._batches: tuple[int, list[np.ndarray]] | None = None  # (epoch, this rank's batches)
         self._store: LightCurveStore | None = store  # an opened store to share in this process (not pickled)
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_store"] = None  # each worker opens its own
+        state["_batches"] = None
         return state
 
     def set_epoch(self, epoch: int) -> None:
@@ -357,9 +359,11 @@ class BucketedLightCurves(IterableDataset):
         self.epoch = epoch
 
     def rank_batches(self) -> list[np.ndarray]:
-        """This rank's batches of the current epoch (all workers)."""
-        batches = make_batches(self.capped, self.batch_size, self.epoch, self.seed, self.shuffle, self.world_size)
-        return batches[self.rank :: self.world_size]
+        """This rank's batches of the current epoch (all workers); made once per epoch."""
+        if self._batches is None or self._batches[0] != self.epoch:
+            batches = make_batches(self.capped, self.batch_size, self.epoch, self.seed, self.shuffle, self.world_size)
+            self._batches = (self.epoch, batches[self.rank :: self.world_size])
+        return self._batches[1]
 
     def __len__(self) -> int:
         return len(self.rank_batches())

@@ -31,8 +31,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from common import cli
-from common.progress import bar as progress_bar
 from common.errors import UserError
+from common.progress import bar as progress_bar
 from etl.lightcurve import band_labels
 from etl.store import open_store
 from training import plots
@@ -347,7 +347,7 @@ class Trainer:
         return summary
 
 
-def resolve(argv: list[str]) -> tuple[TrainConfig, str | None]:
+def config_from_argv(argv: list[str]) -> tuple[TrainConfig, str | None]:
     """Config from the flags; with ``--resume``, the checkpoint's config overridden by the flags."""
     return resolve_config(load_config(argv), lambda saved: load_config(argv, base=saved))
 
@@ -394,7 +394,7 @@ def fit_once(cfg: TrainConfig) -> tuple[str, bool, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    cfg, resume_from = resolve(argv)
+    cfg, resume_from = config_from_argv(argv)
     summary = Trainer(cfg, resume_from).fit()
     if int(os.environ.get("RANK", "0")) == 0:
         lines = [f"done: {summary['epochs']} epochs, best validation loss {summary['best_val_loss']:.4g}"]

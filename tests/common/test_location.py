@@ -28,7 +28,7 @@ def test_resolve():
 
 
 def test_a_file_url_store_ingests_reads_and_builds_features(rebinned_archive, tmp_path):
-    """``--store file:///...`` failed with FileNotFoundError and left a ``file:`` folder in the working directory."""
+    """``--store file:///...`` is the local path it names: ingest, reads and feature builds work, no ``file:`` folder appears."""
     url = (tmp_path / "x" / "store").as_uri()
     work = tmp_path / "work"
     work.mkdir()

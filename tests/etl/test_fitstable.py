@@ -90,7 +90,7 @@ def _astropy_columns(path):
 
 @pytest.mark.parametrize("keyword, value", [("TSCAL", 2.0), ("TZERO", 5.0), ("TSCAL", 0.5)])
 def test_tscal_tzero_on_real_file_match_astropy(tmp_path, real_files, keyword, value):
-    """TSCAL3 = 2.0 on COUNTS once sent a real file to a path that shuffled every column."""
+    """TSCAL/TZERO on a real file's columns are applied as astropy applies them, every other column untouched."""
     raw = gzip.decompress(real_files[2].read_bytes())
     _, header, _ = fitstable.find_extension(raw, "RATE")
     index = next(i for i in range(1, header["TFIELDS"] + 1) if header[f"TTYPE{i}"].strip() == "COUNTS")
@@ -134,7 +134,7 @@ def test_truncated_table_is_unreadable(tmp_path, real_files):
 
 
 def test_header_is_a_mapping_of_every_card():
-    """A fresh Header's ``.values()`` was [] (a dict subclass that parsed lazily)."""
+    """A Header is a Mapping of every card: keys, values and items agree from the first call."""
     header = fitstable.Header({"NAXIS": "                   2 / axes", "OBJECT": "'00002   '", "FLAG": "T"})
     assert list(header.values()) == [2, "00002", True]
     assert dict(header) == {"NAXIS": 2, "OBJECT": "00002", "FLAG": True}

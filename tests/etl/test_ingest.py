@@ -251,8 +251,8 @@ def _dr1_archive(root: Path, n: int = 300) -> pl.DataFrame:
 
 
 def test_dr1_ids_are_unique_and_do_not_depend_on_folder_or_order(tmp_path):
-    """OBJECT is the running number in a sky tile ('00002' in every tile): ids were OBJECT, then OBJECT@stem
-    in order of discovery, so the same archive in two folders got different ids."""
+    """OBJECT is the running number in a sky tile ('00002' in every tile): ids come from the file name's tile
+    and number, unique, and the same whatever folder holds the archive or in which order files are found."""
     truth = _dr1_archive(tmp_path / "a")
     assert truth["object"].n_unique() < truth.height / 10  # OBJECT repeats across tiles
     ingest(tmp_path / "a", tmp_path / "s1", progress=False)
@@ -292,7 +292,7 @@ def test_two_files_of_one_source_get_ids_by_name_not_by_folder(tmp_path):
 
 
 def test_a_store_from_before_name_ids_keeps_its_ids(tmp_path):
-    """Schema 2 stores made ids from OBJECT: after the upgrade they keep doing so, nothing committed changes."""
+    """A schema 2 store (ids from OBJECT) keeps making ids that way after the upgrade: nothing committed changes."""
     import zarr
 
     _dr1_archive(tmp_path / "a", 40)

@@ -209,7 +209,7 @@ DR1 = Path(__file__).resolve().parents[1] / "data" / "em01_080156_020_LightCurve
 
 
 def test_dr1_errors_come_from_the_estimated_columns():
-    """DR1 files carry RATE_ERR and RATE_ESTPOSERR/RATE_ESTNEGERR; the estimated ones were ignored."""
+    """DR1 files carry RATE_ERR and RATE_ESTPOSERR/RATE_ESTNEGERR: the estimated ones come first, RATE_ERR and Gehrels' after."""
     from astropy.io import fits
 
     lc = read_lightcurve(DR1)

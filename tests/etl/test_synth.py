@@ -31,7 +31,7 @@ def test_cli_writes_files_and_truth(tmp_path, capsys):
 
 
 def test_only_bad_files(tmp_path, capsys):
-    """--n 0 --bad 11 wrote the bad files, then failed in write_reference with a traceback."""
+    """--n 0 --bad 11 writes only bad files, an empty reference catalogue and the truth table."""
     assert cli.run(main, [str(tmp_path), "--n", "0", "--bad", "11", "--quiet"]) == 0
     assert len(list(tmp_path.glob("*.fits*"))) == 11 and "wrote 11 files" in capsys.readouterr().out
     assert pl.read_parquet(tmp_path / "reference.parquet").height == 0

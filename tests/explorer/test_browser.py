@@ -217,7 +217,9 @@ def test_bad_store_is_a_clear_error(tmp_path):
         assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr, r.stderr
 
 
-def test_other_host_warns(explorer_store, tmp_path):
+def test_other_host_warns(tmp_path):
+    """Another host than loopback warns before anything else happens (here the store is missing: exit 2 after it)."""
     r = subprocess.run([sys.executable, "-m", "explorer", "--store", str(tmp_path / "missing"), "--host", "0.0.0.0"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert "warning: binding 0.0.0.0" in r.stderr
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and lines[0].startswith("warning: binding 0.0.0.0") and lines[-1].startswith("error: "), r.stderr

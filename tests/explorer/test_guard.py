@@ -26,7 +26,7 @@ def _render(pathname) -> dict:
 
 
 def test_paths_outside_the_libraries_are_not_found(client, caplog):
-    """GET /_dash-component-suites/../../../../etc/passwd answered 500 with a traceback in the log."""
+    """GET /_dash-component-suites/../../../../etc/passwd is 404, with no traceback in the log."""
     with caplog.at_level(logging.ERROR):
         for path in ("/_dash-component-suites/../../../../etc/passwd", "/_dash-component-suites/dash/../../../../etc/passwd",
                      "/_dash-component-suites/no_such_library/x.js"):
@@ -37,7 +37,7 @@ def test_paths_outside_the_libraries_are_not_found(client, caplog):
 
 
 def test_forged_callbacks_are_bad_requests(client, caplog):
-    """A forged /_dash-update-component whose pathname is a number or an object answered 500."""
+    """A forged /_dash-update-component whose pathname is a number or an object is 400."""
     with caplog.at_level(logging.ERROR):
         for value in (5, {"a": 1}, ["/"], True):
             assert client.post("/_dash-update-component", json=_render(value)).status_code == 400, value

@@ -118,7 +118,7 @@ def test_join_of_three_sets_on_many_sources_is_fast(tmp_path):
 
 
 def test_sets_read_from_another_working_directory(tmp_path, monkeypatch):
-    """A set built with a relative --store was unreadable from another folder."""
+    """A set built with a relative --store reads from any working folder."""
     import subprocess
     import sys
     from pathlib import Path
@@ -158,7 +158,7 @@ def _write_versions(store: str, tag: str, n: int) -> None:
 
 
 def test_two_writers_at_once_lose_no_version(store):
-    """Two processes writing 150 versions each once listed 258 versions, one with another's data."""
+    """Two processes writing 150 versions each: 300 versions, each with its own data."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")

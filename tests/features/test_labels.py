@@ -112,8 +112,7 @@ def test_csv_import(store, tmp_path):
 
 
 def test_csv_import_refuses_bad_rows_with_their_line(store, tmp_path):
-    """Non-UTF-8 bytes and ragged rows were refused without a line number, a non-ISO time was stored,
-    an empty label said "unknown label 'None'"."""
+    """Non-UTF-8 bytes, ragged rows, a non-ISO time, an empty label, a field past csv's limit: refused with the line."""
     a, b = store.source_ids[:2]
     log = LabelLog(tmp_path / "l.jsonl", set(store.source_ids))
     cases = {

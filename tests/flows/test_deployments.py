@@ -139,7 +139,7 @@ def test_sigterm_while_serving_stops_cleanly(tmp_path, delay):
 
 
 def test_killed_serve_takes_its_server_along(tmp_path):
-    """Kill -9 of flows.serve left the Prefect server it started on the port."""
+    """Kill -9 of flows.serve takes the Prefect server it started along: the port is free again."""
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = dict(os.environ)

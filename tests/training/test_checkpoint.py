@@ -88,7 +88,7 @@ def _flip_bit(path, dataset: str, byte: int = 1, bit: int = 6):
 
 @pytest.mark.parametrize("dataset", ["model/head.weight", "optimizer/state/0/exp_avg", "rng/torch_cpu"])
 def test_a_flipped_bit_is_refused(tmp_path, dataset):
-    """One flipped bit turned a weight into 3.85e37 and the checkpoint was used."""
+    """One flipped bit in a checkpoint fails its checksum: refused with the dataset's name."""
     model, opt = trained()
     path = save_checkpoint(tmp_path / "c.h5", model, opt, {"lr": 1e-3}, epoch=1, step=3, best_val=1.0)
     load_checkpoint(path)

@@ -59,7 +59,7 @@ def test_chi2_loss_needs_rate_targets():
 
 
 def test_help_lists_every_field_with_its_doc():
-    """--help printed "unknown option --help" and exited 2."""
+    """--help lists every field, one spelling each, with its doc and default."""
     import subprocess
     import sys
     from pathlib import Path
@@ -92,7 +92,7 @@ def test_flag_spellings_and_precedence(tmp_path):
     (["--store", "x", "--dropout", "nan"], "dropout must be"),
 ])
 def test_nan_values_are_refused(argv, message):
-    """--lr nan ended in a torch traceback."""
+    """NaN and infinite values are refused with exit 2 and the key's name."""
     with pytest.raises(ConfigError, match=message):
         load_config(argv).validate()
 

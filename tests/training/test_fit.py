@@ -63,7 +63,8 @@ def test_evaluate_cli(train_store, tmp_path):
     run = tmp_path / "run"
     assert cli.run(fit.main, ["--store", train_store, "--epochs", "1", "--run-dir", str(run), "--wandb-mode", "disabled", "--no-evaluate",
                      "--loss", "chi2", *QUICK]) == 0
-    assert all(r["train_loss"] > 0 for r in metrics(run))
+    rows = metrics(run)
+    assert len(rows) == 1 and rows[0]["train_loss"] > 0
     out = tmp_path / "all.parquet"
     assert cli.run(evaluate_main, ["--checkpoint", str(run / "checkpoints" / "best.h5"), "--split", "all", "--out", str(out), "--top", "4"]) == 0
     scores = pl.read_parquet(out)
@@ -121,7 +122,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(train_store, tmp_path, ca
 
     ckpt = load_checkpoint(run / "checkpoints" / "last.h5")
     assert ckpt.epoch >= 1
-    assert all(torch.isfinite(t).all() for t in ckpt.model_state.values())
+    assert len(ckpt.model_state) > 10 and all(torch.isfinite(t).all() for t in ckpt.model_state.values())
 
 
 def _fit_cmd(store, run, epochs):
@@ -197,7 +198,7 @@ def test_resume_writes_where_it_points(train_store, tmp_path):
 
 
 def test_damaged_checkpoint_is_refused_by_evaluate_and_resume(train_store, tmp_path, capsys):
-    """A flipped bit in a weight went unnoticed by training.evaluate and --resume."""
+    """A flipped bit in a weight: training.evaluate and --resume refuse the checkpoint."""
     from tests.training.test_checkpoint import _flip_bit
 
     run = tmp_path / "run"

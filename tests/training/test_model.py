@@ -14,7 +14,11 @@ def test_shapes_and_positive_output():
     recon, mu, logvar = model(x, torch.tensor([11, 9, 5, 3, 1]))
     assert recon.shape == (5, 11, 3) and mu.shape == (5, 40) and logvar.shape == (5, 40)
     assert (recon > 0).all()
-    assert sum(p.numel() for p in model.parameters()) > 0
+    # the seed's architecture, counted: 2-layer GRUs of 64 (9 inputs -> encoder, 40 latents -> decoder),
+    # mu and logvar heads, the latent's projection to both decoder layers' initial states, the rate head
+    gru = lambda i, h: 3 * h * (i + h) + 6 * h  # noqa: E731 - weights and both biases of one nn.GRU layer
+    expected = (gru(9, 64) + gru(64, 64)) + 2 * (64 * 40 + 40) + (40 * 128 + 128) + (gru(40, 64) + gru(64, 64)) + (64 * 3 + 3)
+    assert sum(p.numel() for p in model.parameters()) == expected
 
 
 def test_encoding_ignores_padding():

@@ -26,7 +26,7 @@ def sample_model(train_store, tmp_path_factory):
 
 
 def test_a_model_trained_on_a_sample_scores_every_source(train_store, sample_model, monkeypatch):
-    """--limit N once gave vae_latent / vae_anomaly rows for N random sources, and the null table N constants."""
+    """A model trained on a --limit N sample scores every ok source, and the null table uses every constant."""
     import training.plots
 
     def no_figures(*args, **kwargs):
@@ -106,7 +106,8 @@ def test_discovery_set_build_reuse_and_versions(rare_store, tmp_path):
     check = frame.join(poisson, on="source_id").with_columns(
         expect=pl.min_horizontal(-pl.col("variable_fpp").fill_null(1.0).log10(), -pl.col("surprise_fpp_b1").log10()))
     np.testing.assert_allclose(check["discovery_score"], check["expect"], rtol=1e-9, atol=1e-12)
-    assert all(not created for _, created in build_model_features(rare_store, ckpt, progress=False, n_null=2000))  # reused
+    again = build_model_features(rare_store, ckpt, progress=False, n_null=2000)
+    assert [(m["name"], m["version"], created) for m, created in again] == [(m["name"], m["version"], False) for m, _ in results]
     # a seed-style model has no band to hide: vae sets only, and a message
     seed_run = tmp_path / "seed"
     assert cli.run(fit, ["--store", rare_store, "--epochs", "1", "--run-dir", str(seed_run), *QUICK]) == 0
