@@ -77,7 +77,7 @@ def browser_timings(store: Path, source_id: str, repeat: int) -> dict[str, float
     from selenium import webdriver
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
-    from test_browser import Server, plot_traces, wait
+    from test_browser import NEXT_PAGE, ROW_LINK, Server, plot_traces, wait
 
     server = Server(str(store), store.parent / "server.log")
     t = time.perf_counter()
@@ -93,12 +93,12 @@ def browser_timings(store: Path, source_id: str, repeat: int) -> dict[str, float
         for _ in range(repeat):
             t = time.perf_counter()
             driver.get(server.url + "/")
-            wait(driver, EC.presence_of_element_located((By.CSS_SELECTOR, "#candidates td a")), 120)
+            wait(driver, EC.presence_of_element_located((By.CSS_SELECTOR, ROW_LINK)), 120)
             first.append(time.perf_counter() - t)
-            top = driver.find_element(By.CSS_SELECTOR, "#candidates td a").text
+            top = driver.find_element(By.CSS_SELECTOR, ROW_LINK).text
             t = time.perf_counter()
-            driver.find_element(By.CSS_SELECTOR, "button.next-page").click()
-            wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#candidates td a").text != top, 120)
+            driver.find_element(By.CSS_SELECTOR, NEXT_PAGE).click()
+            wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, ROW_LINK).text != top, 120)
             nxt.append(time.perf_counter() - t)
             t = time.perf_counter()
             driver.get(f"{server.url}/source/{source_id}")

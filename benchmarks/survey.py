@@ -43,6 +43,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common.meter import disk_use  # noqa: E402
 
 SYNTH = {"flavour": "dr1", "rare": 0.01, "layout": "tiles", "seed": 2026}
 FITSIO_COLUMNS = ["TIME", "RATE", "RATE_ERR", "FRACEXP"]
@@ -113,21 +114,10 @@ def run_survey(archive: Path, store: Path, args, log: Path) -> dict:
     return {"wall_s": time.perf_counter() - t, "tree_peak_rss_bytes": sampler.peak, "exit": status}
 
 
-def du(path: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 def disk(archive: Path, store: Path) -> dict[str, int]:
-    parts = {"archive": du(archive), "store, all": du(store), "points + catalog": du(store / "points") + du(store / "catalog.parquet"),
-             "feature sets": du(store / "features"), "simulated constants": du(store / "calibration"),
-             "models": du(store / "models"), "HATS export": du(store / "hats")}
+    parts = {"archive": disk_use(archive), "store, all": disk_use(store), "points + catalog": disk_use(store / "points") + disk_use(store / "catalog.parquet"),
+             "feature sets": disk_use(store / "features"), "simulated constants": disk_use(store / "calibration"),
+             "models": disk_use(store / "models"), "HATS export": disk_use(store / "hats")}
     return parts
 
 
@@ -167,7 +157,7 @@ def explorer_timings(store: Path, repeat: int = 3) -> dict:
     first, again, _ = timed(lambda: table.page(Query(score="variable_fpp")), repeat)
     out["ranking by variable_fpp, first page (first call)"] = first
     top = page[0]["source_id"][0]
-    del table
+    table = None  # the in-process copy goes before the server loads its own
     out |= browser_timings(store, top, repeat)
     return out
 

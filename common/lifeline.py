@@ -73,3 +73,41 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:  # someone else's, alive
         return True
     return True
+
+
+def _child_start(parent: int, queue) -> None:
+    """In the child: die with the parent, and send its progress lines back to it."""
+    import logging
+    import logging.handlers
+
+    from common.progress import LOGGER
+
+    die_with_parent(parent)
+    LOGGER.addHandler(logging.handlers.QueueHandler(queue))
+    LOGGER.setLevel(logging.INFO)
+    LOGGER.propagate = False
+
+
+def call_in_child(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a spawned child process that dies with this one; its result, or its exception.
+
+    For work whose memory should be given back when it ends (training: torch's allocator and the
+    data it read stay with the process). The child's progress lines (``lcvae.progress``) reach
+    this process's progress logger, so a flow's log shows them as if the work ran here.
+    """
+    import logging
+    import logging.handlers
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from common.progress import LOGGER
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    listener = logging.handlers.QueueListener(queue, *LOGGER.handlers, respect_handler_level=False)
+    listener.start()
+    try:
+        with ProcessPoolExecutor(1, mp_context=ctx, initializer=_child_start, initargs=(os.getpid(), queue)) as pool:
+            return pool.submit(fn, *args, **kwargs).result()
+    finally:
+        listener.stop()

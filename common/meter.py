@@ -117,3 +117,17 @@ class Meter:
         """The figures, as a JSON-ready dict."""
         return {"wall_s": round(self.wall_s, 3), "cpu_s": round(self.cpu_s, 3), "peak_rss_bytes": int(self.peak_rss),
                 "read_bytes": int(self.read_bytes), "write_bytes": int(self.write_bytes)}
+
+
+def disk_use(path: str | os.PathLike) -> int:
+    """Bytes of the files under ``path`` (links not followed; 0 for a URL or a path that is not there)."""
+    if "://" in str(path) or not os.path.exists(path):
+        return 0
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total

@@ -9,9 +9,10 @@
 
 Every step gets its wall and CPU time, the peak memory of the process tree and the bytes read
 and written (:class:`common.meter.Meter`), whether it did work or found its output current, and
-what it reports (``detail``). The file is rewritten atomically after every step, so a run killed
-in its fifth step still says what the first four did; a step that raised is recorded as failed
-with its error before the exception goes on. The previous runs' totals are kept in ``history``.
+what it reports (``detail``). The file is rewritten atomically when a step starts (status
+``running``) and ends, so a run killed in its fifth step still says what the first four did and
+which one it was in; a step that raised is recorded as failed with its error before the exception
+goes on. The previous runs' totals are kept in ``history``.
 """
 
 from __future__ import annotations
@@ -63,17 +64,19 @@ class RunLog:
         step = Step(name)
         started = _now()
         meter = Meter()
+        self.steps.append({"step": name, "status": "running", "started": started})  # what a killed run was doing
+        self.write()
         try:
             with meter:
                 yield step
         except BaseException as exc:
-            self.steps.append({"step": name, "status": "failed", "started": started, **meter.record(),
-                               "error": f"{type(exc).__name__}: {exc}", **step.detail})
+            self.steps[-1] = {"step": name, "status": "failed", "started": started, **meter.record(),
+                              "error": f"{type(exc).__name__}: {exc}", **step.detail}
             self.status = "failed"
             self.write()
             raise
         status = "done" if step.did_work else "current"
-        self.steps.append({"step": name, "status": status, "started": started, **meter.record(), **step.detail})
+        self.steps[-1] = {"step": name, "status": status, "started": started, **meter.record(), **step.detail}
         self.write()
 
     def skip(self, name: str, why: str) -> None:

@@ -73,6 +73,8 @@ class Ingestor:
         signed = self.catalog.filter(pl.col("file_mtime_ns").is_not_null() & pl.col("content_hash").is_not_null())
         self.signature_of = {f: (s, m) for f, s, m in signed.select("file", "file_size", "file_mtime_ns").iter_rows()}
         self.retimed: dict[str, int] = {}  # unchanged files whose recorded time is new
+        rejected = self.catalog.filter(pl.col("status") == STATUS_REJECTED)
+        self.reason_of = dict(zip(rejected["file"].to_list(), rejected["reason"].to_list()))
         # source id -> (file, content hash) of every ok row, committed or pending
         self.ids = {s: (f, h) for s, f, h in ok.select("source_id", "file", "content_hash").iter_rows()}
         self.id_of_file = dict(zip(ok["file"].to_list(), ok["source_id"].to_list()))
@@ -125,6 +127,10 @@ class Ingestor:
                 mtime = res.row.get("file_mtime_ns")
                 if mtime is not None and self.signature_of.get(res.file, (None, None))[1] != mtime:
                     self.retimed[res.file] = mtime
+                continue
+            if (res.status == STATUS_REJECTED and self.reason_of.get(res.file) == res.row.get("reason")
+                    and self.hash_of.get(res.file) == res.content_hash):
+                self.summary.unchanged += 1  # refused again for the same reason (a FIFO, a link loop): nothing new
                 continue
             self._release(res.file)
             row = res.row | {"ingested_at": now}

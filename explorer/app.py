@@ -17,13 +17,14 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 from astropy.coordinates import SkyCoord
-from dash import Dash, Input, Output, State, ctx, dash_table, dcc, html, no_update
+import dash_ag_grid as dag
+from dash import ClientsideFunction, Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from etl.lightcurve import band_labels, softest_band
 from explorer import figures
 from explorer.guard import guard
 from explorer.reconstruction import reconstruction
-from explorer.table import LABEL_STATES, CandidateTable, FilterError, Query
+from explorer.table import ASCENDING, LABEL_STATES, CandidateTable, FilterError, Query
 from features.active import ActiveRanker, feature_matrix
 from features.featurestore import get_feature_set
 from features.labels import LABELS, LabelError
@@ -31,6 +32,10 @@ from features.labels import LABELS, LabelError
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).with_name("assets")
 PAGE_SIZE = 25
+GRID_HEIGHT_PX = 26 * PAGE_SIZE + 30 + 32 + 60  # a page of rows, the header, the filters and the paging bar
+#: AG Grid's filter types -> the table's filter operators (terms of a filter_query)
+GRID_FILTERS = {"equals": "=", "notEqual": "!=", "lessThan": "<", "lessThanOrEqual": "<=", "greaterThan": ">",
+                "greaterThanOrEqual": ">=", "contains": "contains"}
 N_SIMILAR = 6
 KEYS = {"variable": "1", "interesting": "2", "artefact": "3", "known": "4", "boring": "5"}
 
@@ -103,21 +108,48 @@ def candidates_layout(ex: Explorer) -> html.Div:
             dcc.Download(id="download"),
         ]),
         html.Div(className="controls", children=[
-            html.Label(["filter on any column (same syntax as the filter row, terms joined by &&)",
+            html.Label(["filter on any column (terms joined by &&)",
                         dcc.Input(id="expr-filter", type="text", debounce=True, style={"width": "640px"},
                                   placeholder="{bexvar_fpp} < 0.001 && {abs_gal_b} > 20 && {net_counts_b2} >= 30")]),
         ]),
         html.Div(id="table-message", className="message"),
         html.Div(id="table-count", className="count"),
-        dash_table.DataTable(
-            id="candidates", page_action="custom", sort_action="custom", sort_mode="multi",
-            filter_action="custom", filter_query="", page_current=0, page_size=PAGE_SIZE, sort_by=[],
-            style_table={"overflowX": "auto"}, style_cell={"fontFamily": "monospace", "fontSize": "12px", "padding": "2px 6px"},
-            style_header={"fontWeight": "bold"}, markdown_options={"link_target": "_self"},
+        dcc.Store(id="grid-refresh"),
+        dag.AgGrid(
+            id="candidates", rowModelType="infinite", columnDefs=grid_columns(t, t.default_score()),
+            defaultColDef={"sortable": True, "resizable": True, "filter": True, "floatingFilter": True, "minWidth": 90},
+            dashGridOptions={"pagination": True, "paginationPageSize": PAGE_SIZE, "cacheBlockSize": PAGE_SIZE,
+                             "paginationPageSizeSelector": False, "maxBlocksInCache": 40, "rowBuffer": 0,
+                             "infiniteInitialRowCount": PAGE_SIZE, "multiSortKey": "ctrl", "animateRows": False,
+                             "suppressCellFocus": True, "rowHeight": 26, "headerHeight": 30, "floatingFiltersHeight": 32},
+            style={"height": f"{GRID_HEIGHT_PX}px"}, className="ag-theme-quartz",
         ),
-        html.P("Filter row: type e.g. > 100 under net_counts_b1, or <= 0.001 under variable_fpp; columns are "
-               "catalog and feature columns. Click a source id to open it.", className="hint"),
+        html.P("Column filters: a number filter under net_counts_b1 (greater than 100), under variable_fpp (less than or "
+               "equal 0.001), a text filter under source_id (contains J12); terms are joined with AND. Click a header to "
+               "rank by it (ctrl-click adds a second key). Click a source id to open it.", className="hint"),
     ])
+
+
+def grid_columns(table: CandidateTable, score: str | None) -> list[dict]:
+    """AG Grid column definitions of the columns the table shows for ``score`` (numbers as %.4g, ids as links)."""
+    schema = table.schema()
+    out = []
+    for c in table.columns(score):
+        dtype = schema.get(c, pl.String)
+        col = {"field": c, "headerName": c}
+        if c == "source_id":
+            col |= {"cellRenderer": "markdown", "filter": "agTextColumnFilter", "pinned": "left", "minWidth": 200}
+        elif dtype.is_numeric():  # typed into the filter row: at least (scores, counts), at most (FPPs)
+            col |= {"filter": "agNumberColumnFilter",
+                    "filterParams": {"defaultOption": "lessThanOrEqual" if ASCENDING.match(c) else "greaterThanOrEqual"}}
+            if dtype.is_float():
+                col["valueFormatter"] = {"function": "params.value == null ? '' : d3.format('.4~g')(params.value)"}
+        else:
+            col["filter"] = "agTextColumnFilter"
+        if c == score:
+            col["cellClass"] = "score"
+        out.append(col)
+    return out
 
 
 def fmt(v) -> str:
@@ -205,7 +237,16 @@ def build_app(ex: Explorer) -> Dash:
     app = Dash(__name__, assets_folder=str(ASSETS), title="eROSITA explorer", suppress_callback_exceptions=True,
                serve_locally=True, update_title=None)
     app.layout = html.Div([dcc.Location(id="url"), header(ex), html.Div(id="page")])
+    register_pages(app, ex)
+    register_candidates(app, ex)
+    register_source_view(app, ex)
+    register_navigation(app, ex)
+    guard(app)
+    return app
 
+
+def register_pages(app: Dash, ex: Explorer) -> None:
+    """The URL decides the view: ``/`` the candidates, ``/source/<id>`` one source (a message for an unknown one)."""
     @app.callback(Output("page", "children"), Input("url", "pathname"))
     def render(pathname):
         source_id = source_from_path(pathname)
@@ -214,55 +255,105 @@ def build_app(ex: Explorer) -> Dash:
         try:
             return source_layout(ex, source_id)
         except Exception as exc:  # noqa: BLE001 - a broken source shows a message, never a traceback page
-            log.exception("source view of %s", source_id)
+            log.warning("source view of %s: %s: %s", source_id, type(exc).__name__, exc)
             return html.Div(className="error", id="source-error", children=f"{source_id}: cannot show this source ({exc})")
 
-    @app.callback(Output("candidates", "data"), Output("candidates", "columns"), Output("candidates", "page_count"),
-                  Output("table-message", "children"), Output("table-count", "children"),
-                  Input("candidates", "page_current"), Input("candidates", "page_size"), Input("candidates", "sort_by"),
-                  Input("candidates", "filter_query"), Input("score", "value"), Input("label-state", "value"),
-                  Input("cone-apply", "n_clicks"), Input("expr-filter", "value"), State("cone-ra", "value"),
-                  State("cone-dec", "value"), State("cone-radius", "value"))
-    def page(page_current, page_size, sort_by, filter_query, score, label_state, _cone, expr, ra, dec, radius):
+
+def query_of(score, label_state, expr, ra, dec, radius, grid_request: dict | None = None) -> Query:
+    """The table's query for the candidate view's controls and the grid's sort and filter models.
+
+    One definition for the page of rows and for the export, so an export holds what the grid shows.
+
+    Raises
+    ------
+    FilterError
+        A filter the table cannot apply (unknown operator, OR of conditions, a cone that is not numbers).
+    """
+    request = grid_request or {}
+    start, stop = int(request.get("startRow") or 0), int(request.get("endRow") or PAGE_SIZE)
+    size = max(stop - start, 1)
+    sort_by = [{"column_id": s["colId"], "direction": s["sort"]} for s in request.get("sortModel") or []]
+    filters = grid_filter_query(request.get("filterModel") or {})
+    return Query(score=score, filter_query=joined(filters, expr), label_state=label_state or "any", sort_by=sort_by,
+                 page=start // size, page_size=size, cone=cone_of(ra, dec, radius))
+
+
+def grid_filter_query(model: dict) -> str:
+    """AG Grid's filter model as the table's filter_query (``{col} op value`` terms joined by &&)."""
+    terms = []
+    for column, spec in model.items():
+        if "conditions" in spec:  # two conditions on one column
+            if str(spec.get("operator", "AND")).upper() != "AND":
+                raise FilterError(f"{column}: only conditions joined with AND can be applied")
+            conditions = spec["conditions"]
+        else:
+            conditions = [spec]
+        for cond in conditions:
+            kind = cond.get("type")
+            if kind == "inRange":
+                terms += [f"{{{column}}} >= {cond.get('filter')}", f"{{{column}}} <= {cond.get('filterTo')}"]
+            elif kind in GRID_FILTERS and cond.get("filter") is not None:
+                terms.append(f"{{{column}}} {GRID_FILTERS[kind]} {cond['filter']}")
+            elif kind in GRID_FILTERS:
+                continue  # an empty filter box
+            else:
+                raise FilterError(f"{column}: the filter {kind!r} is not supported (use equals, less/greater than, in range, contains)")
+    return " && ".join(terms)
+
+
+def register_candidates(app: Dash, ex: Explorer) -> None:
+    """The ranked, filtered table (rows fetched a page at a time) and its exports."""
+    controls = [State("score", "value"), State("label-state", "value"), State("expr-filter", "value"), State("cone-ra", "value"),
+                State("cone-dec", "value"), State("cone-radius", "value")]
+
+    @app.callback(Output("candidates", "getRowsResponse"), Output("table-message", "children"),
+                  Output("table-count", "children"), Input("candidates", "getRowsRequest"), *controls)
+    def rows(request, score, label_state, expr, ra, dec, radius):
+        if not request:
+            return no_update, no_update, no_update
         try:
-            q = Query(score=score, filter_query=joined(filter_query, expr), label_state=label_state or "any", sort_by=sort_by or [],
-                      page=page_current or 0, page_size=page_size or PAGE_SIZE, cone=cone_of(ra, dec, radius))
-            rows, total = ex.table.page(q)
+            q = query_of(score, label_state, expr, ra, dec, radius, request)
+            page, total = ex.table.page(q)
         except FilterError as exc:
-            return [], no_update, 0, f"⚠ {exc}", ""
+            return {"rowData": [], "rowCount": 0}, f"⚠ {exc}", ""
         except Exception as exc:  # noqa: BLE001 - whatever a query hits is a message on the page, never a dead table
-            log.exception("query %s", filter_query)
-            return [], no_update, 0, f"⚠ cannot run this query: {exc.__class__.__name__}: {exc}", ""
-        data = rows.with_columns(pl.format("[{}]({})", pl.col("source_id"), pl.col("source_id").map_elements(
+            log.warning("query %s: %s: %s", request.get("filterModel"), type(exc).__name__, exc)
+            return {"rowData": [], "rowCount": 0}, f"⚠ cannot run this query: {exc.__class__.__name__}: {exc}", ""
+        data = page.with_columns(pl.format("[{}]({})", pl.col("source_id"), pl.col("source_id").map_elements(
             source_path, return_dtype=pl.String)).alias("source_id")).to_dicts()
-        columns = [{"name": c, "id": c, "type": "numeric" if rows.schema[c].is_numeric() else "text",
-                    **({"presentation": "markdown"} if c == "source_id" else {}),
-                    **({"format": {"specifier": ".4~g"}} if rows.schema[c].is_float() else {})} for c in rows.columns]
-        pages = max(1, -(-total // q.page_size))
-        return data, columns, pages, "", f"{total:,} sources match · ranked by {q.score or ex.table.default_score()}"
+        return ({"rowData": data, "rowCount": total}, "",
+                f"{total:,} sources match · ranked by {q.score or ex.table.default_score()}")
+
+    @app.callback(Output("candidates", "columnDefs"), Input("score", "value"), prevent_initial_call=True)
+    def columns(score):
+        return grid_columns(ex.table, score)
+
+    # A new ranking, label state, cone or free-text filter: the grid drops its cached pages and asks again.
+    app.clientside_callback(ClientsideFunction(namespace="explorer", function_name="refreshGrid"),
+                            Output("grid-refresh", "data"), Input("score", "value"), Input("label-state", "value"),
+                            Input("cone-apply", "n_clicks"), Input("expr-filter", "value"), prevent_initial_call=True)
 
     @app.callback(Output("download", "data"), Input("export-csv", "n_clicks"), Input("export-parquet", "n_clicks"),
-                  State("candidates", "sort_by"), State("candidates", "filter_query"), State("score", "value"),
-                  State("label-state", "value"), State("expr-filter", "value"), State("cone-ra", "value"),
-                  State("cone-dec", "value"), State("cone-radius", "value"), prevent_initial_call=True)
-    def export(_csv, _parquet, sort_by, filter_query, score, label_state, expr, ra, dec, radius):
+                  State("candidates", "getRowsRequest"), *controls, prevent_initial_call=True)
+    def export(_csv, _parquet, request, score, label_state, expr, ra, dec, radius):
         fmt_ = "csv" if ctx.triggered_id == "export-csv" else "parquet"
         try:
-            q = Query(score=score, filter_query=joined(filter_query, expr), label_state=label_state or "any", sort_by=sort_by or [],
-                      cone=cone_of(ra, dec, radius))
-            data = ex.table.export(q, fmt_)
-        except Exception:  # noqa: BLE001 - the table above already shows why this selection is invalid
-            log.exception("export")
+            data = ex.table.export(query_of(score, label_state, expr, ra, dec, radius, request), fmt_)
+        except Exception as exc:  # noqa: BLE001 - the table above already shows why this selection is invalid
+            log.warning("export: %s: %s", type(exc).__name__, exc)
             return no_update
         return dcc.send_bytes(data, f"candidates.{fmt_}")
 
+
+def register_source_view(app: Dash, ex: Explorer) -> None:
+    """The source view's figures and its label buttons."""
     @app.callback(Output("lc-graph", "figure"), Output("context-graph", "figure"), Input("time-unit", "value"),
                   State("source-id", "data"))
     def graphs(unit, source_id):
         try:
             lc = ex.store.read(source_id)
-        except Exception as exc:  # noqa: BLE001 - a damaged shard shows as a message in the figure
-            log.exception("light curve of %s", source_id)
+        except Exception as exc:  # noqa: BLE001 - an unknown id or a damaged shard: a message in the figure, a line in the log
+            log.warning("light curve of %s: %s: %s", source_id, type(exc).__name__, exc)
             empty = go.Figure().add_annotation(text=f"cannot read this light curve: {exc}", showarrow=False)
             return empty, empty
         row = ex.table.source(source_id)
@@ -286,6 +377,9 @@ def build_app(ex: Explorer) -> Dash:
             return f"⚠ not saved: {exc}"
         return f"saved: {rec['label']} by {rec['user']} at {rec['time']}"
 
+
+def register_navigation(app: Dash, ex: Explorer) -> None:
+    """Previous / next in the current ranking, and the next candidate of the active-learning forest."""
     @app.callback(Output("url", "pathname"), Input("btn-prev", "n_clicks"), Input("btn-next", "n_clicks"),
                   Input("btn-active", "n_clicks"), State("url", "pathname"), prevent_initial_call=True)
     def navigate(_prev, _next, _active, pathname):
@@ -297,9 +391,6 @@ def build_app(ex: Explorer) -> Dash:
         else:
             target = ex.table.neighbour_in_order(current, -1 if ctx.triggered_id == "btn-prev" else 1)
         return source_path(target) if target else no_update
-
-    guard(app)
-    return app
 
 
 def joined(*filters: str | None) -> str:

@@ -16,7 +16,7 @@ from flask import abort, jsonify, request
 #: The types a browser may send for each property the page's callbacks read (None always allowed).
 PROPERTY_TYPES: dict[str, tuple[type, ...]] = {
     "n_clicks": (int,), "page_current": (int,), "page_size": (int,), "sort_by": (list,), "pathname": (str,),
-    "filter_query": (str,), "value": (str, int, float), "data": (str,),
+    "filter_query": (str,), "value": (str, int, float), "data": (str,), "getRowsRequest": (dict,),
 }
 
 

@@ -14,6 +14,8 @@ import logging
 import sys
 import time
 
+from werkzeug.serving import run_simple
+
 from etl.store import open_store
 from features.labels import LabelLog
 
@@ -51,5 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     app = build_app(ex)
     print(f"{ex.table.frame.height:,} sources loaded in {time.perf_counter() - t:.1f} s; "
           f"open http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}/ (Ctrl-C stops)", flush=True)
-    app.run(host=args.host, port=args.port, debug=False)
+    # Werkzeug's threaded server directly: Dash's run() prints its own "running on" lines and Flask its
+    # banner; the line above says where the page is, once.
+    run_simple(args.host, args.port, app.server, threaded=True)
     return 0

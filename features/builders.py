@@ -121,6 +121,13 @@ def build_variability(store, min_points: int = MIN_POINTS, progress: bool = Fals
         return result
 
 
+def require_sources(store) -> None:
+    """Raise :class:`BuildError` for a store without any ok source (nothing to build sets of)."""
+    if len(store) == 0:
+        raise BuildError(f"{store.url}: no ok sources (an empty store, or every file rejected: see the catalog's "
+                         "'reason' column); nothing to build feature sets of")
+
+
 def null_size(store) -> int:
     """Default number of null sources: ten per ok source, between 4,000 and :data:`N_NULL`."""
     return int(np.clip(10 * len(store), 4_000, N_NULL))
@@ -134,9 +141,7 @@ def null_lineage(store, n_null: int | None, seed: int) -> dict:
     BuildError
         When the store has no ok source to simulate constants on, or ``n_null`` is too small.
     """
-    if len(store) == 0:
-        raise BuildError(f"{store.url}: no ok sources (an empty store, or every file rejected: see the catalog's "
-                         "'reason' column); nothing to build feature sets of")
+    require_sources(store)
     n = null_size(store) if n_null is None else int(n_null)
     if n < 2 * MIN_CELL:
         raise BuildError(f"n_null={n}: calibration needs at least {2 * MIN_CELL} null sources")
@@ -231,7 +236,10 @@ def build_calibrated(store, name: str, features_version: int, n_null: int | None
 
 def build_classical(store, min_points: int = MIN_POINTS, n_null: int | None = None, seed: int = 0,
                     runner: PartRunner | None = None, progress: bool = False) -> list[tuple[dict, bool]]:
-    """``variability``, ``poisson_variability`` and ``morphology``, each built or reused."""
+    """``variability``, ``poisson_variability`` and ``morphology``, each built or reused (:class:`BuildError`
+    before anything is written when the store has no ok source)."""
+    store = as_store(store)
+    require_sources(store)
     runner = _runner(runner, progress)
     return [build_variability(store, min_points, runner=runner),
             build_poisson_variability(store, n_null=n_null, seed=seed, runner=runner),

@@ -112,11 +112,22 @@ def read_manifest(out: str | Path) -> dict | None:
         return None
 
 
-def _made_from(store: LightCurveStore, feature_sets: list[str], lightcurves: bool, name: str) -> dict:
+def _made_from(store: LightCurveStore, feature_sets: list[str], lightcurves: bool, name: str,
+               columns: list[str] | None = None) -> dict:
     """The export's inputs: equal for two stores/options exactly when the export would be equal."""
-    return {"catalog_hash": store.snapshot_hash(),
+    made = {"catalog_hash": store.snapshot_hash(),
             "feature_sets": {spec: get_feature_set(store, spec)[0]["version"] for spec in feature_sets},
             "lightcurves": bool(lightcurves), "name": name}
+    return made | ({"columns": list(columns)} if columns is not None else {})
+
+
+def select_columns(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """``source_id``, ``ra``, ``dec`` and the columns matching ``columns`` (names or regular expressions), in that order."""
+    keep = ["source_id", "ra", "dec"]
+    for pattern in columns:
+        regex = re.compile(pattern if pattern.startswith("^") else f"^{pattern}$")
+        keep += [c for c in frame.columns if regex.match(c) and c not in keep]
+    return frame.select(keep)
 
 
 def _recover(out: Path) -> None:
@@ -154,11 +165,14 @@ def _swap_in(partial: Path, out: Path) -> None:
 
 def export_hats(store: LightCurveStore | str, out: str | Path, feature_sets: list[str] | None = None,
                 lightcurves: bool | None = None, name: str | None = None, overwrite: bool = False,
-                update: bool = False, progress: bool = False) -> ExportResult:
+                update: bool = False, progress: bool = False, columns: list[str] | None = None) -> ExportResult:
     """Write (or bring up to date) the HATS catalog at ``out``; see the module docstring.
 
     With ``update``, options left as None (and ``feature_sets`` None) are taken from the
     existing export's manifest. ``progress`` shows lsdb's bar over the partitions written.
+    ``columns``: keep only these columns (names or regular expressions; ``source_id``, ``ra`` and
+    ``dec`` always): lsdb holds about three copies of the exported table while it partitions it,
+    so a million rows of every column need gigabytes, and of the scores a few hundred megabytes.
     Raises :class:`ExportError` when ``out`` holds something and neither
     ``update`` nor ``overwrite`` is given, or ``update`` finds a folder that is not an export.
     """
@@ -182,7 +196,8 @@ def export_hats(store: LightCurveStore | str, out: str | Path, feature_sets: lis
     feature_sets = list(recorded.get("feature_sets", {})) if feature_sets is None else list(feature_sets)
     lightcurves = bool(recorded.get("lightcurves", False)) if lightcurves is None else lightcurves
     name = (recorded.get("name") or "erosita_lc") if name is None else name
-    made_from = _made_from(store, feature_sets, lightcurves, name)
+    columns = recorded.get("columns") if columns is None and update else columns
+    made_from = _made_from(store, feature_sets, lightcurves, name, columns)
     if update and previous and previous["made_from"] == made_from:
         return ExportResult(int(previous["sources"]), False)
 
@@ -192,6 +207,8 @@ def export_hats(store: LightCurveStore | str, out: str | Path, feature_sets: lis
         frame = store.catalog().filter(OK_ROWS).collect()
     frame = frame.filter(pl.col("ra").is_not_null() & pl.col("dec").is_not_null())
     frame = frame.drop([c for c in _DROP if c in frame.columns])
+    if columns is not None:
+        frame = select_columns(frame, columns)
     if frame.height == 0:
         raise ExportError(f"{store.url}: no ok sources with a position to export")
     table = npd.NestedFrame(frame.to_pandas(use_pyarrow_extension_array=True))
@@ -226,13 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--feature-sets", nargs="*", default=None, help="feature sets to join (name or name@version)")
     p.add_argument("--lightcurves", action="store_true", help="add each light curve as the nested column 'lc'")
     p.add_argument("--name", default=None, help="catalog name (default erosita_lc)")
+    p.add_argument("--columns", nargs="*", default=None,
+                   help="keep only these columns (names or regular expressions, e.g. 'variable_fpp' 'discovery_.*'; default all)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--update", action="store_true",
                       help="re-export only if the store or a feature set changed (options default to the recorded ones)")
     mode.add_argument("--overwrite", action="store_true", help="replace whatever is at OUT")
     args = p.parse_args(argv)
     result = export_hats(args.store, args.out, args.feature_sets, args.lightcurves or None, args.name,
-                         args.overwrite, args.update, progress=sys.stderr.isatty())
+                         args.overwrite, args.update, progress=sys.stderr.isatty(), columns=args.columns)
     if result.written:
         print(f"{result.sources} sources -> {args.out} (lsdb.open_catalog({str(args.out)!r}))")
     else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -128,6 +129,33 @@ def api_for_command(home: Path | None = None):
             except Exception:  # noqa: BLE001 - never keep a server running over a log line
                 pass
         stop_server(server)
+
+
+class _UserErrorsInOneLine(logging.Filter):
+    """A user's error (bad input, a busy store, a full disk) logged by Prefect as one line, not a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, UserError):
+            record.msg, record.args = f"{record.getMessage().rstrip(': ')} ({type(exc).__name__}: {exc})", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+@contextlib.contextmanager
+def user_errors_in_one_line():
+    """While inside, Prefect's log handlers print a :class:`UserError` as one line (the command then
+    ends with its own ``error:`` line and exit status 2); bugs keep their tracebacks."""
+    quiet = _UserErrorsInOneLine()
+    handlers = {h for name in ["prefect", *logging.root.manager.loggerDict] if name.startswith("prefect")
+                for h in logging.getLogger(name).handlers}
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
 
 
 def install_crash_automation() -> None:

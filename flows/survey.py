@@ -49,13 +49,15 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from common import cli  # noqa: E402
 from common.errors import UserError  # noqa: E402
+from common.lifeline import call_in_child  # noqa: E402
 from common.location import is_url, resolve  # noqa: E402
+from common.meter import disk_use  # noqa: E402
 from common.progress import forward_to  # noqa: E402
 from common.runlog import RunLog  # noqa: E402
 from etl.ingest import check_options  # noqa: E402
 from flows.ingest import prefect_batch_runner  # noqa: E402
 from flows.runners import RunnerKind, make_task_runner, part_runner  # noqa: E402
-from flows.serve import api_for_command  # noqa: E402
+from flows.serve import api_for_command, user_errors_in_one_line  # noqa: E402
 
 #: Where the survey keeps what it makes inside the store.
 RECORD = "survey.json"
@@ -64,8 +66,12 @@ HATS = "hats"
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "discovery.toml"
 #: Training options the survey sets whatever the config says (no test-split evaluation: every source is scored next).
 SURVEY_TRAINING = {"evaluate": False, "progress": False}
-#: Feature sets the HATS export joins (those that exist).
+#: Feature sets the HATS export joins (those that exist), and the columns it keeps of them and the catalog:
+#: position, brightness and the calibrated scores (``features.export_hats`` exports any others).
 HATS_SETS = ("poisson_variability", "morphology", "vae_anomaly", "discovery")
+HATS_COLUMNS = ["object", "iau_name", "pos_err_arcsec", "n_points", "mjd_start", "mjd_stop", "mean_rate_b\\d+", "net_counts_b\\d+",
+                "variable_fpp", "variable_3sigma", "(ampl_sig|nev|bexvar)_fpp", "lbo_fpp_b\\d+", "anomaly_score", "anomaly_fpp",
+                "vae_variable_3sigma", "discovery_score", "discovery_score_classical", "surprise_fpp_b\\d+", "xmatch_.*"]
 
 
 class SurveyError(UserError):
@@ -98,20 +104,6 @@ def training_values(store: str, config: str | None, train_sample: int, epochs: i
                                               default=str).encode())
     values["run_dir"] = str(Path(store) / MODELS / f"discovery-{key[:10]}")
     return values
-
-
-def disk_use(path: str | os.PathLike) -> int:
-    """Bytes of the files under ``path`` (0 for a URL)."""
-    if is_url(str(path)) or not Path(path).exists():
-        return 0
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 @task(name="survey-ingest", cache_policy=NO_CACHE)
@@ -173,7 +165,8 @@ def train_step(log: RunLog, store: str, values: dict, train_sample: int, seed: i
         built = build_once(sample, lambda target: derive_store(opened, picks, target, progress=progress, desc="training sample"),
                            f"{len(picks)} sources of {store}, seed {seed}")
         cfg = config_from_values(values | {"store": sample, "limit": 0}).validate()
-        checkpoint, trained, info = fit_once(cfg)
+        # in a child process: the memory training takes (torch, the data it read) goes back when it ends
+        checkpoint, trained, info = call_in_child(fit_once, cfg)
         step.did_work = trained or built
         step.detail.update(run_dir=cfg.run_dir, checkpoint=checkpoint, sample=sample, sample_sources=len(picks), seed=seed, **info)
     return checkpoint
@@ -213,7 +206,7 @@ def hats_step(log: RunLog, store: str, out: str, progress: bool) -> None:
         opened = open_store(store)
         present = set(list_feature_sets(opened)["name"].to_list())
         sets = [name for name in HATS_SETS if name in present] + sorted(n for n in present if n.startswith("xmatch_"))
-        result = export_hats(opened, out, sets, lightcurves=False, update=True, progress=progress)
+        result = export_hats(opened, out, sets, lightcurves=False, update=True, progress=progress, columns=HATS_COLUMNS)
         step.did_work = result.written
         step.detail.update(out=out, sources=result.sources, feature_sets=sets, bytes=disk_use(out))
 
@@ -315,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with api_for_command() as api_url, temporary_settings({PREFECT_API_URL: api_url} if api_url else {}):
+    with api_for_command() as api_url, temporary_settings({PREFECT_API_URL: api_url} if api_url else {}), \
+            user_errors_in_one_line():
         record = survey(archive=args.archive, store=args.store, train_sample=args.train_sample, reference=args.reference,
                         bin=args.bin, config=args.config, epochs=args.epochs, task_runner=args.task_runner,
                         workers=args.workers, dask_address=args.dask_address, n_null=args.null_sources, seed=args.seed,

@@ -81,3 +81,26 @@ def explorer_store(tmp_path_factory) -> str:
     for _ in build_model_features(store, str(run / "checkpoints" / "best.h5"), progress=False, n_null=EXPLORER_N_NULL):
         pass
     return str(store)
+
+
+@pytest.fixture()
+def s3_endpoint(monkeypatch):
+    """A moto S3 server on 127.0.0.1 with a bucket named 'lcstore'; its URL (also in AWS_ENDPOINT_URL, which s3fs reads)."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_ENDPOINT_URL": url}.items():
+        monkeypatch.setenv(key, value)
+    import boto3
+
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="lcstore")
+    yield url
+    server.stop()

@@ -3,6 +3,7 @@ installs and imports without the extras of the layers above it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -44,24 +45,41 @@ def test_import_contracts_catch_a_wrong_import(tmp_path, module, line, broken):
     assert broken in proc.stdout
 
 
+BLOCKER = textwrap.dedent(f"""
+    # Every extra's package is missing, as when it is not installed: importing it raises
+    # ModuleNotFoundError and importlib.util.find_spec finds nothing.
+    import importlib.abc, importlib.machinery, importlib.util, sys
+    BLOCKED = {EXTRAS!r}
+    class Missing(importlib.abc.Loader):
+        def create_module(self, spec):
+            raise ModuleNotFoundError(f"No module named {{spec.name!r}}", name=spec.name)
+        def exec_module(self, module):
+            pass
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                return importlib.machinery.ModuleSpec(name, Missing())
+    sys.meta_path.insert(0, Block())
+    _find_spec = importlib.util.find_spec
+    def find_spec(name, package=None):
+        return None if name.split(".")[0] in BLOCKED else _find_spec(name, package)
+    importlib.util.find_spec = find_spec
+""")
+
+
+
 def _without_extras(code: str) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter where every extra's package fails to import."""
-    # importing any of them raises ModuleNotFoundError, as when the package is not installed
-    blocker = textwrap.dedent(f"""
-        import importlib.abc, importlib.machinery, sys
-        class Missing(importlib.abc.Loader):
-            def create_module(self, spec):
-                raise ModuleNotFoundError(f"No module named {{spec.name!r}}", name=spec.name)
-            def exec_module(self, module):
-                pass
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {EXTRAS!r}:
-                    return importlib.machinery.ModuleSpec(name, Missing())
-        sys.meta_path.insert(0, Block())
-    """)
-    return subprocess.run([sys.executable, "-c", blocker + textwrap.dedent(code)], cwd=ROOT, capture_output=True,
+    """Run ``code`` in a fresh interpreter where every extra's package is missing."""
+    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code)], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
+
+
+def _command_without_extras(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m ...`` exactly as a user types it, in an interpreter where every extra is missing
+    (the blocker is a ``sitecustomize`` module, which Python imports at start-up)."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_core_imports_without_the_extras():
@@ -75,6 +93,25 @@ def test_core_imports_without_the_extras():
     """)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "core ok" in proc.stdout
+
+
+@pytest.mark.parametrize("args, extra", [
+    (("-m", "training.fit", "--help"), "[train]"),
+    (("-m", "training.evaluate", "--checkpoint", "x.h5"), "[train]"),
+    (("-m", "training.score", "--store", "S", "--checkpoint", "x.h5"), "[train]"),
+    (("-m", "explorer", "--store", "S"), "[explorer]"),
+    (("-m", "flows.demo"), "[flows,hats,train]"),
+    (("-m", "flows.survey", "A", "--store", "S"), "[flows,hats,train]"),
+    (("-m", "flows.serve", "--port", "9"), "[flows]"),
+    (("-m", "features.build", "--store", "S", "--checkpoint", "x.h5"), "[train]"),
+])
+def test_a_command_without_its_extra_says_which_in_one_line(tmp_path, args, extra):
+    """Before any work, one ``error:`` line naming the extra(s) to install, exit status 2, no traceback."""
+    proc = _command_without_extras(tmp_path, *args)
+    assert proc.returncode == 2, (args, proc.returncode, proc.stderr[-2000:])
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and f"erosita-lcvae{extra}" in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
 
 
 def test_a_missing_extra_is_named():

@@ -9,7 +9,6 @@ import pytest
 from etl.catalog import read_catalog
 from etl.lock import StoreLock
 from etl.store import open_store
-from tests.flows.conftest import free_port
 
 
 def test_ingest_flow_counts_artifact_and_rerun(prefect_server, rebinned_archive, tmp_path):
@@ -51,24 +50,6 @@ def test_dask_local_cluster_gives_same_store(prefect_server, rebinned_archive, t
     assert {k: dask[k] for k in ("discovered", "ingested", "rejected")} == {k: threads[k] for k in ("discovered", "ingested", "rejected")}
     cols = ["file", "source_id", "status", "offset", "n_points", "content_hash"]
     assert read_catalog(str(tmp_path / "t")).select(cols).sort("file").equals(read_catalog(str(tmp_path / "d")).select(cols).sort("file"))
-
-
-@pytest.fixture()
-def s3_endpoint(monkeypatch):
-    """A moto S3 server on 127.0.0.1 with a bucket named 'lcstore'."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    url = f"http://127.0.0.1:{port}"
-    import boto3
-
-    boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="lcstore")
-    yield url
-    server.stop()
 
 
 def test_s3_store_through_the_flow(prefect_server, rebinned_archive, s3_endpoint):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from training.config import ConfigError, TrainConfig, load_config
@@ -73,7 +75,10 @@ def test_help_lists_every_field_with_its_doc():
     for name, doc in FIELD_HELP.items():
         assert f"--{name.replace('_', '-')}" in text
         assert " ".join(doc.split())[:30] in text, name
+        if "_" in name:  # the underscore spelling is accepted, not listed: one spelling per flag
+            assert f"--{name} " not in text and f"--no-{name} " not in text, name
     assert "--no-amp" in text and "--config" in text
+    assert "(default: '')" not in text and ") (default" not in text  # no empty default, and never two
 
 
 def test_flag_spellings_and_precedence(tmp_path):
@@ -125,3 +130,29 @@ def test_the_shipped_discovery_config_reads_and_validates():
 
     cfg = load_config(["--config", str(Path(__file__).resolve().parents[2] / "configs" / "discovery.toml"), "--store", "s"])
     assert (cfg.condition, cfg.loss, cfg.hide_band, cfg.time_inputs, cfg.decoder_time) == ("band_mean", "poisson", 0.5, True, True)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"[train]\nepochs = 1180591620717411303424\n", "epochs expects int"),  # 2**70: beyond what numpy and torch hold
+    (b"train = 5\n", "train = 5, not a table"),
+    (b"[[train]]\nepochs = 3\n", "an array of [[train]] tables"),
+    (b"[train]\nepochs = \xff\xfe\n", "not UTF-8 text"),
+    (b"[train]\nepochs = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+    (b"", "no [train] table"),
+    (b"# only a comment\n", "no [train] table"),
+    (b"[other]\nx = 1\n", "no [train] table"),
+    (b"[train]\n", "the [train] table is empty"),
+])
+def test_a_config_file_that_cannot_work_is_one_error_line(tmp_path, content, message):
+    """Refused with the file's name and why, exit 2: never a traceback, never a config that says nothing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "train.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(["--config", str(path), "--store", "s"])
+    proc = subprocess.run([sys.executable, "-m", "training.fit", "--config", str(path), "--store", "s"], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -10,10 +17,11 @@ from common import cli
 from etl.ingest import ingest
 from etl.store import open_store
 from etl.synth import make_archive
-from features import get_feature_set
+from features import get_feature_set, list_feature_sets
 from training.fit import main as fit
 from training.score import build_model_features
 
+ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["--wandb-mode", "disabled", "--no-progress", "--no-evaluate", "--latent", "8", "--hidden", "16", "--lr", "1e-3"]
 
 
@@ -114,3 +122,83 @@ def test_discovery_set_build_reuse_and_versions(rare_store, tmp_path):
     names = [m["name"] for m, _ in build_model_features(rare_store, str(seed_run / "checkpoints" / "best.h5"), progress=False, n_null=2000)]
     assert names == ["vae_latent", "vae_anomaly"] and get_feature_set(rare_store, "vae_anomaly")[0]["version"] == 2
     assert get_feature_set(rare_store, "discovery")[0]["version"] == 1
+
+
+def _build_with_checkpoint(store: str, checkpoint: str, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "features.build", "--store", store, "--checkpoint", checkpoint, "--null-sources", "2000", *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_scoring_dies_with_a_killed_build(train_store, sample_model, tmp_path):
+    """kill -9 of ``features.build --checkpoint`` while ``training.score`` runs: the scoring process goes too."""
+    import psutil
+
+    store = tmp_path / "store"
+    shutil.copytree(train_store, store)
+    build = _build_with_checkpoint(str(store), sample_model)
+    scorer = None
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and build.poll() is None and scorer is None:
+        scorer = next((c for c in psutil.Process(build.pid).children() if "training.score" in " ".join(c.cmdline())), None)
+        time.sleep(0.05)
+    assert scorer is not None, build.communicate()[0][-3000:]
+    build.kill()
+    build.wait(30)
+    gone, alive = psutil.wait_procs([scorer], timeout=10)
+    assert scorer in gone and not alive
+    names = set(list_feature_sets(str(store))["name"])
+    assert not names & {"vae_latent", "vae_anomaly"}  # nothing of the killed scoring was written
+
+
+def test_one_build_reads_one_snapshot_beside_an_ingest(tmp_path, sample_model):
+    """An ingest committing every fraction of a second beside ``features.build --checkpoint``: every set of
+    the build, classical and model, is computed on the same catalog snapshot (the same sources)."""
+    make_archive(tmp_path / "a", n=3000, seed=31, flavour="rebinned", progress=False)
+    first = tmp_path / "first"
+    first.mkdir()
+    for f in sorted((tmp_path / "a").glob("*.fits"))[:400]:
+        shutil.move(f, first / f.name)
+    ingest(first, tmp_path / "s", progress=False)  # 400 sources before the build starts
+    writer = subprocess.Popen([sys.executable, "-m", "etl.ingest", str(tmp_path / "a"), "--store", str(tmp_path / "s"),
+                               "--flush-seconds", "0.2", "--batch-size", "50", "--quiet"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    build = _build_with_checkpoint(str(tmp_path / "s"), sample_model)
+    out = build.communicate(timeout=600)[0]
+    writer.communicate(timeout=600)
+    assert build.returncode == 0, out[-3000:]
+    listed = list_feature_sets(str(tmp_path / "s"))
+    hashes = {m["lineage"]["catalog_hash"] for m in (get_feature_set(str(tmp_path / "s"), n)[0] for n in listed["name"])}
+    rows = set(listed["rows"].to_list())
+    assert len(hashes) == 1 and len(rows) == 1, listed
+    assert 400 <= rows.pop() <= 3000
+
+
+def test_a_build_on_an_empty_or_all_rejected_store_is_one_error_line(tmp_path, capsys):
+    from features.build import main as build
+
+    make_archive(tmp_path / "bad", n=0, bad=4, progress=False)
+    ingest(tmp_path / "bad", tmp_path / "s", progress=False)
+    assert cli.run(build, ["--store", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no ok sources" in err and err.count("\n") == 1
+    assert not (tmp_path / "s" / "features").exists()  # nothing written
+
+
+def test_a_build_on_a_read_only_store_is_one_error_line(train_store, tmp_path, monkeypatch, capsys):
+    """The store cannot take the build's lock file (a read-only file system, or a store the user may only read;
+    simulated: this suite runs as root, whom permissions do not stop): one error line, exit 2."""
+    import errno
+
+    from features.build import main as build
+
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):
+        if str(path).endswith(".features.lock") and flags & (os.O_RDWR | os.O_WRONLY | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    assert cli.run(build, ["--store", train_store]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Read-only file system" in err and "read-only?" in err and err.count("\n") == 1
