@@ -173,6 +173,7 @@ def main() -> None:
     p.add_argument("--keep-store", action="store_true", help="run into the existing store (a resume) instead of a new one")
     p.add_argument("--no-explorer", action="store_true")
     p.add_argument("--no-rerun", action="store_true")
+    p.add_argument("--explorer-repeat", type=int, default=3, help="page loads timed per explorer view (the median is printed)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     archive, made_s = ensure_archive(args.out, args.n, args.workers)
@@ -191,7 +192,7 @@ def main() -> None:
         result["rerun"] = run_survey(archive, store, args, log)
         result["rerun_record"] = json.loads((store / "survey.json").read_text())
     if not args.no_explorer:
-        result["explorer"] = explorer_timings(store)
+        result["explorer"] = explorer_timings(store, args.explorer_repeat)
     (args.out / f"survey-{args.n}.json").write_text(json.dumps(result, indent=1))
     report(result, args.out, args.compare)
 

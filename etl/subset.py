@@ -33,7 +33,8 @@ KEPT = ("source_id", "file", "object", "iau_name", "flavour", "error_convention"
 def derive_store(store: LightCurveStore, picks: np.ndarray, target: str,
                  columns_of: Callable[[LightCurveBatch], dict[str, np.ndarray]] | None = None,
                  rows_of: Callable[[pl.DataFrame, np.ndarray, int], list[dict]] | None = None,
-                 batch_size: int = 2048, progress: bool = False, desc: str = "derived store") -> None:
+                 batch_size: int = 2048, progress: bool = False, desc: str = "derived store",
+                 storage_options: dict | None = None) -> None:
     """Write the light curves of ok sources ``picks`` of ``store`` (positions in store order) as a new store at ``target``.
 
     Parameters
@@ -48,12 +49,14 @@ def derive_store(store: LightCurveStore, picks: np.ndarray, target: str,
         ``rows_of(sources, lengths, done) -> rows``: catalog rows of a batch (``sources`` are the
         picked catalog rows, ``done`` the light curves written before); default the sources' own
         rows (:data:`KEPT` columns).
+    storage_options : dict, optional
+        fsspec options of ``target`` (default the source store's).
     """
     columns_of = columns_of or (lambda batch: batch.columns)
     rows_of = rows_of or (lambda sources, lengths, done: sources.select([c for c in KEPT if c in sources.columns])
                           .to_dicts())
     ingestor = Ingestor(target, fracexp_min=float(store.attrs.get("fracexp_min", FRACEXP_MIN)),
-                        storage_options=store.storage_options or None, flush_seconds=1e9,
+                        storage_options=storage_options or store.storage_options or None, flush_seconds=1e9,
                         binning=store.attrs.get("binning", "none"))
     done = 0
     for sources, lengths, columns in store.map_batches(lambda s, b: (s, b.lengths, columns_of(b)), tuple(POINT_COLUMNS),

@@ -96,6 +96,9 @@ def s3_endpoint(monkeypatch):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches file systems: none may point at an earlier test's server
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                        "AWS_ENDPOINT_URL": url}.items():
         monkeypatch.setenv(key, value)
@@ -103,4 +106,5 @@ def s3_endpoint(monkeypatch):
 
     boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="lcstore")
     yield url
+    s3fs.S3FileSystem.clear_instance_cache()
     server.stop()

@@ -63,7 +63,7 @@ def test_on_object_storage_the_marker_makes_it_complete(store, s3_endpoint):
     url = "s3://lcstore/derived.zarr"
     fs = fsspec.filesystem("s3", endpoint_url=s3_endpoint)
     fs.pipe("lcstore/derived.zarr/leftover", b"from a killed build")  # no marker: removed and rebuilt
-    assert build_once(url, lambda target: derive_store(remote, np.arange(7), target), "seven", options)
+    assert build_once(url, lambda target: derive_store(remote, np.arange(7), target, storage_options=options), "seven", options)
     assert not fs.exists("lcstore/derived.zarr/leftover") and fs.cat("lcstore/derived.zarr/complete") == b"seven\n"
     assert len(open_store(url, storage_options=options)) == 7
     assert not build_once(url, lambda target: pytest.fail("built twice"), "seven", options)
