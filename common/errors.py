@@ -10,9 +10,23 @@ from __future__ import annotations
 
 
 class UserError(Exception):
-    """An error in what the user asked for or gave, not in the code; exit status :attr:`exit_code`."""
+    """An error in what the user asked for or gave, not in the code; exit status :attr:`exit_code`.
+
+    Picklable whatever a subclass's ``__init__`` takes (its message and attributes travel), so one
+    raised in a child process (:func:`common.lifeline.call_in_child`) reaches the parent whole.
+    """
 
     exit_code: int = 2
+
+    def __reduce__(self):
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type, args: tuple, state: dict) -> "UserError":
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class LocationError(UserError, ValueError):

@@ -108,8 +108,7 @@ def build_variability(store, min_points: int = MIN_POINTS, progress: bool = Fals
     """Build the ``variability`` set, or reuse the version built from the same catalog and code."""
     store = as_store(store)
     runner = _runner(runner, progress)
-    lineage = {"catalog_hash": store.snapshot_hash(), "min_points": min_points, "features_version": VARIABILITY_VERSION,
-               "light_curve": light_curve.__version__}
+    lineage = variability_lineage(store, min_points)
     with build_lock(store):
         existing = find_version(store, "variability", lineage)
         if existing is not None:
@@ -119,6 +118,34 @@ def build_variability(store, min_points: int = MIN_POINTS, progress: bool = Fals
         result = write_feature_set(store, "variability", frame, lineage)
         parts.discard()
         return result
+
+
+def variability_lineage(store, min_points: int = MIN_POINTS) -> dict:
+    """What the ``variability`` set is computed from: the store's snapshot, the options and the code's versions."""
+    return {"catalog_hash": store.snapshot_hash(), "min_points": min_points, "features_version": VARIABILITY_VERSION,
+            "light_curve": light_curve.__version__}
+
+
+def calibrated_lineage(store, features_version: int, n_null: int | None, seed: int) -> dict:
+    """What a set calibrated on the store's simulated constants is computed from."""
+    return {"catalog_hash": store.snapshot_hash(), "features_version": features_version,
+            "null": null_lineage(store, n_null, seed)}
+
+
+CALIBRATED = {"poisson_variability": POISSON_FEATURES_VERSION, "morphology": MORPHOLOGY_VERSION}
+
+
+def classical_current(store, min_points: int = MIN_POINTS, n_null: int | None = None, seed: int = 0) -> list[dict] | None:
+    """The metadata of ``variability``, ``poisson_variability`` and ``morphology`` when all three are current, else None.
+
+    As cheap as reading their ``meta.json`` files: a flow asks before it starts the work.
+    """
+    store = as_store(store)
+    if len(store) == 0:
+        return None
+    found = [find_version(store, "variability", variability_lineage(store, min_points))]
+    found += [find_version(store, name, calibrated_lineage(store, version, n_null, seed)) for name, version in CALIBRATED.items()]
+    return found if all(found) else None
 
 
 def require_sources(store) -> None:
@@ -206,7 +233,8 @@ def build_morphology(store, progress: bool = False, n_null: int | None = None, s
         constants = null_store(store, null, runner.progress)
         null_frame = uncalibrated(constants, "morphology", MORPHOLOGY_VERSION, morphology_part, runner)
         frame, parts = runner.run(store, "morphology", parts_key(**lineage), morphology_part)
-        net = total_net_counts(get_feature_set(store, f"poisson_variability@{poisson['version']}")[1].collect())
+        net = total_net_counts(get_feature_set(store, f"poisson_variability@{poisson['version']}")[1]
+                               .select("source_id", pl.col("^net_counts_b\\d+$")).collect())
         null_net = total_net_counts(uncalibrated_poisson(constants, runner))
         return calibrate_morphology(frame, null_frame, net, null_net, len(store.e_min)), [parts]
 
@@ -221,8 +249,8 @@ def build_calibrated(store, name: str, features_version: int, n_null: int | None
     are discarded once the set is written.
     """
     store = as_store(store)
-    null = null_lineage(store, n_null, seed)
-    lineage = {"catalog_hash": store.snapshot_hash(), "features_version": features_version, "null": null}
+    lineage = calibrated_lineage(store, features_version, n_null, seed)
+    null = lineage["null"]
     with build_lock(store):
         existing = find_version(store, name, lineage)
         if existing is not None:

@@ -121,6 +121,15 @@ def _made_from(store: LightCurveStore, feature_sets: list[str], lightcurves: boo
     return made | ({"columns": list(columns)} if columns is not None else {})
 
 
+def export_current(store: LightCurveStore, out: str | Path, feature_sets: list[str], lightcurves: bool = False,
+                   name: str = "erosita_lc", columns: list[str] | None = None) -> int | None:
+    """The sources of the export at ``out`` when it was made from exactly this store and these options, else None."""
+    previous = read_manifest(out)
+    if not isinstance(previous, dict) or previous.get("made_from") != _made_from(store, feature_sets, lightcurves, name, columns):
+        return None
+    return int(previous["sources"])
+
+
 def select_columns(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
     """``source_id``, ``ra``, ``dec`` and the columns matching ``columns`` (names or regular expressions), in that order."""
     keep = ["source_id", "ra", "dec"]

@@ -149,14 +149,18 @@ class PartRun:
                 span, future = pending.pop(0)
                 frame = future.result()
                 self._keep(span, frame)
-                frames[span] = frame
+                if self.folder is None:  # no folder to keep it in: in memory
+                    frames[span] = frame
+                del frame
                 bar.update(1)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
-        out = [frames[span] if span in frames else pl.read_parquet(self._path(*span)) for span in spans]
-        return pl.concat(out, how="vertical_relaxed")
+        if self.folder is None:
+            return pl.concat([frames[span] for span in spans], how="vertical_relaxed")
+        # read back from disk in store order: one copy in memory, never the parts and their concatenation at once
+        return pl.scan_parquet([self._path(*span) for span in spans]).collect()
 
     def _keep(self, span: tuple[int, int], frame: pl.DataFrame) -> None:
         if self.folder is None:

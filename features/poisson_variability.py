@@ -115,9 +115,9 @@ def calibrate(frame: pl.DataFrame, null: pl.DataFrame, n_bands: int) -> pl.DataF
         minima_null += per_band_null
     out["variable_fpp"] = empirical_fpp(_smallest(minima_null), _smallest(minima))
     out["variable_3sigma"] = np.nan_to_num(out["variable_fpp"], nan=1.0) <= FPP_3SIGMA
-    result = frame.with_columns(pl.Series(name, values) for name, values in out.items())
-    floats = [c for c, t in result.schema.items() if t == pl.Float64]
-    return result.with_columns(pl.col(floats).fill_nan(None))
+    # the extracted columns hold no NaN (extract_batch made them null): only the new ones are filled
+    return frame.with_columns(pl.Series(name, values).fill_nan(None) if values.dtype.kind == "f" else pl.Series(name, values)
+                              for name, values in out.items())
 
 
 def amplitude_deviation(x: np.ndarray, lower: np.ndarray, upper: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -117,8 +117,8 @@ def ingest_step(log: RunLog, archive: str, store: str, binning: str, task_runner
             with make_task_runner("dask", workers, dask_address) as runner:
                 summary = ingest(archive, store, binning=binning, progress=progress, rehash=rehash,
                                  batch_runner=prefect_batch_runner(runner, in_flight=2 * workers))
-        else:
-            summary = ingest(archive, store, workers=workers, binning=binning, progress=progress, rehash=rehash)
+        else:  # parsing in worker processes, the store's side in a child: its memory goes back when it ends
+            summary = call_in_child(ingest, archive, store, workers=workers, binning=binning, progress=progress, rehash=rehash)
         step.did_work = summary.ingested + summary.rejected > 0
         step.detail.update(discovered=summary.discovered, ingested=summary.ingested, unchanged=summary.unchanged,
                            rejected=summary.rejected, points=summary.points)
@@ -134,15 +134,26 @@ def _built(step, results: list[tuple[dict, bool]]) -> None:
 @task(name="survey-features", cache_policy=NO_CACHE)
 def features_step(log: RunLog, store: str, n_null: int | None, seed: int, task_runner: str, workers: int,
                   dask_address: str | None, progress: bool) -> None:
-    """The calibrated classical sets (:func:`features.builders.build_classical`), parts on the task runner."""
+    """The calibrated classical sets (:func:`features.builders.build_classical`): parts on Dask's workers, or on
+    ``workers`` threads of a child process (whose memory goes back when it ends)."""
     from etl.store import open_store
-    from features.builders import build_classical
+    from features.builders import PartRunner, build_classical, classical_current
 
-    with log.step("features") as step, make_task_runner(task_runner, workers, dask_address) as runner:
+    with log.step("features") as step:
         opened = open_store(store)
         step.detail["sources"] = len(opened)
-        _built(step, build_classical(opened, n_null=n_null, seed=seed,
-                                     runner=part_runner(runner, task_runner, workers, progress=progress)))
+        current = classical_current(opened, n_null=n_null, seed=seed)
+        if current:  # nothing to compute: no child process, no cluster
+            _built(step, [(meta, False) for meta in current])
+            return
+        if task_runner == "dask":
+            with make_task_runner(task_runner, workers, dask_address) as runner:
+                results = build_classical(open_store(store), n_null=n_null, seed=seed,
+                                          runner=part_runner(runner, task_runner, workers, progress=progress))
+        else:
+            results = call_in_child(build_classical, store, n_null=n_null, seed=seed,
+                                    runner=PartRunner(jobs=workers, progress=progress))
+        _built(step, results)
 
 
 @task(name="survey-train", cache_policy=NO_CACHE)
@@ -156,10 +167,18 @@ def train_step(log: RunLog, store: str, values: dict, train_sample: int, seed: i
     from etl.store import open_store
     from etl.subset import build_once, derive_store, sample_positions
     from training.config import config_from_values
-    from training.fit import fit_once
+    from training.lineage import finished_run
 
     with log.step("train") as step:
         sample = str(Path(values["run_dir"]) / "sample.zarr")
+        epochs = config_from_values(values).epochs
+        done = finished_run(values["run_dir"], epochs)
+        if done:  # a finished run of this config: no torch, no child process
+            step.did_work = False
+            step.detail.update(run_dir=values["run_dir"], checkpoint=done, sample=sample, seed=seed, epochs=epochs, epochs_now=0)
+            return done
+        from training.fit import fit_once
+
         opened = open_store(store)
         picks = sample_positions(opened, train_sample, seed)
         built = build_once(sample, lambda target: derive_store(opened, picks, target, progress=progress, desc="training sample"),
@@ -175,13 +194,27 @@ def train_step(log: RunLog, store: str, values: dict, train_sample: int, seed: i
 @task(name="survey-model-sets", cache_policy=NO_CACHE)
 def model_sets_step(log: RunLog, store: str, checkpoint: str, n_null: int | None, seed: int, task_runner: str,
                     workers: int, dask_address: str | None, progress: bool) -> None:
-    """Every source scored by the model (:func:`training.score.build_model_features`), parts on the task runner."""
+    """Every source scored by the model (:func:`training.score.build_model_features`): parts on Dask's workers, or
+    in a child process (one part at a time on torch's threads)."""
     from etl.store import open_store
-    from training.score import build_model_features
+    from features.builders import PartRunner
+    from training.lineage import model_sets_current
 
-    with log.step("model_sets") as step, make_task_runner(task_runner, workers, dask_address) as runner:
-        _built(step, build_model_features(open_store(store), checkpoint, progress=progress, n_null=n_null, seed=seed,
-                                          runner=part_runner(runner, task_runner, workers, progress=progress)))
+    with log.step("model_sets") as step:
+        current = model_sets_current(open_store(store), checkpoint, n_null, seed)  # without torch
+        if current:
+            _built(step, [(meta, False) for meta in current])
+            return
+        from training.score import build_model_features  # torch: only when there is scoring to do
+
+        if task_runner == "dask":
+            with make_task_runner(task_runner, workers, dask_address) as runner:
+                results = build_model_features(open_store(store), checkpoint, progress=progress, n_null=n_null, seed=seed,
+                                               runner=part_runner(runner, task_runner, workers, progress=progress))
+        else:
+            results = call_in_child(build_model_features, store, checkpoint, progress=progress, n_null=n_null, seed=seed,
+                                    runner=PartRunner(jobs=1, progress=progress))
+        _built(step, results)
 
 
 @task(name="survey-crossmatch", cache_policy=NO_CACHE)
@@ -199,14 +232,19 @@ def crossmatch_step(log: RunLog, store: str, reference: str, radius: float) -> N
 def hats_step(log: RunLog, store: str, out: str, progress: bool) -> None:
     """The HATS catalogue of the store and its sets (:func:`features.export_hats.export_hats`, updated in place)."""
     from etl.store import open_store
-    from features.export_hats import export_hats
+    from features.export_hats import ExportResult, export_current, export_hats
     from features.featurestore import list_feature_sets
 
     with log.step("hats") as step:
         opened = open_store(store)
         present = set(list_feature_sets(opened)["name"].to_list())
         sets = [name for name in HATS_SETS if name in present] + sorted(n for n in present if n.startswith("xmatch_"))
-        result = export_hats(opened, out, sets, lightcurves=False, update=True, progress=progress, columns=HATS_COLUMNS)
+        sources = export_current(opened, out, sets, columns=HATS_COLUMNS)
+        if sources is not None:
+            result = ExportResult(sources, False)
+        else:  # in a child: lsdb holds a few copies of the table while it partitions it
+            result = call_in_child(export_hats, store, out, sets, lightcurves=False, update=True, progress=progress,
+                                   columns=HATS_COLUMNS)
         step.did_work = result.written
         step.detail.update(out=out, sources=result.sources, feature_sets=sets, bytes=disk_use(out))
 

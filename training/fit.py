@@ -40,6 +40,7 @@ from training.checkpoint import find_checkpoint, load_checkpoint, read_checkpoin
 from training.config import TrainConfig, load_config
 from training.data import BucketedLightCurves, DataError, feature_options, hide_band, model_inputs, select_splits
 from training.evaluate import evaluate_checkpoint, reconstruct
+from training.lineage import finished_run
 from training.model import batch_elbo, build_model, check_bands, make_optimizer, pick_device
 from training.threads import tune_threads
 
@@ -381,11 +382,11 @@ def fit_once(cfg: TrainConfig) -> tuple[str, bool, dict]:
     ``summary.json``) it is done and reused; with an earlier epoch it is resumed from there (after
     a kill or a crash); without a checkpoint it starts. ``info`` has the epochs trained now and in all.
     """
-    run = Path(cfg.run_dir)
-    last = run / "checkpoints" / "last.h5"
+    done = finished_run(cfg.run_dir, cfg.epochs)
+    if done:
+        return done, False, {"epochs": cfg.epochs, "epochs_now": 0}
+    last = Path(cfg.run_dir) / "checkpoints" / "last.h5"
     done_epochs = read_checkpoint_info(last)["epoch"] if last.is_file() else 0
-    if done_epochs >= cfg.epochs and (run / "summary.json").is_file():
-        return str(run / "checkpoints" / "best.h5"), False, {"epochs": done_epochs, "epochs_now": 0}
     resume_from = str(last) if last.is_file() else None
     summary = Trainer(cfg, resume_from).fit()
     return summary["checkpoint"], True, {"epochs": cfg.epochs, "epochs_now": cfg.epochs - done_epochs, **{

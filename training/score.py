@@ -54,22 +54,18 @@ from features.builders import (
     PartRunner,
     build_morphology,
     build_poisson_variability,
-    null_lineage,
     null_store,
     total_net_counts,
     uncalibrated_poisson,
 )
 from features.calibration import FPP_3SIGMA, column_fpp, significance
-from features.featurestore import as_store, build_lock, file_hash, find_version, get_feature_set, write_feature_set
+from features.featurestore import as_store, build_lock, file_hash, get_feature_set, write_feature_set
 from features.parts import parts_key, store_of
-from training.checkpoint import load_checkpoint, read_checkpoint_info
-from training.config import config_from_dict
+from training.checkpoint import load_checkpoint
 from training.evaluate import score_store
+from training.lineage import model_set_lineages, model_sets_current
 from training.model import check_bands, load_model, pick_device
 
-MODEL_SETS = ("vae_latent", "vae_anomaly")
-#: Bump when the discovery set's definitions change (part of its lineage).
-DISCOVERY_VERSION = 1
 
 
 def score_rows(store, checkpoint: str, rows: tuple[int, int] | None = None, device: str = "auto",
@@ -107,12 +103,6 @@ def score_checkpoint(store, checkpoint: str, device: str = "auto", runner: PartR
     return runner.run(store, "model_scores", key, functools.partial(score_part, checkpoint=checkpoint, device=device))
 
 
-def model_lineage(store, checkpoint: str, null: dict) -> dict:
-    """What the model sets were computed from: the store's snapshot, the checkpoint and the null."""
-    return {"catalog_hash": store.snapshot_hash(), "checkpoint": checkpoint, "checkpoint_hash": file_hash(checkpoint),
-            "config": read_checkpoint_info(checkpoint)["config"], "null": null}
-
-
 def build_model_features(store, checkpoint: str, progress: bool = True, n_null: int | None = None, seed: int = 0,
                          device: str = "auto", runner: PartRunner | None = None) -> list[tuple[dict, bool]]:
     """Register ``vae_latent``, ``vae_anomaly`` and, for a discovery model, ``discovery`` (reused when built).
@@ -137,19 +127,20 @@ def build_model_features(store, checkpoint: str, progress: bool = True, n_null: 
         used.append(parts)
         return frame
 
-    discovery = config_from_dict(read_checkpoint_info(checkpoint)["config"]).predicts_hidden_bands and len(store.e_min) > 1
-    names = MODEL_SETS + (("discovery",) if discovery else ())
-    null = null_lineage(store, n_null, seed)
-    lineage = model_lineage(store, checkpoint, null)
-    discovery_lineage = lineage | {"discovery_version": DISCOVERY_VERSION}
+    lineages = model_set_lineages(store, checkpoint, n_null, seed)
+    discovery = "discovery" in lineages
+    null = lineages["vae_latent"]["null"]
+    lineage = lineages["vae_latent"]
     with build_lock(store):
-        found = [find_version(store, name, discovery_lineage if name == "discovery" else lineage) for name in names]
-        if all(found):
+        found = model_sets_current(store, checkpoint, n_null, seed)
+        if found:
             return [(meta, False) for meta in found]
         poisson_meta, _ = build_poisson_variability(store, n_null=n_null, seed=seed, runner=runner)
         constants = null_store(store, null, runner.progress)
         null_scores = score(constants).join(total_net_counts(uncalibrated_poisson(constants, runner)), on="source_id")
-        poisson = get_feature_set(store, f"poisson_variability@{poisson_meta['version']}")[1].collect()
+        # only the columns used: the whole set is ~90 columns of every source
+        poisson = (get_feature_set(store, f"poisson_variability@{poisson_meta['version']}")[1]
+                   .select("source_id", "variable_fpp", pl.col("^net_counts_b\\d+$")).collect())
         scores = score(store).join(total_net_counts(poisson), on="source_id", how="left")
         fpp = column_fpp(null_scores, scores, "anomaly_score", "n_steps")
         scores = scores.with_columns(pl.Series("anomaly_fpp", fpp).fill_nan(None)).with_columns(
@@ -160,10 +151,11 @@ def build_model_features(store, checkpoint: str, progress: bool = True, n_null: 
         results = [write_feature_set(store, "vae_latent", latent, lineage), write_feature_set(store, "vae_anomaly", vae, lineage)]
         if discovery:
             morphology_meta, _ = build_morphology(store, n_null=n_null, seed=seed, runner=runner)
-            morphology = get_feature_set(store, f"morphology@{morphology_meta['version']}")[1].collect()
+            morphology = (get_feature_set(store, f"morphology@{morphology_meta['version']}")[1]
+                          .select("source_id", pl.col("^lbo_fpp_b\\d+$")).collect())
             frame = discovery_frame(scores, null_scores, poisson, morphology, store)
             meta = {"soft_band": band_labels(store.e_min, store.e_max)[softest_band(store.e_min) - 1]}
-            results.append(write_feature_set(store, "discovery", frame, discovery_lineage, metrics=meta))
+            results.append(write_feature_set(store, "discovery", frame, lineages["discovery"], metrics=meta))
         elif progress:
             print("discovery: needs a model that predicts a hidden band from the others on counts "
                   "(condition 'band_mean', hide_band > 0, loss 'poisson': configs/discovery.toml) and a store of "

@@ -99,7 +99,11 @@ def test_every_step_leaves_its_output(reference, archive):
     sample = read_catalog(train["sample"])
     assert sample.height == 600 and set(sample["source_id"]) <= set(cat["source_id"])
     hats = rec["steps"][-1]
-    assert hats["sources"] == 2000 and (reference / "hats" / "hats.properties").is_file()
+    assert hats["sources"] == 2000 and (reference / "hats" / "collection.properties").is_file()
+    import lsdb
+
+    exported = lsdb.open_catalog(reference / "hats").compute()
+    assert len(exported) == 2000 and {"discovery_score", "variable_fpp", "anomaly_fpp"} <= set(exported.columns)
     assert hats["feature_sets"] == ["poisson_variability", "morphology", "vae_anomaly", "discovery"]
 
 
