@@ -96,6 +96,11 @@ def s3_endpoint(monkeypatch):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
+    # moto keeps its buckets in process-wide state, which outlives a server: an earlier test's
+    # objects in this pytest worker would otherwise be seen by this one.
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST")).close()
     import s3fs
 
     s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches file systems: none may point at an earlier test's server
