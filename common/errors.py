@@ -8,6 +8,9 @@ message in a log of a million files still says which one.
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class UserError(Exception):
     """An error in what the user asked for or gave, not in the code; exit status :attr:`exit_code`.
@@ -40,3 +43,22 @@ class MissingExtraError(UserError, ImportError):
         self.module, self.extra = module, extra
         verb = "are" if ", " in module else "is"
         super().__init__(f"{what} needs {module}, which {verb} not installed: pip install 'erosita-lcvae[{extra}]'")
+
+
+#: errno values of a file system that refuses a write for want of space (a full disk, a quota).
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+#: How libraries that do not raise OSError (polars: ``ComputeError``) say the same.
+NO_SPACE_WORDS = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is a file system refusing a write for want of space."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
+            return True
+        if any(words in str(exc) for words in NO_SPACE_WORDS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

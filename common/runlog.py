@@ -104,8 +104,12 @@ class RunLog:
     def write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        tmp.write_text(json.dumps(self.as_dict(), indent=1) + "\n")
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps(self.as_dict(), indent=1) + "\n")
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk: no half-written record left beside the last whole one
+            raise
 
     def markdown(self, title: str) -> str:
         """The steps as a Markdown table (a Prefect artifact)."""

@@ -196,8 +196,13 @@ class LightCurveStore:
             if self.pinned_catalog:
                 raise StoreError(self.url, f"pinned catalog {self.pinned_catalog} does not exist")
             raise StoreError(self.url, "store has no catalog.parquet (never committed an ingest)")
-        self._catalog = cat
-        self._ok = cat.filter(pl.col("status") == STATUS_OK).rechunk()  # one chunk: row gathers (cone) stay O(rows)
+        # The ok rows (one chunk: row gathers, as in a cone search, stay O(rows)) and the rest, kept
+        # apart rather than beside a whole copy: the catalog is most of an opened store's memory
+        # (about 350 MB at 930,000 sources).
+        is_ok = cat["status"] == STATUS_OK
+        self._ok = cat.filter(is_ok).rechunk()
+        self._not_ok = cat.filter(~is_ok)
+        del cat
         self._in_order = None
         self._index = None
         self._snapshot = None
@@ -209,8 +214,9 @@ class LightCurveStore:
 
     # -- catalog -------------------------------------------------------------------------
     def catalog(self) -> pl.LazyFrame:
-        """The catalog as a Polars LazyFrame (the committed snapshot this object opened)."""
-        return self._catalog.lazy()
+        """The catalog as a Polars LazyFrame (the committed snapshot this object opened): the ok rows
+        first, then the others (rejected, quarantined), each in the file's order."""
+        return pl.concat([self._ok, self._not_ok], rechunk=False).lazy()
 
     @property
     def catalog_path(self) -> str:
@@ -237,7 +243,9 @@ class LightCurveStore:
     def ok_sources(self) -> pl.DataFrame:
         """The ok rows of the catalog in store order (by ``offset``): what batch loops walk through."""
         if self._in_order is None:
-            self._in_order = self._ok.sort("offset")
+            offsets = self._ok["offset"]
+            # an ingest appends in catalog order, so this is usually the ok rows themselves, not a second copy
+            self._in_order = self._ok if offsets.is_sorted() else self._ok.sort("offset")
         return self._in_order
 
     def snapshot_hash(self) -> str:
@@ -271,7 +279,7 @@ class LightCurveStore:
         if local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
         with fs.open(path, "wb") as fh:
-            self._catalog.write_parquet(fh)
+            self.catalog().collect().write_parquet(fh)
         try:
             yield url
         finally:

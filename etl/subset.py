@@ -126,3 +126,16 @@ def _remove_dead_side_folders(root: Path) -> None:
         pid = entry.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
         if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def build_sample(store: str, n: int, seed: int, target: str, progress: bool = False) -> tuple[int, bool]:
+    """A store at ``target`` holding the light curves of ``n`` ok sources of ``store`` drawn by ``seed``
+    (:func:`sample_positions`), built once (:func:`build_once`); the number drawn and whether it was built now."""
+    from etl.store import open_store
+
+    opened = open_store(store)
+    picks = sample_positions(opened, n, seed)
+    built = build_once(target, lambda out: derive_store(opened, picks, out, progress=progress, desc="training sample"),
+                       f"{len(picks)} sources of {store}, seed {seed}")
+    return len(picks), built
+

@@ -33,9 +33,14 @@ temporary LocalCluster of ``workers`` processes); the flow's process stays the o
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import functools
+import gc
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from common.extras import check_installed
@@ -48,13 +53,14 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from common import cli  # noqa: E402
-from common.errors import UserError  # noqa: E402
+from common.errors import UserError, out_of_space  # noqa: E402
 from common.lifeline import call_in_child  # noqa: E402
 from common.location import is_url, resolve  # noqa: E402
 from common.meter import disk_use  # noqa: E402
 from common.progress import forward_to  # noqa: E402
-from common.runlog import RunLog  # noqa: E402
+from common.runlog import RunLog, Step  # noqa: E402
 from etl.ingest import check_options  # noqa: E402
+from etl.store import open_store  # noqa: E402
 from flows.ingest import prefect_batch_runner  # noqa: E402
 from flows.runners import RunnerKind, make_task_runner, part_runner  # noqa: E402
 from flows.serve import api_for_command, user_errors_in_one_line  # noqa: E402
@@ -75,7 +81,7 @@ HATS_COLUMNS = ["object", "iau_name", "pos_err_arcsec", "n_points", "mjd_start",
 
 
 class SurveyError(UserError):
-    """A survey run cannot start or go on (a missing archive or config, a store of another binning)."""
+    """A survey run cannot start or go on (a missing archive or config, a store of another binning, a full disk)."""
 
 
 def store_binning(store: str, requested: str) -> str:
@@ -106,13 +112,52 @@ def training_values(store: str, config: str | None, train_sample: int, epochs: i
     return values
 
 
+def checked(store: str, check: Callable) -> tuple[int, object]:
+    """The store's ok sources and ``check(opened store)``, with the opened store dropped at once.
+
+    A step decides here whether it has work, then leaves the work to a child process: the catalog
+    an opened store holds (about 1 GB at 930,000 sources) must not stay in this process beside it.
+    """
+    opened = open_store(store)
+    try:
+        return len(opened), check(opened)
+    finally:
+        del opened
+        gc.collect()  # the store's reference cycles too: its memory goes back before the child starts
+
+
+def no_space(exc: BaseException, store: str, where: str) -> None:
+    """Raise :class:`SurveyError` in place of ``exc`` when it is a file system out of space (else return).
+
+    Every step commits by renames (store batches, set versions, parts, checkpoints, the HATS
+    swap), so a refused write loses nothing that was committed: the message says so, and how to
+    go on.
+    """
+    if isinstance(exc, UserError) or not out_of_space(exc):
+        return  # a user error says already what to do (the ingest's full disk does)
+    raise SurveyError(f"{store}: {os.strerror(errno.ENOSPC)} {where} ({type(exc).__name__}: {exc}); nothing committed "
+                      "was lost: free space and run the same command again to continue") from exc
+
+
+@contextlib.contextmanager
+def step_of(log: RunLog, name: str, store: str) -> Iterator[Step]:
+    """:meth:`RunLog.step`, with a full disk raised as :class:`SurveyError` inside the step's task
+    (so Prefect logs it as one line, not as a task's traceback)."""
+    try:
+        with log.step(name) as step:
+            yield step
+    except Exception as exc:
+        no_space(exc, store, f"in step {name}")
+        raise
+
+
 @task(name="survey-ingest", cache_policy=NO_CACHE)
 def ingest_step(log: RunLog, archive: str, store: str, binning: str, task_runner: str, workers: int,
                 dask_address: str | None, rehash: bool, progress: bool) -> dict:
     """Ingest new and changed files (:func:`etl.ingest.ingest`): parsing in processes, or on Dask."""
     from etl.ingest import ingest
 
-    with log.step("ingest") as step:
+    with step_of(log, "ingest", store) as step:
         if task_runner == "dask":
             with make_task_runner("dask", workers, dask_address) as runner:
                 summary = ingest(archive, store, binning=binning, progress=progress, rehash=rehash,
@@ -136,13 +181,10 @@ def features_step(log: RunLog, store: str, n_null: int | None, seed: int, task_r
                   dask_address: str | None, progress: bool) -> None:
     """The calibrated classical sets (:func:`features.builders.build_classical`): parts on Dask's workers, or on
     ``workers`` threads of a child process (whose memory goes back when it ends)."""
-    from etl.store import open_store
     from features.builders import PartRunner, build_classical, classical_current
 
-    with log.step("features") as step:
-        opened = open_store(store)
-        step.detail["sources"] = len(opened)
-        current = classical_current(opened, n_null=n_null, seed=seed)
+    with step_of(log, "features", store) as step:
+        step.detail["sources"], current = checked(store, functools.partial(classical_current, n_null=n_null, seed=seed))
         if current:  # nothing to compute: no child process, no cluster
             _built(step, [(meta, False) for meta in current])
             return
@@ -164,12 +206,11 @@ def train_step(log: RunLog, store: str, values: dict, train_sample: int, seed: i
     light curves back to back, so an epoch reads a compact store whatever the archive's size, and
     the sample the model saw stays on record.
     """
-    from etl.store import open_store
-    from etl.subset import build_once, derive_store, sample_positions
+    from etl.subset import build_sample
     from training.config import config_from_values
     from training.lineage import finished_run
 
-    with log.step("train") as step:
+    with step_of(log, "train", store) as step:
         sample = str(Path(values["run_dir"]) / "sample.zarr")
         epochs = config_from_values(values).epochs
         done = finished_run(values["run_dir"], epochs)
@@ -179,15 +220,12 @@ def train_step(log: RunLog, store: str, values: dict, train_sample: int, seed: i
             return done
         from training.fit import fit_once
 
-        opened = open_store(store)
-        picks = sample_positions(opened, train_sample, seed)
-        built = build_once(sample, lambda target: derive_store(opened, picks, target, progress=progress, desc="training sample"),
-                           f"{len(picks)} sources of {store}, seed {seed}")
+        # each in a child process: the memory that reading the store and training take goes back when it ends
+        picked, built = call_in_child(build_sample, store, train_sample, seed, sample, progress=progress)
         cfg = config_from_values(values | {"store": sample, "limit": 0}).validate()
-        # in a child process: the memory training takes (torch, the data it read) goes back when it ends
         checkpoint, trained, info = call_in_child(fit_once, cfg)
         step.did_work = trained or built
-        step.detail.update(run_dir=cfg.run_dir, checkpoint=checkpoint, sample=sample, sample_sources=len(picks), seed=seed, **info)
+        step.detail.update(run_dir=cfg.run_dir, checkpoint=checkpoint, sample=sample, sample_sources=picked, seed=seed, **info)
     return checkpoint
 
 
@@ -196,12 +234,11 @@ def model_sets_step(log: RunLog, store: str, checkpoint: str, n_null: int | None
                     workers: int, dask_address: str | None, progress: bool) -> None:
     """Every source scored by the model (:func:`training.score.build_model_features`): parts on Dask's workers, or
     in a child process (one part at a time on torch's threads)."""
-    from etl.store import open_store
     from features.builders import PartRunner
     from training.lineage import model_sets_current
 
-    with log.step("model_sets") as step:
-        current = model_sets_current(open_store(store), checkpoint, n_null, seed)  # without torch
+    with step_of(log, "model_sets", store) as step:
+        _, current = checked(store, lambda opened: model_sets_current(opened, checkpoint, n_null, seed))  # without torch
         if current:
             _built(step, [(meta, False) for meta in current])
             return
@@ -222,7 +259,7 @@ def crossmatch_step(log: RunLog, store: str, reference: str, radius: float) -> N
     """``xmatch_reference`` (:func:`features.crossmatch.crossmatch`)."""
     from features.crossmatch import crossmatch
 
-    with log.step("crossmatch") as step:
+    with step_of(log, "crossmatch", store) as step:
         meta, created = crossmatch(store, reference, radius, "reference")
         step.did_work = created
         step.detail.update(set=f"{meta['name']}@{meta['version']}", **meta.get("metrics", {}))
@@ -231,15 +268,16 @@ def crossmatch_step(log: RunLog, store: str, reference: str, radius: float) -> N
 @task(name="survey-hats", cache_policy=NO_CACHE)
 def hats_step(log: RunLog, store: str, out: str, progress: bool) -> None:
     """The HATS catalogue of the store and its sets (:func:`features.export_hats.export_hats`, updated in place)."""
-    from etl.store import open_store
     from features.export_hats import ExportResult, export_current, export_hats
     from features.featurestore import list_feature_sets
 
-    with log.step("hats") as step:
-        opened = open_store(store)
+    def current(opened) -> tuple[list[str], int | None]:
         present = set(list_feature_sets(opened)["name"].to_list())
         sets = [name for name in HATS_SETS if name in present] + sorted(n for n in present if n.startswith("xmatch_"))
-        sources = export_current(opened, out, sets, columns=HATS_COLUMNS)
+        return sets, export_current(opened, out, sets, columns=HATS_COLUMNS)
+
+    with step_of(log, "hats", store) as step:
+        _, (sets, sources) = checked(store, current)
         if sources is not None:
             result = ExportResult(sources, False)
         else:  # in a child: lsdb holds a few copies of the table while it partitions it
@@ -305,19 +343,24 @@ def survey(archive: str, store: str, train_sample: int = 100_000, reference: str
         raise SurveyError(f"archive {archive} does not exist or is not a folder")
     binning = store_binning(store, bin)
     values = training_values(store, config, train_sample, epochs, seed)  # a bad config fails before any work
-    log = RunLog(Path(store) / RECORD, {"archive": archive, "store": store, "train_sample": train_sample,
-                                        "task_runner": task_runner, "workers": workers, "binning": binning})
-    with forward_to(logger):
-        ingest_step(log, archive, store, binning, task_runner, workers, dask_address, rehash, progress)
-        features_step(log, store, n_null, seed, task_runner, workers, dask_address, progress)
-        checkpoint = train_step(log, store, values, train_sample, seed, progress)
-        model_sets_step(log, store, checkpoint, n_null, seed, task_runner, workers, dask_address, progress)
-        if reference:
-            crossmatch_step(log, store, reference, radius)
-        else:
-            log.skip("crossmatch", "no reference catalogue given")
-        hats_step(log, store, hats or str(Path(store) / HATS), progress)
-    record = log.finish(store_bytes=disk_use(store), archive_bytes=disk_use(archive))
+    log = None
+    try:
+        log = RunLog(Path(store) / RECORD, {"archive": archive, "store": store, "train_sample": train_sample,
+                                            "task_runner": task_runner, "workers": workers, "binning": binning})
+        with forward_to(logger):
+            ingest_step(log, archive, store, binning, task_runner, workers, dask_address, rehash, progress)
+            features_step(log, store, n_null, seed, task_runner, workers, dask_address, progress)
+            checkpoint = train_step(log, store, values, train_sample, seed, progress)
+            model_sets_step(log, store, checkpoint, n_null, seed, task_runner, workers, dask_address, progress)
+            if reference:
+                crossmatch_step(log, store, reference, radius)
+            else:
+                log.skip("crossmatch", "no reference catalogue given")
+            hats_step(log, store, hats or str(Path(store) / HATS), progress)
+        record = log.finish(store_bytes=disk_use(store), archive_bytes=disk_use(archive))
+    except Exception as exc:
+        no_space(exc, store, "writing the run's record")
+        raise
     create_markdown_artifact(log.markdown(f"survey of {archive}"), key="survey", description=f"survey into {store}")
     logger.info("done: python -m explorer --store %s", store)
     return record

@@ -22,6 +22,7 @@ import polars as pl
 import pytest
 
 from etl.catalog import read_catalog
+from etl.store import open_store
 from etl.synth import make_archive
 from features.featurestore import file_hash, get_feature_set, list_feature_sets
 
@@ -195,3 +196,41 @@ def test_bad_options_are_one_error_line(archive, api_env, tmp_path):
         assert "Traceback" not in proc.stderr
     proc = survey(tmp_path / "missing", tmp_path / "store", api_env)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_a_full_disk_is_a_clear_error_and_loses_nothing(archive, api_env, tmp_path):
+    """The store on a small file system that fills up after the ingest: exit 2 with one error line,
+    the committed catalog and light curves intact, the run's record whole."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a small file system needs root")  # a full disk cannot be made otherwise for a child process
+    try:
+        store = mount / "store"
+        ingest = subprocess.run([sys.executable, "-m", "etl.ingest", str(archive), "--store", str(store), "--bin", "eroday",
+                                 "--quiet"], cwd=ROOT, env=api_env, capture_output=True, text=True, timeout=300)
+        assert ingest.returncode == 0, ingest.stderr[-2000:]
+        before = read_catalog(str(store))
+        ids = before.filter(pl.col("status") == "ok")["source_id"].head(50).to_list()
+        rates = {sid: open_store(store).read(sid).rate for sid in ids}
+        with open(mount / "filler", "wb") as fh:  # fill the disk, then leave 64 KiB: room for the run's record only
+            try:
+                while True:
+                    fh.write(b"\0" * 2**20)
+                    fh.flush()
+            except OSError:
+                pass
+        os.truncate(mount / "filler", os.path.getsize(mount / "filler") - 2**16)
+        proc = survey(archive, store, api_env)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+        assert "No space left on device" in errors[0] and "nothing committed was lost" in errors[0], errors
+        assert "Traceback" not in proc.stderr
+        assert read_catalog(str(store)).sort("file").equals(before.sort("file"))
+        s = open_store(store)
+        for sid in ids:
+            np.testing.assert_array_equal(s.read(sid).rate, rates[sid])
+        rec = record(store)  # the last whole record, never a torn one
+        assert rec["status"] in ("running", "failed") and not list(store.glob(".survey.json.*"))
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
