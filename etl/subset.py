@@ -138,4 +138,3 @@ def build_sample(store: str, n: int, seed: int, target: str, progress: bool = Fa
     built = build_once(target, lambda out: derive_store(opened, picks, out, progress=progress, desc="training sample"),
                        f"{len(picks)} sources of {store}, seed {seed}")
     return len(picks), built
-

@@ -171,6 +171,19 @@ def ingest_step(log: RunLog, archive: str, store: str, binning: str, task_runner
     return step.detail
 
 
+def built_in_parts(build: Callable, store: str, task_runner: str, workers: int, dask_address: str | None, progress: bool,
+                   jobs: int, **options) -> list[tuple[dict, bool]]:
+    """``build(store, runner=..., progress=..., **options)``: its parts on Dask's workers (the build in this
+    process, the one writer), or on ``jobs`` threads of a child process whose memory goes back when it ends."""
+    from features.builders import PartRunner
+
+    if task_runner == "dask":
+        with make_task_runner(task_runner, workers, dask_address) as runner:
+            return build(open_store(store), runner=part_runner(runner, task_runner, workers, progress=progress),
+                         progress=progress, **options)
+    return call_in_child(build, store, runner=PartRunner(jobs=jobs, progress=progress), progress=progress, **options)
+
+
 def _built(step, results: list[tuple[dict, bool]]) -> None:
     step.did_work = any(created for _, created in results)
     step.detail["sets"] = {m["name"]: {"version": m["version"], "rows": m["rows"], "built": c} for m, c in results}
@@ -181,21 +194,15 @@ def features_step(log: RunLog, store: str, n_null: int | None, seed: int, task_r
                   dask_address: str | None, progress: bool) -> None:
     """The calibrated classical sets (:func:`features.builders.build_classical`): parts on Dask's workers, or on
     ``workers`` threads of a child process (whose memory goes back when it ends)."""
-    from features.builders import PartRunner, build_classical, classical_current
+    from features.builders import build_classical, classical_current
 
     with step_of(log, "features", store) as step:
         step.detail["sources"], current = checked(store, functools.partial(classical_current, n_null=n_null, seed=seed))
         if current:  # nothing to compute: no child process, no cluster
             _built(step, [(meta, False) for meta in current])
             return
-        if task_runner == "dask":
-            with make_task_runner(task_runner, workers, dask_address) as runner:
-                results = build_classical(open_store(store), n_null=n_null, seed=seed,
-                                          runner=part_runner(runner, task_runner, workers, progress=progress))
-        else:
-            results = call_in_child(build_classical, store, n_null=n_null, seed=seed,
-                                    runner=PartRunner(jobs=workers, progress=progress))
-        _built(step, results)
+        _built(step, built_in_parts(build_classical, store, task_runner, workers, dask_address, progress, jobs=workers,
+                                    n_null=n_null, seed=seed))
 
 
 @task(name="survey-train", cache_policy=NO_CACHE)
@@ -234,7 +241,6 @@ def model_sets_step(log: RunLog, store: str, checkpoint: str, n_null: int | None
                     workers: int, dask_address: str | None, progress: bool) -> None:
     """Every source scored by the model (:func:`training.score.build_model_features`): parts on Dask's workers, or
     in a child process (one part at a time on torch's threads)."""
-    from features.builders import PartRunner
     from training.lineage import model_sets_current
 
     with step_of(log, "model_sets", store) as step:
@@ -244,14 +250,8 @@ def model_sets_step(log: RunLog, store: str, checkpoint: str, n_null: int | None
             return
         from training.score import build_model_features  # torch: only when there is scoring to do
 
-        if task_runner == "dask":
-            with make_task_runner(task_runner, workers, dask_address) as runner:
-                results = build_model_features(open_store(store), checkpoint, progress=progress, n_null=n_null, seed=seed,
-                                               runner=part_runner(runner, task_runner, workers, progress=progress))
-        else:
-            results = call_in_child(build_model_features, store, checkpoint, progress=progress, n_null=n_null, seed=seed,
-                                    runner=PartRunner(jobs=1, progress=progress))
-        _built(step, results)
+        _built(step, built_in_parts(functools.partial(build_model_features, checkpoint=checkpoint), store, task_runner,
+                                    workers, dask_address, progress, jobs=1, n_null=n_null, seed=seed))
 
 
 @task(name="survey-crossmatch", cache_policy=NO_CACHE)
