@@ -1,6 +1,7 @@
 """Discovery benchmark: which ranking puts rare light-curve morphologies at the top, on archives never trained on?
 
     python benchmarks/discovery.py [--n 20000] [--variants 1 2] [--out /tmp/discovery-bench] [--config configs/discovery.toml]
+                                   [--labels 10 30 100] [--gru-epochs 20]
 
 1. Archives (``etl.synth --rare 0.01``): a training archive (seed 101) and test archives of ``--n``
    sources with 1 % rare morphologies (qpe, eclipse, absorption, step; 50 each at 20,000): the
@@ -15,10 +16,20 @@
    ``discovery_score_classical`` (the ablation: no model input) and ``discovery_score``.
    Precision at 50 / 100 / 500 and average precision for the rare classes together, per class in
    the top 100, and what the rest of the top 100 is.
-4. Active learning: ``features.active``'s AAD forest with an oracle answering from the truth
-   (rare: interesting, else boring): rare sources found after 50 / 100 / 300 labels.
-5. ``OUT/discovery.json``, ``OUT/top_ranked.png`` (the 12 highest discovery scores of the default
-   test archive, with their true class) and the table printed.
+4. The ceiling (``benchmarks/ceiling.py``): what supervised rankings given the truth find in the
+   same top 100. Out-of-fold (stratified 5-fold) probabilities of gradient-boosted trees on every
+   set and the latents and on the classical sets alone, and of a logistic regression on every
+   set; and a GRU classifier (the discovery model's encoder with a classification head, rare
+   classes over-sampled 25x) trained on the labelled training archive and applied to each test
+   archive. The ceiling is the best of them, overall and per class; every ranking gets its
+   fraction of it.
+5. A simulated user (an oracle from the truth: rare is interesting, else boring) labels the
+   current top candidate, the ranking re-fitted after each label: after 10 / 30 / 100 labels
+   (``--labels``), the rare sources among the labelled and among the labelled plus the next 100
+   shown. The label-driven ranking (``features.feedback``, from ``discovery_score``, every set
+   and the latents), the AAD forest (``features.active``) and no feedback (``discovery_score``'s order).
+6. ``OUT/discovery.json``, ``OUT/top_ranked.png`` (the 12 highest discovery scores of the default
+   test archive, with their true class), ``OUT/label_curve.png`` (step 5) and the tables printed.
 """
 
 from __future__ import annotations
@@ -34,11 +45,13 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from archives import ROOT, ensure_checkpoint, ensure_store  # noqa: E402
+from ceiling import SupervisedGru, out_of_fold  # noqa: E402
 
 from etl.morphology import COMMON_CLASSES, RARE_CLASSES  # noqa: E402
-from features.active import ActiveRanker, feature_matrix, simulate_expert  # noqa: E402
+from features.active import ActiveRanker, feature_matrix  # noqa: E402
 from features.builders import build_morphology, build_poisson_variability, build_variability  # noqa: E402
 from features.featurestore import get_feature_set, get_features  # noqa: E402
+from features.feedback import LabelRanker, Ranking  # noqa: E402
 
 SHOWN = (50, 100, 500)
 
@@ -107,20 +120,76 @@ def evaluate(store: Path, truth: pl.DataFrame, sets: dict, seed_sets: dict | Non
     return rows, frame
 
 
-def active_curve(frame: pl.DataFrame, seeds: int, labels: list[int]) -> dict:
-    """Rare sources found after ``labels`` labels (50/100/300 by default) by the AAD forest with an oracle (step 4)."""
+def shown_curve(ranker: Ranking, wanted: set[str], labels: list[int], then: int = 100) -> dict:
+    """A simulated user labels the current top candidate (rare: interesting, else boring), re-ranking after
+    each label; after each count in ``labels``: rare sources among the labelled, and among the labelled
+    plus the next ``then`` the ranking shows (step 4)."""
+    shown: list[str] = []
+    answers: list[str] = []
+    out = {}
+    for k in range(1, max(labels) + 1):
+        (source,) = ranker.next(1)
+        shown.append(source)
+        answers.append("interesting" if source in wanted else "boring")
+        ranker.update(shown, answers)
+        if k in labels:
+            after = shown + ranker.next(then)
+            out[str(k)] = {"labelled": sum(s in wanted for s in shown), f"labelled + next {then}": sum(s in wanted for s in after)}
+    return out
+
+
+def label_curves(frame: pl.DataFrame, seeds: int, labels: list[int], then: int = 100) -> dict:
+    """Rare sources found with a simulated user: the label-driven ranking (``features.feedback``), the AAD
+    forest (mean of ``seeds``) and no feedback (``discovery_score``'s top ``labels + then``), over every
+    set and the latents (step 4)."""
     wanted = set(frame.filter(pl.col("class").is_in(list(RARE_CLASSES)))["source_id"].to_list())
     x, _ = feature_matrix(frame)
-    curves = {}
-    for feedback in (False, True):
-        found = []
-        for seed in range(seeds):
-            ranker = ActiveRanker(frame["source_id"], x, "aad", seed)
-            shown = simulate_expert(ranker, lambda s: "interesting" if s in wanted else "boring", max(labels), feedback)
-            hits = np.cumsum([s in wanted for s in shown])
-            found.append([int(hits[k - 1]) for k in labels])
-        curves["feedback after every label" if feedback else "no feedback"] = dict(zip(map(str, labels), np.mean(found, 0).tolist()))
+    order = frame.sort("discovery_score", descending=True, nulls_last=True)["source_id"].to_list()
+    curves = {"no feedback (discovery_score)": {str(k): {"labelled": sum(s in wanted for s in order[:k]),
+                                                          f"labelled + next {then}": sum(s in wanted for s in order[: k + then])}
+                                                 for k in labels}}
+    t = time.perf_counter()
+    curves["label-driven (features.feedback, prior discovery_score)"] = shown_curve(
+        LabelRanker(frame["source_id"], x, frame["discovery_score"].to_numpy()), wanted, labels, then)
+    learn_s = (time.perf_counter() - t) / max(labels)
+    runs = [shown_curve(ActiveRanker(frame["source_id"], x, "aad", seed), wanted, labels, then) for seed in range(seeds)]
+    curves[f"AAD forest (mean of {seeds} seeds)"] = {k: {m: float(np.mean([r[k][m] for r in runs])) for m in runs[0][k]} for k in runs[0]}
+    curves["seconds per label (label-driven, re-fit and next)"] = round(learn_s, 3)
     return curves
+
+
+def supervised_rows(frame: pl.DataFrame, gru: pl.DataFrame | None) -> dict:
+    """The ceiling's rankings of one test archive (``frame``: every set joined, with the truth): the
+    gradient-boosted trees out of fold on every set and on the classical sets, a logistic regression
+    out of fold on every set, and the supervised GRU."""
+    everything = classical_matrix(frame.drop("discovery_reason", strict=False))
+    latents = frame.select(pl.col("^mu_\\d+$")).fill_null(0.0).to_numpy()
+    classical = classical_matrix(frame.drop([c for c in frame.columns if c.startswith(("surprise", "discovery"))]))
+    classes = frame["class"].to_numpy()
+    rows = {}
+    for name, x, model in (("supervised GBM, every set + latents (5-fold out-of-fold)", np.hstack([everything, latents]), "gbm"),
+                           ("supervised GBM, classical sets only", classical, "gbm"),
+                           ("supervised logistic regression, every set + latents", np.hstack([everything, latents]), "logistic")):
+        t = time.perf_counter()
+        p = out_of_fold(x, classes, model)
+        rows[name] = ranks(frame.with_columns(pl.Series("s", p)), "s") | {"seconds": round(time.perf_counter() - t, 1)}
+    if gru is not None:
+        rows["supervised GRU on the light curves (trained on another archive)"] = ranks(frame.join(gru, on="source_id", how="left"), "p_rare")
+    return rows
+
+
+def ceiling_of(supervised: dict) -> dict:
+    """The ceiling: rare in the top 100 of the best supervised ranking, overall and per class (the best
+    per class may come from different rankings)."""
+    return {"top100": max(r["top"]["100"] for r in supervised.values()),
+            "per_class": {c: max(r["per_class"][c] for r in supervised.values()) for c in RARE_CLASSES}}
+
+
+def fractions(rows: dict, ceiling: dict) -> dict:
+    """Each ranking's rare in its top 100 as a fraction of the ceiling's, overall and per class."""
+    return {name: {"overall": r["top"]["100"] / max(ceiling["top100"], 1),
+                   "per_class": {c: (r["per_class"][c] / ceiling["per_class"][c] if ceiling["per_class"][c] else None)
+                                 for c in RARE_CLASSES}} for name, r in rows.items()}
 
 
 def figure(frame: pl.DataFrame, store: Path, path: Path, n: int = 12) -> None:
@@ -154,12 +223,64 @@ def figure(frame: pl.DataFrame, store: Path, path: Path, n: int = 12) -> None:
 
 def print_table(title: str, rows: dict) -> None:
     print(f"\n{title}")
-    print(f"  {'ranking':48s} {'top 50':>6s} {'top 100':>7s} {'top 500':>7s} {'AP':>6s} | top 100: qpe / eclipse / absorption / step "
+    print(f"  {'ranking':64s} {'top 50':>6s} {'top 100':>7s} {'top 500':>7s} {'AP':>6s} | top 100: qpe / eclipse / absorption / step "
           f"| rest: constant / flare / dip / red noise")
     for name, r in rows.items():
         pc = " / ".join(str(r["per_class"][c]) for c in RARE_CLASSES)
         rest = " / ".join(str(r["rest"][c]) for c in COMMON_CLASSES)
-        print(f"  {name:48s} {r['top']['50']:6d} {r['top']['100']:7d} {r['top']['500']:7d} {r['ap']:6.3f} | {pc:>22s} | {rest}")
+        print(f"  {name:64s} {r['top']['50']:6d} {r['top']['100']:7d} {r['top']['500']:7d} {r['ap']:6.3f} | {pc:>22s} | {rest}")
+
+
+def print_ceiling(entry: dict) -> None:
+    """The ceiling, each ranking's fraction of it and the simulated user's curve."""
+    ceiling = entry["ceiling"]
+    print(f"  ceiling (best supervised ranking): {ceiling['top100']} rare in the top 100; per class "
+          + " / ".join(f"{c} {ceiling['per_class'][c]}" for c in RARE_CLASSES))
+    for name in ("discovery_score", "discovery_score_classical (ablation: no model)", "seed VAE anomaly_score (raw)", "variable_fpp (classical, calibrated)"):
+        if name in entry["fraction_of_ceiling"]:
+            f = entry["fraction_of_ceiling"][name]
+            per = " / ".join("-" if f["per_class"][c] is None else f"{f['per_class'][c]:.2f}" for c in RARE_CLASSES)
+            print(f"  {name:64s} {f['overall']:.2f} of the ceiling (per class {per})")
+    r = entry["rankings"]
+    print(f"  discovery_score / its ablation in the top 100: "
+          f"{r['discovery_score']['top']['100'] / max(r['discovery_score_classical (ablation: no model)']['top']['100'], 1):.2f}x")
+    for name, curve in entry["labels"].items():
+        if isinstance(curve, dict):
+            print(f"  simulated user, {name}: " + "; ".join(
+                f"{k} labels: {v['labelled']:.1f} labelled, {v['labelled + next 100']:.1f} with the next 100 "
+                f"({v['labelled + next 100'] / max(ceiling['top100'], 1):.2f} of the ceiling)" for k, v in curve.items()))
+
+
+def label_figure(report: dict, path: Path) -> None:
+    """Rare sources among the labelled plus the next 100, against the labels given, per test archive."""
+    from matplotlib.figure import Figure
+
+    entries = {name: e for name, e in report["archives"].items() if "labels" in e}
+    if not entries:
+        return
+    fig = Figure(figsize=(4.2 * len(entries), 3.6))
+    axes = fig.subplots(1, len(entries), squeeze=False)[0]
+    styles = {"label-driven": ("tab:red", "o-"), "AAD": ("tab:blue", "s--"), "no feedback": ("tab:grey", "^:")}
+    for ax, (name, entry) in zip(axes, entries.items()):
+        for curve_name, curve in entry["labels"].items():
+            if not isinstance(curve, dict):
+                continue
+            colour, style = next(v for key, v in styles.items() if curve_name.startswith(key))
+            k = [int(x) for x in curve]
+            ax.plot(k, [v["labelled + next 100"] for v in curve.values()], style, color=colour, label=curve_name)
+        ceiling = entry["ceiling"]["top100"]
+        ax.axhline(ceiling, color="k", lw=1, label="ceiling: the best supervised ranking's top 100")
+        ax.axhline(0.9 * ceiling, color="k", lw=0.8, ls="--", label="90 % of the ceiling")
+        ax.set_xscale("log")
+        ax.set_xticks(k, [str(x) for x in k])
+        ax.set_xlabel("labels given (the top candidate each time)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"{name.split(',')[0]} (ceiling {ceiling})", fontsize=9)
+    axes[0].set_ylabel(f"rare sources among labelled + next 100\n(of {entries[next(iter(entries))]['n_rare']})")
+    axes[0].legend(fontsize=6.5, loc="lower right")
+    fig.suptitle("a simulated user labels the top candidate; the ranking re-fits after each label", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -171,8 +292,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="override the config's epochs (quick runs)")
     p.add_argument("--seed-epochs", type=int, default=20, help="epochs of the seed-style VAE (0: leave it out)")
     p.add_argument("--null", type=int, default=None, help="simulated constants to calibrate on (default: features.build's)")
-    p.add_argument("--active-seeds", type=int, default=2)
-    p.add_argument("--labels", type=int, nargs="+", default=[50, 100, 300], help="active-learning curve: rare found after this many labels")
+    p.add_argument("--active-seeds", type=int, default=2, help="seeds of the AAD forest's simulated user")
+    p.add_argument("--labels", type=int, nargs="+", default=[10, 30, 100],
+                   help="simulated user: rare found among the labelled plus the next 100 after this many labels")
+    p.add_argument("--gru-epochs", type=int, default=20, help="epochs of the supervised GRU of the ceiling (0: leave it out)")
     p.add_argument("--out", type=Path, default=Path("/tmp/discovery-bench"))
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +314,13 @@ def main() -> None:
     seed_model = ensure_checkpoint(args.out / "run-seed-poisson", train_store,
                                    ["--loss", "poisson", "--epochs", str(args.seed_epochs), "--lr", "1e-3",
                                     "--plot-every", str(max(args.seed_epochs, 1))], "seed-poisson") if args.seed_epochs else None
-    report = {"n": args.n, "rare": args.rare, "config": str(args.config), "archives": {}}
+    gru = None
+    if args.gru_epochs:
+        gru = SupervisedGru(model, args.out / "run-supervised-gru")
+        train_truth = pl.read_parquet(args.out / "train-archive" / "truth.parquet").filter(pl.col("expected") == "ok")
+        gru_record = gru.train(train_store, train_truth, args.gru_epochs)
+    report = {"n": args.n, "rare": args.rare, "config": str(args.config), "archives": {},
+              "supervised_gru": gru_record if gru else None}
     for k, store in tests.items():
         truth = pl.read_parquet(store.parent / f"{store.stem}-archive" / "truth.parquet").filter(pl.col("expected") == "ok") \
             .select("source_id", "class", pl.col("net_counts").alias("net_counts_truth"))
@@ -199,18 +328,24 @@ def main() -> None:
         for label, ckpt in ([("trained on another archive", model)] + ([("trained on this archive", own)] if k == 0 else [])):
             rows, frame = evaluate(store, truth, model_sets(store, ckpt, args.null), seed_sets)
             entry = {"rankings": rows, "n_rare": int(frame["class"].is_in(list(RARE_CLASSES)).sum())}
+            title = f"generator variant {k} ({store.name}), discovery model {label}: {entry['n_rare']} rare of {frame.height}"
+            if label.startswith("trained on another"):
+                entry["supervised"] = supervised_rows(frame, gru.proba(store) if gru else None)
+                entry["ceiling"] = ceiling_of(entry["supervised"])
+                entry["fraction_of_ceiling"] = fractions(rows | entry["supervised"], entry["ceiling"])
+                entry["labels"] = label_curves(frame, args.active_seeds, args.labels)
+                rows = rows | entry["supervised"]
             if k == 0 and label.startswith("trained on another"):
-                entry["active_learning"] = active_curve(frame, args.active_seeds, args.labels)
                 figure(frame, store, args.out / "top_ranked.png")
                 # what the data allow: rare sources whose variability is significant at all
                 entry["rare_variable"] = {thr: int(frame.filter(pl.col("class").is_in(list(RARE_CLASSES))
                                                                 & (pl.col("variable_fpp") < float(thr))).height)
                                           for thr in ("0.01", "0.1")}
             report["archives"][f"variant {k}, model {label}"] = entry
-            print_table(f"generator variant {k} ({store.name}), discovery model {label}: {entry['n_rare']} rare of {frame.height}", rows)
-            if "active_learning" in entry:
-                print(f"  active learning (AAD forest, oracle from the truth): rare found after {', '.join(map(str, args.labels))} labels: "
-                      + "; ".join(f"{name} {' / '.join(f'{v:.1f}' for v in c.values())}" for name, c in entry["active_learning"].items()))
+            print_table(title, rows)
+            if "ceiling" in entry:
+                print_ceiling(entry)
+            if "rare_variable" in entry:
                 print(f"  rare sources with variable_fpp < 0.01 / 0.1: {entry['rare_variable']['0.01']} / {entry['rare_variable']['0.1']}")
     spread = [e["rankings"]["discovery_score"]["top"]["100"] for name, e in report["archives"].items() if "another" in name]
     ablation = [e["rankings"]["discovery_score_classical (ablation: no model)"]["top"]["100"]
@@ -218,7 +353,8 @@ def main() -> None:
     report["spread"] = {"discovery_top100": spread, "ablation_top100": ablation}
     print(f"\ndiscovery_score top 100 over generators {sorted(tests)}: {spread} (ablation {ablation})")
     (args.out / "discovery.json").write_text(json.dumps(report, indent=1))
-    print(f"{args.out / 'discovery.json'}, {args.out / 'top_ranked.png'}")
+    label_figure(report, args.out / "label_curve.png")
+    print(f"{args.out / 'discovery.json'}, {args.out / 'top_ranked.png'}, {args.out / 'label_curve.png'}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from explorer import figures
 from explorer.guard import guard
 from explorer.reconstruction import reconstruction
 from explorer.table import ASCENDING, LABEL_STATES, CandidateTable, FilterError, Query
-from features.active import ActiveRanker, feature_matrix
+from features.active import feature_matrix, make_ranker
 from features.featurestore import get_feature_set
 from features.labels import LABELS, LabelError
 
@@ -41,7 +41,7 @@ KEYS = {"variable": "1", "interesting": "2", "artefact": "3", "known": "4", "bor
 
 
 class Explorer:
-    """The app's state: the candidates table, the store, the active-learning ranker (built on first use)."""
+    """The app's state: the candidates table, the store, the label-driven ranker (built on first use)."""
 
     def __init__(self, store, table: CandidateTable, user: str):
         self.store, self.table, self.user = store, table, user
@@ -53,13 +53,14 @@ class Explorer:
             self.vae_lineage = get_feature_set(store, f"vae_anomaly@{table.sets['vae_anomaly']}")[0]["lineage"]
 
     def next_candidate(self) -> str | None:
-        """The most anomalous unlabelled source under the forest re-fitted from every label so far."""
+        """The highest unlabelled source of the ranking re-fitted from every label so far
+        (``features.feedback.LabelRanker``: ``discovery_score`` until the first "interesting" label)."""
         with self._ranker_lock:
             if self._ranker is None:
                 x, _ = feature_matrix(self.table.frame)
                 if self.table.latents is not None:
                     x = np.hstack([x, np.nan_to_num(self.table.latents, posinf=0.0, neginf=0.0)])
-                self._ranker = ActiveRanker(self.table.frame["source_id"], x)
+                self._ranker = make_ranker(self.table.frame, x)
             labels = self.table.labelled()
             self._ranker.update(labels["source_id"].to_list(), labels["label"].to_list())
             ids = self._ranker.next(1)
@@ -85,7 +86,7 @@ def header(ex: Explorer) -> html.Div:
             html.Button("◀ previous (k)", id="btn-prev", n_clicks=0),
             html.Button("next (j) ▶", id="btn-next", n_clicks=0),
             html.Button("next candidate (n)", id="btn-active", n_clicks=0, className="primary",
-                        title="the most anomalous unlabelled source under the forest updated from your labels"),
+                        title="the highest unlabelled source of the ranking re-fitted from your labels (discovery_score until the first interesting one)"),
             html.A("candidates", href="/", className="navlink"),
         ]),
     ])
@@ -379,7 +380,7 @@ def register_source_view(app: Dash, ex: Explorer) -> None:
 
 
 def register_navigation(app: Dash, ex: Explorer) -> None:
-    """Previous / next in the current ranking, and the next candidate of the active-learning forest."""
+    """Previous / next in the current ranking, and the next candidate of the label-driven ranking."""
     @app.callback(Output("url", "pathname"), Input("btn-prev", "n_clicks"), Input("btn-next", "n_clicks"),
                   Input("btn-active", "n_clicks"), State("url", "pathname"), prevent_initial_call=True)
     def navigate(_prev, _next, _active, pathname):

@@ -1,8 +1,11 @@
-"""Active anomaly detection: rank unlabelled sources by a forest updated from experts' labels.
+"""Active learning: rank unlabelled sources by a model updated from experts' labels.
 
-    python -m features.active --store STORE [--labels FILE] [--n 20] [--model aad|pine]
+    python -m features.active --store STORE [--labels FILE] [--n 20] [--model learn|aad|pine]
 
-The model is coniferest's Active Anomaly Discovery forest (``AADForest``; Das et al. 2017,
+The default model, ``learn`` (:class:`features.feedback.LabelRanker`), starts from the store's
+unsupervised ranking (``discovery_score``, else the combined variability significance) and
+re-ranks by a positive-unlabelled classifier of the labels: what finds the most rare sources per
+label in ``benchmarks/discovery.py``. The forests are the alternatives: coniferest's Active Anomaly Discovery forest (``AADForest``; Das et al. 2017,
 "Incorporating expert feedback into tree-based anomaly detection", arXiv:1708.09441, as used
 by SNAD on ZTF: Ishida et al. 2021, A&A 650, A195) or its ``PineForest`` (Korolev et al. 2024,
 tree filtering from labels). Both start as an isolation forest (Liu et al. 2008) on the
@@ -34,15 +37,16 @@ from common import cli
 from common.errors import UserError
 from common.extras import require
 from features.calibration import significance
+from features.feedback import ANOMALY_LABELS, REGULAR_LABELS, LabelRanker, Ranking
 
-ANOMALY_LABELS = ("variable", "interesting")
-REGULAR_LABELS = ("boring", "artefact", "known")
 FPP_COLUMNS = ("variable_fpp", "ampl_sig_fpp", "nev_fpp", "bexvar_fpp", "anomaly_fpp")
 #: Per-band FPPs of the cross-band tests (morphology's lbo, discovery's surprise), used when present.
 BAND_FPP = re.compile(r"^(lbo|surprise)_fpp_b\d+$")
 LOG_COLUMNS = ("anomaly_score", "anomaly_chi2")
 PLAIN_COLUMNS = ("hr_12", "hr_23", "n_bins", "time_span_d", "mean_fracexp", "discovery_score")
-MODELS = ("aad", "pine")
+MODELS = ("learn", "aad", "pine")
+#: The unsupervised scores a ``learn`` ranking starts from, first present wins (higher = more wanted).
+PRIOR_COLUMNS = ("discovery_score", "combined_score")
 #: The feature sets a ranking reads, when the store has them.
 RANKING_SETS = ("variability", "poisson_variability", "morphology", "vae_anomaly", "vae_latent", "discovery")
 #: The forest's inputs clip significances here: beyond it a source is "certainly variable", and a
@@ -104,21 +108,21 @@ def forest_labels(labels: list[str] | np.ndarray) -> np.ndarray:
     return out
 
 
-class ActiveRanker:
+class ActiveRanker(Ranking):
     """A forest over ``x`` re-fitted from labels; ranks the unlabelled sources.
 
     Parameters
     ----------
     source_ids : (N,) source ids, in the rows' order of ``x``.
     x : (N, F) features (``feature_matrix``).
-    model : ``"aad"`` (AADForest) or ``"pine"`` (PineForest).
+    model : ``"aad"`` (AADForest) or ``"pine"`` (PineForest); ``"learn"`` is :func:`make_ranker`'s.
     seed : random seed of the forest.
     """
 
     def __init__(self, source_ids, x: np.ndarray, model: str = "aad", seed: int = 0, n_trees: int = 100,
                  n_jobs: int = 2):
-        if model not in MODELS:
-            raise ValueError(f"unknown model {model!r} (one of {', '.join(MODELS)})")
+        if model not in MODELS[1:]:
+            raise ValueError(f"unknown forest {model!r} (one of {', '.join(MODELS[1:])})")
         forests, self._label = _coniferest()
         self.source_ids = np.asarray(source_ids)
         self.row = {s: i for i, s in enumerate(self.source_ids.tolist())}
@@ -143,18 +147,26 @@ class ActiveRanker:
             self.anomaly = self._score()
         return self.anomaly
 
-    def next(self, k: int = 1, exclude=()) -> list[str]:
-        """The ``k`` most anomalous sources neither labelled nor in ``exclude``."""
-        score = np.where(self.labelled, -np.inf, self.anomaly)
-        for s in exclude:
-            if s in self.row:
-                score[self.row[s]] = -np.inf
-        k = min(k, int(np.isfinite(score).sum()))
-        top = np.argpartition(-score, k - 1)[:k] if k else np.array([], dtype=int)
-        return self.source_ids[top[np.argsort(-score[top], kind="stable")]].tolist()
+
+def prior_score(frame: pl.DataFrame) -> np.ndarray | None:
+    """(N,) the unsupervised score a ``learn`` ranking starts from (``PRIOR_COLUMNS``), None without one."""
+    score = combined_score(frame.columns)
+    if score is not None and "combined_score" not in frame.columns:
+        frame = frame.with_columns(score)
+    for column in PRIOR_COLUMNS:
+        if column in frame.columns:
+            return frame[column].cast(pl.Float64).fill_nan(None).to_numpy()
+    return None
 
 
-def simulate_expert(ranker: ActiveRanker, oracle: Callable[[str], str], n_shown: int,
+def make_ranker(frame: pl.DataFrame, x: np.ndarray, model: str = "learn", seed: int = 0) -> Ranking:
+    """The ranker ``model`` names over ``frame``'s sources (rows of ``x`` (N, F), the same order)."""
+    if model == "learn":
+        return LabelRanker(frame["source_id"], x, prior_score(frame), seed)
+    return ActiveRanker(frame["source_id"], x, model, seed)
+
+
+def simulate_expert(ranker: Ranking, oracle: Callable[[str], str], n_shown: int,
                     feedback: bool = True) -> list[str]:
     """Show ``n_shown`` candidates one at a time; ``oracle(source_id)`` labels each.
 
@@ -182,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--labels", default=None,
                    help="labels: the store's log (default), another JSONL log, or a CSV with source_id,label")
     p.add_argument("--n", type=int, default=20, help="candidates to print")
-    p.add_argument("--model", choices=sorted(MODELS), default="aad")
+    p.add_argument("--model", choices=MODELS, default="learn",
+                   help="learn: the unsupervised ranking re-ranked by a classifier of the labels; aad, pine: forests")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the ranking of every unlabelled source here (Parquet or CSV)")
     args = p.parse_args(argv)
@@ -197,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     else:  # the store's log, or the JSONL log given
         labels = LabelLog.for_store(store, args.labels).latest()
     x, names = feature_matrix(frame)
-    ranker = ActiveRanker(frame["source_id"], x, args.model, args.seed)
+    if args.model != "learn" and not frame.is_empty():
+        _coniferest()  # one line naming the extra, before any work
+    ranker = make_ranker(frame, x, args.model, args.seed)
     ranker.update(labels["source_id"].to_list(), labels["label"].to_list())
     order = np.argsort(-np.where(ranker.labelled, -np.inf, ranker.anomaly), kind="stable")
     order = order[~ranker.labelled[order]]

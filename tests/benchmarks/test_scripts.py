@@ -159,7 +159,7 @@ def test_position_errors():
 
 def test_discovery(tmp_path):
     out = run_script("discovery.py", "--n", "600", "--variants", "1", "--epochs", "1", "--seed-epochs", "1", "--null", "2000",
-                     "--active-seeds", "1", "--labels", "10", "30", "--out", str(tmp_path))
+                     "--active-seeds", "1", "--labels", "10", "30", "--gru-epochs", "1", "--out", str(tmp_path))
     report = json.loads((tmp_path / "discovery.json").read_text())
     main = report["archives"]["variant 0, model trained on another archive"]
     assert main["n_rare"] == 6 and set(main["rankings"]) >= {"discovery_score", "discovery_score_classical (ablation: no model)",
@@ -167,7 +167,18 @@ def test_discovery(tmp_path):
                                                              "isolation forest, classical + latents"}
     for row in main["rankings"].values():
         assert 0 <= row["top"]["50"] <= row["top"]["100"] <= row["top"]["500"] <= 6 and 0 < row["ap"] <= 1
-    assert set(main["active_learning"]["feedback after every label"]) == {"10", "30"}
+    # the ceiling: supervised rankings, each ranking's fraction of it, and the simulated user's curves
+    assert set(main["supervised"]) == {"supervised GBM, every set + latents (5-fold out-of-fold)", "supervised GBM, classical sets only",
+                                       "supervised logistic regression, every set + latents", "supervised GRU on the light curves (trained on another archive)"}
+    assert main["ceiling"]["top100"] == max(r["top"]["100"] for r in main["supervised"].values())
+    fraction = main["fraction_of_ceiling"]["discovery_score"]["overall"]
+    assert fraction == main["rankings"]["discovery_score"]["top"]["100"] / max(main["ceiling"]["top100"], 1)
+    curves = {name: c for name, c in main["labels"].items() if isinstance(c, dict)}
+    assert len(curves) == 3 and all(set(c) == {"10", "30"} for c in curves.values())
+    for c in curves.values():
+        assert c["10"]["labelled"] <= c["30"]["labelled"] <= 6 and c["30"]["labelled"] <= c["30"]["labelled + next 100"] <= 6
+    assert re.search(r"simulated user, label-driven .*30 labels: [\d.]+ labelled, [\d.]+ with the next 100", out), out
+    assert (tmp_path / "label_curve.png").stat().st_size > 10_000
     assert "variant 1, model trained on another archive" in report["archives"] and "variant 0, model trained on this archive" in report["archives"]
     assert (tmp_path / "top_ranked.png").stat().st_size > 10_000
     spread = re.search(r"discovery_score top 100 over generators \[0, 1\]: \[(\d+), (\d+)\]", out)

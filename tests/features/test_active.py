@@ -39,7 +39,7 @@ def test_next_excludes_labelled_and_unknown_ids_are_ignored():
     top = r.next(3)
     r.update([top[0], "not-a-source"], ["boring", "variable"])
     assert top[0] not in r.next(50) and r.labelled.sum() == 1
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ValueError, match="unknown forest"):
         ActiveRanker(ids, x, "svm")
 
 
