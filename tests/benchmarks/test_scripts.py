@@ -159,7 +159,8 @@ def test_position_errors():
 
 def test_discovery(tmp_path):
     out = run_script("discovery.py", "--n", "600", "--variants", "1", "--epochs", "1", "--seed-epochs", "1", "--null", "2000",
-                     "--active-seeds", "1", "--labels", "10", "30", "--gru-epochs", "1", "--out", str(tmp_path))
+                     "--active-seeds", "1", "--labels", "10", "30", "--gru-epochs", "1", "--out", str(tmp_path),
+                     env={"OMP_NUM_THREADS": "1"})  # the classifiers' OpenMP threads would spin against the other test worker
     report = json.loads((tmp_path / "discovery.json").read_text())
     main = report["archives"]["variant 0, model trained on another archive"]
     assert main["n_rare"] == 6 and set(main["rankings"]) >= {"discovery_score", "discovery_score_classical (ablation: no model)",
