@@ -1,13 +1,13 @@
 """What the data can tell: supervised rankings that bound what any unsupervised ranking can find.
 
-Used by ``benchmarks/discovery.py``; two supervised rankers, each given the truth as labels:
+Used by ``benchmarks/discovery.py``; supervised rankers, each given the truth as labels:
 
 * :func:`out_of_fold`: gradient-boosted trees (scikit-learn's ``HistGradientBoostingClassifier``,
   Friedman 2001, with the histogram binning of LightGBM, Ke et al. 2017), and a logistic
   regression, on every feature set the project built, trained on rare against the rest; each
   source ranked by its out-of-fold probability of being rare under stratified 5-fold
   cross-validation (it is never scored by a model that saw its label).
-* :func:`supervised_gru`: the discovery model's encoder (the GRU and its mean head, started from
+* :class:`SupervisedGru`: the discovery model's encoder (the GRU and its mean head, started from
   the trained discovery checkpoint) with a classification head, trained with the truth on a
   separate labelled archive, the rare classes over-sampled, then applied to the test archive.
   It tests whether the feature sets lose information that the light curves hold.

@@ -48,7 +48,7 @@ from archives import ROOT, ensure_checkpoint, ensure_store  # noqa: E402
 from ceiling import SupervisedGru, out_of_fold  # noqa: E402
 
 from etl.morphology import COMMON_CLASSES, RARE_CLASSES  # noqa: E402
-from features.active import ActiveRanker, feature_matrix  # noqa: E402
+from features.active import ActiveRanker, feature_matrix, simulate_expert  # noqa: E402
 from features.builders import build_morphology, build_poisson_variability, build_variability  # noqa: E402
 from features.featurestore import get_feature_set, get_features  # noqa: E402
 from features.feedback import LabelRanker, Ranking  # noqa: E402
@@ -121,27 +121,25 @@ def evaluate(store: Path, truth: pl.DataFrame, sets: dict, seed_sets: dict | Non
 
 
 def shown_curve(ranker: Ranking, wanted: set[str], labels: list[int], then: int = 100) -> dict:
-    """A simulated user labels the current top candidate (rare: interesting, else boring), re-ranking after
-    each label; after each count in ``labels``: rare sources among the labelled, and among the labelled
-    plus the next ``then`` the ranking shows (step 4)."""
-    shown: list[str] = []
-    answers: list[str] = []
+    """A simulated user (``features.active.simulate_expert``; rare: interesting, else boring) labels the
+    current top candidate, re-ranking after each label; after each count in ``labels``: rare sources
+    among the labelled, and among the labelled plus the next ``then`` the ranking shows (step 5)."""
     out = {}
-    for k in range(1, max(labels) + 1):
-        (source,) = ranker.next(1)
-        shown.append(source)
-        answers.append("interesting" if source in wanted else "boring")
-        ranker.update(shown, answers)
-        if k in labels:
+
+    def look(shown: list[str]) -> None:
+        if len(shown) in labels:
             after = shown + ranker.next(then)
-            out[str(k)] = {"labelled": sum(s in wanted for s in shown), f"labelled + next {then}": sum(s in wanted for s in after)}
+            out[str(len(shown))] = {"labelled": sum(s in wanted for s in shown),
+                                    f"labelled + next {then}": sum(s in wanted for s in after)}
+
+    simulate_expert(ranker, lambda s: "interesting" if s in wanted else "boring", max(labels), after=look)
     return out
 
 
 def label_curves(frame: pl.DataFrame, seeds: int, labels: list[int], then: int = 100) -> dict:
     """Rare sources found with a simulated user: the label-driven ranking (``features.feedback``), the AAD
     forest (mean of ``seeds``) and no feedback (``discovery_score``'s top ``labels + then``), over every
-    set and the latents (step 4)."""
+    set and the latents (step 5)."""
     wanted = set(frame.filter(pl.col("class").is_in(list(RARE_CLASSES)))["source_id"].to_list())
     x, _ = feature_matrix(frame)
     order = frame.sort("discovery_score", descending=True, nulls_last=True)["source_id"].to_list()
@@ -162,14 +160,14 @@ def supervised_rows(frame: pl.DataFrame, gru: pl.DataFrame | None) -> dict:
     """The ceiling's rankings of one test archive (``frame``: every set joined, with the truth): the
     gradient-boosted trees out of fold on every set and on the classical sets, a logistic regression
     out of fold on every set, and the supervised GRU."""
-    everything = classical_matrix(frame.drop("discovery_reason", strict=False))
     latents = frame.select(pl.col("^mu_\\d+$")).fill_null(0.0).to_numpy()
+    everything = np.hstack([classical_matrix(frame.drop("discovery_reason", strict=False)), latents])
     classical = classical_matrix(frame.drop([c for c in frame.columns if c.startswith(("surprise", "discovery"))]))
     classes = frame["class"].to_numpy()
     rows = {}
-    for name, x, model in (("supervised GBM, every set + latents (5-fold out-of-fold)", np.hstack([everything, latents]), "gbm"),
+    for name, x, model in (("supervised GBM, every set + latents (5-fold out-of-fold)", everything, "gbm"),
                            ("supervised GBM, classical sets only", classical, "gbm"),
-                           ("supervised logistic regression, every set + latents", np.hstack([everything, latents]), "logistic")):
+                           ("supervised logistic regression, every set + latents", everything, "logistic")):
         t = time.perf_counter()
         p = out_of_fold(x, classes, model)
         rows[name] = ranks(frame.with_columns(pl.Series("s", p)), "s") | {"seconds": round(time.perf_counter() - t, 1)}

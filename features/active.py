@@ -5,7 +5,8 @@
 The default model, ``learn`` (:class:`features.feedback.LabelRanker`), starts from the store's
 unsupervised ranking (``discovery_score``, else the combined variability significance) and
 re-ranks by a positive-unlabelled classifier of the labels: what finds the most rare sources per
-label in ``benchmarks/discovery.py``. The forests are the alternatives: coniferest's Active Anomaly Discovery forest (``AADForest``; Das et al. 2017,
+label in ``benchmarks/discovery.py``. The forests are the alternatives: coniferest's Active
+Anomaly Discovery forest (``AADForest``; Das et al. 2017,
 "Incorporating expert feedback into tree-based anomaly detection", arXiv:1708.09441, as used
 by SNAD on ZTF: Ishida et al. 2021, A&A 650, A195) or its ``PineForest`` (Korolev et al. 2024,
 tree filtering from labels). Both start as an isolation forest (Liu et al. 2008) on the
@@ -137,11 +138,8 @@ class ActiveRanker(Ranking):
 
     def update(self, source_ids, labels) -> np.ndarray:
         """Re-fit from every label so far (ids unknown to the ranker are ignored); (N,) scores."""
-        rows = np.array([self.row.get(s, -1) for s in source_ids], dtype=int)
-        keep = rows >= 0
-        rows, kinds = rows[keep], forest_labels(np.asarray(labels, dtype=object)[keep])
-        self.labelled[:] = False
-        self.labelled[rows] = True
+        rows, labels = self._mark(source_ids, labels)
+        kinds = forest_labels(labels)
         if np.any(kinds != self._label.UNKNOWN):
             self.forest.fit_known(self.x, self.x[rows], kinds)
             self.anomaly = self._score()
@@ -167,11 +165,12 @@ def make_ranker(frame: pl.DataFrame, x: np.ndarray, model: str = "learn", seed: 
 
 
 def simulate_expert(ranker: Ranking, oracle: Callable[[str], str], n_shown: int,
-                    feedback: bool = True) -> list[str]:
+                    feedback: bool = True, after: Callable[[list[str]], None] | None = None) -> list[str]:
     """Show ``n_shown`` candidates one at a time; ``oracle(source_id)`` labels each.
 
-    With ``feedback`` the forest is re-fitted after every label (what the explorer's "next
-    candidate" does); without, the candidates are the unsupervised forest's top ``n_shown``.
+    With ``feedback`` the ranker is re-fitted after every label (what the explorer's "next
+    candidate" does), and ``after(shown)`` is called once it is (the benchmark looks at the
+    ranking there); without, the candidates are the unsupervised ranking's top ``n_shown``.
     """
     if not feedback:
         return ranker.next(n_shown)
@@ -181,6 +180,8 @@ def simulate_expert(ranker: Ranking, oracle: Callable[[str], str], n_shown: int,
         shown.append(source)
         labels.append(oracle(source))
         ranker.update(shown, labels)
+        if after is not None:
+            after(shown)
     return shown
 
 
@@ -210,8 +211,6 @@ def main(argv: list[str] | None = None) -> int:
     else:  # the store's log, or the JSONL log given
         labels = LabelLog.for_store(store, args.labels).latest()
     x, names = feature_matrix(frame)
-    if args.model != "learn" and not frame.is_empty():
-        _coniferest()  # one line naming the extra, before any work
     ranker = make_ranker(frame, x, args.model, args.seed)
     ranker.update(labels["source_id"].to_list(), labels["label"].to_list())
     order = np.argsort(-np.where(ranker.labelled, -np.inf, ranker.anomaly), kind="stable")

@@ -28,7 +28,8 @@ label (or batch of labels) by a classifier of *"like what the user called intere
 The classifier is an L2-regularised logistic regression on robustly standardised features
 (every set and the latents, ``features.active.feature_matrix``): with tens of labels it
 generalises where trees would memorise, and one re-fit on a sample of ``max_unlabelled`` (5,000)
-unlabelled sources takes about 0.1 s at 20,000 sources (all are scored). Its results are measured with a simulated user in ``benchmarks/discovery.py``.
+unlabelled sources takes about 0.1 s at 20,000 sources (all are scored). Its results are
+measured with a simulated user in ``benchmarks/discovery.py``.
 
 Shape legend: N = sources, F = features.
 """
@@ -85,6 +86,15 @@ class Ranking:
         top = np.argpartition(-score, k - 1)[:k] if k else np.array([], dtype=int)
         return self.source_ids[top[np.argsort(-score[top], kind="stable")]].tolist()
 
+    def _mark(self, source_ids, labels) -> tuple[np.ndarray, np.ndarray]:
+        """Mark the rows of ``source_ids`` labelled (and no others); their rows and labels, ids unknown
+        to the ranker left out."""
+        rows = np.array([self.row.get(s, -1) for s in source_ids], dtype=int)
+        keep = rows >= 0
+        self.labelled[:] = False
+        self.labelled[rows[keep]] = True
+        return rows[keep], np.asarray(labels, dtype=object)[keep]
+
 
 class LabelRanker(Ranking):
     """Ranks unlabelled sources by the prior, then by a positive-unlabelled classifier of the labels.
@@ -116,12 +126,7 @@ class LabelRanker(Ranking):
 
     def update(self, source_ids, labels) -> np.ndarray:
         """Re-fit from every label so far (ids unknown to the ranker and other labels are ignored); (N,) scores."""
-        labels = np.asarray(labels, dtype=object)
-        rows = np.array([self.row.get(s, -1) for s in source_ids], dtype=int)
-        keep = rows >= 0
-        rows, labels = rows[keep], labels[keep]
-        self.labelled[:] = False
-        self.labelled[rows] = True
+        rows, labels = self._mark(source_ids, labels)
         positive = np.unique(rows[np.isin(labels, ANOMALY_LABELS)])
         negative = np.setdiff1d(rows[np.isin(labels, REGULAR_LABELS)], positive)
         if not len(positive) and not len(negative):
