@@ -27,6 +27,7 @@ from explorer.reconstruction import reconstruction
 from explorer.table import ASCENDING, LABEL_STATES, CandidateTable, FilterError, Query
 from features.active import feature_matrix, make_ranker
 from features.featurestore import get_feature_set
+from features.feedback import import_classifier
 from features.labels import LABELS, LabelError
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,7 @@ def build_app(ex: Explorer) -> Dash:
     # plotly imports PIL lazily while serialising a figure; two callbacks doing that at once on
     # Flask's threads saw a half-imported module. Serialise one figure here, before any request.
     figures.thumbnail_figure({"time": np.zeros(1), "timedel": np.ones(1), "rate": np.zeros((1, 1))}).to_json()
+    import_classifier()  # the same for what "next candidate" imports (scikit-learn, and with it pandas)
     app = Dash(__name__, assets_folder=str(ASSETS), title="eROSITA explorer", suppress_callback_exceptions=True,
                serve_locally=True, update_title=None)
     app.layout = html.Div([dcc.Location(id="url"), header(ex), html.Div(id="page")])

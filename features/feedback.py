@@ -67,6 +67,19 @@ def normal_scores(values: np.ndarray) -> np.ndarray:
     return ndtri((rankdata(values) - 0.5) / len(values)) if len(values) else np.zeros(0)
 
 
+def import_classifier():
+    """The classifier's class, imported (scikit-learn's ``LogisticRegression``; the extra named when missing).
+
+    A server calls it before its request threads run: scikit-learn imports pandas, and plotly
+    looks pandas up in ``sys.modules`` without importing it, so a figure drawn in one thread while
+    the first "next candidate" imported scikit-learn in another saw a half-imported pandas.
+    """
+    require("the label-driven ranking", "sklearn")
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression
+
+
 class Ranking:
     """What every ranker of unlabelled sources has: ``source_ids`` (N,), ``row`` (id -> row),
     ``labelled`` (N,) bool and ``anomaly`` (N,) scores, higher = shown first."""
@@ -150,8 +163,7 @@ class LabelRanker(Ranking):
     def _fit(self, groups: list[tuple[np.ndarray, int]], z: np.ndarray):
         """A logistic regression of the rows of ``groups`` ((rows, 0 or 1), ...) of ``z`` (N, F): each
         class weighs one in total, split evenly among its groups and within a group among its rows."""
-        require("the label-driven ranking", "sklearn")
-        from sklearn.linear_model import LogisticRegression
+        LogisticRegression = import_classifier()
 
         groups = [(g, y) for g, y in groups if len(g)]
         per_class = {y: sum(1 for _, k in groups if k == y) for _, y in groups}
